@@ -1,0 +1,218 @@
+"""`ncc`: compile, inspect, verify, demo.
+
+Exit codes: 0 success; 1 validation ran but the artifact failed it; 2 bad
+input (the one-line message says which input and what to do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+EXAMPLES = """examples:
+  ncc demo
+  ncc compile model.keras --target onnx-float -o out/
+  ncc compile model.ckpt --target onnx-float --sequence-length 100 -o out/
+  ncc compile ncc.models.zoo:cfc --target onnx-float -o out/ --json
+  ncc inspect model.keras
+  ncc verify out/ --data test.npz
+"""
+
+
+class UserError(Exception):
+    """Bad input: printed as one line, exit code 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ncc", description="Compile liquid and spiking recurrent "
+                                "models to verified edge artifacts.", epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command")
+
+    c = sub.add_parser("compile", help="compile a model for a target", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("model", help=".keras file, ncc .ckpt, or package.module:factory")
+    c.add_argument("--target", "-t", required=True, help="target, e.g. onnx-float")
+    c.add_argument("-o", "--output", help="artifact folder (default: <model>.<target>/)")
+    c.add_argument("--input-shape", help="per-step input features, e.g. 8 or 4,4")
+    c.add_argument("--sequence-length", type=int, help="emit a Scan over this many steps")
+    c.add_argument("--calibration", help="calibration data .npz (quantized targets)")
+    c.add_argument("--verify-steps", type=int, default=100,
+                   help="steps of random input to validate after compiling (0: skip)")
+    c.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    i = sub.add_parser("inspect", help="print a model's step IR or an artifact's manifest")
+    i.add_argument("path", help="model (as for compile) or artifact folder")
+    i.add_argument("--input-shape", help="per-step input features, e.g. 8")
+    i.add_argument("--json", action="store_true")
+
+    v = sub.add_parser("verify", help="run an artifact against its float reference")
+    v.add_argument("artifact", help="artifact folder written by ncc compile")
+    v.add_argument("--data", help=".npz with x (N, T, F) and optional dt, y")
+    v.add_argument("--sequences", type=int, default=2, help="random sequences (no --data)")
+    v.add_argument("--steps", type=int, default=1000, help="steps per random sequence")
+    v.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("demo", help="compile and verify the bundled example models")
+    d.add_argument("-o", "--output", default="ncc-demo", help="folder for the artifacts")
+    d.add_argument("--steps", type=int, default=1000, help="verification steps per model")
+    d.add_argument("--json", action="store_true")
+    return p
+
+
+def _shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        raise UserError(f"--input-shape {text!r}: expected integers like 8 or 4,4") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise UserError(f"--input-shape {text!r}: dimensions must be positive")
+    return shape
+
+
+class _Progress:
+    """A rich progress bar on stderr, silent when not a terminal or with --json."""
+
+    def __init__(self, enabled: bool):
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from rich.progress import Progress
+
+            self.bar = Progress(transient=True)
+            self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _Progress:
+        if self.bar:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, task: str, done: int, total: int) -> None:
+        if not self.bar:
+            return
+        if task not in self.tasks:
+            self.tasks[task] = self.bar.add_task(task, total=total)
+        self.bar.update(self.tasks[task], completed=done)
+
+
+def _summary(report: dict[str, Any]) -> str:
+    rows = []
+    for name, m in report.get("outputs", {}).items():
+        sqnr = "inf" if math.isinf(m["sqnr_db"]) else f"{m['sqnr_db']:.1f}"
+        rows.append(f"  {name}: max abs error {m['max_abs_error']:.3g}, relative "
+                    f"{m['rel_error']:.3g}, SQNR {sqnr} dB, error by time span "
+                    f"{' '.join(f'{e:.2g}' for e in m['error_growth'])}")
+    verdict = "PASSED" if report.get("passed") else "FAILED"
+    return (f"{verdict}: {report.get('sequences')} x {report.get('steps')} steps "
+            f"({report.get('data')})\n" + "\n".join(rows))
+
+
+def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
+    if args.json:
+        print(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    else:
+        print(text)
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from ncc.compiler.driver import compile_model, resolve_target
+
+    target = resolve_target(args.target)
+    if args.calibration:
+        raise UserError("--calibration applies to quantized targets; "
+                        f"{target} is a float target")
+    out = Path(args.output or f"{Path(args.model.split(':')[-1]).stem}.{target}")
+    with _Progress(not args.json) as progress:
+        result = compile_model(args.model, target, out, input_shape=_shape(args.input_shape),
+                               sequence_length=args.sequence_length,
+                               verify_steps=args.verify_steps, progress=progress)
+    text = (f"compiled {args.model} -> {result.out_dir}/ ({target}, {len(result.graph.ops)} "
+            f"ops)")
+    if result.report:
+        text += "\n" + _summary(result.report)
+    _emit(args, {"artifact": str(result.out_dir), "manifest": result.manifest,
+                 "report": result.report}, text)
+    return 0 if not result.report or result.report["passed"] else 1
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from ncc.compiler.artifact import load_artifact_graph, read_manifest
+    from ncc.compiler.driver import to_graph
+    from ncc.compiler.load import load_model
+    from ncc.compiler.serialize import graph_to_json
+
+    path = Path(args.path)
+    if path.is_dir():
+        manifest = read_manifest(path)
+        g = load_artifact_graph(path)
+        _emit(args, {"manifest": manifest, "ir": graph_to_json(g)},
+              json.dumps(manifest, indent=2) + "\n" + str(g))
+        return 0
+    g = to_graph(load_model(args.path), _shape(args.input_shape))
+    _emit(args, {"ir": graph_to_json(g)}, str(g))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ncc.compiler.driver import verify_artifact
+
+    with _Progress(not args.json) as progress:
+        report = verify_artifact(args.artifact, data=args.data, sequences=args.sequences,
+                                 steps=args.steps, progress=progress)
+    _emit(args, report, _summary(report))
+    return 0 if report["passed"] else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ncc.compiler.demo import run_demo
+
+    with _Progress(not args.json) as progress:
+        rows, text = run_demo(Path(args.output), steps=args.steps, progress=progress)
+    _emit(args, {"results": rows}, text)
+    return 0 if all(r["passed"] for r in rows) else 1
+
+
+COMMANDS = {"compile": cmd_compile, "inspect": cmd_inspect, "verify": cmd_verify,
+            "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.version:
+        from ncc.compiler import __version__
+
+        print(f"ncc {__version__}")
+        return 0
+    if args.command is None:
+        _parser().print_help()
+        return 2
+    from ncc.compiler.ir import IRError
+    from ncc.compiler.load import ModelLoadError
+    from ncc.compiler.trace import TraceError
+    from ncc.models.archive import ArchiveError
+
+    warnings.filterwarnings("ignore")
+    try:
+        return COMMANDS[args.command](args)
+    except (UserError, ModelLoadError, ArchiveError, TraceError, IRError, ValueError) as e:
+        print(f"ncc {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

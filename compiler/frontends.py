@@ -1,0 +1,204 @@
+"""Frontends: Keras 3, Flax NNX and plain JAX models -> `StepFunction`.
+
+Every frontend produces the same thing, a pure JAX function of one timestep
+over flat arrays, so one tracer serves them all.
+
+- Keras: a model that is a chain of layers with recurrent layers in it
+  (`keras.layers.RNN` and subclasses: SimpleRNN, GRU, LSTM, ncps/ncc CfC and
+  LTC). Each recurrent layer contributes its cell's step; every other layer is
+  applied to the per-step features (Dense heads, activations, dropout as
+  identity). Runs under the Keras JAX backend.
+- Flax NNX: a module with a step `__call__(x, state) -> (out, state)` and
+  `initial_state(batch_size)` (the spyx 1.0 convention).
+- JAX: a function `step(x, state) -> (y, state)` with an initial state pytree.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from typing import Any
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from ncc.compiler.trace import StepFunction, TraceError  # noqa: E402
+
+
+def _flatten_state(state: Any) -> tuple[list[np.ndarray], list[str], Any]:
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
+    names = [jax.tree_util.keystr(path, simple=True, separator="_") or str(i)
+             for i, (path, _) in enumerate(leaves)]
+    arrays = [np.asarray(leaf, np.float32) if np.asarray(leaf).dtype.kind == "f"
+              else np.asarray(leaf) for _, leaf in leaves]
+    return arrays, names, jax.tree_util.tree_structure(state)
+
+
+def _check_x_shape(name: str, x_shape: tuple[int, ...] | None) -> tuple[int, ...]:
+    if x_shape is None:
+        raise TraceError(f"{name}: the per-step input shape is unknown; pass --input-shape F")
+    if any(int(d) <= 0 for d in x_shape):
+        raise TraceError(f"{name}: input shape {list(x_shape)} must be positive")
+    return (1, *(int(d) for d in x_shape))
+
+
+def from_jax(fn: Callable[..., Any], x_shape: tuple[int, ...], initial_state: Any,
+             name: str = "jax_step", uses_dt: bool = False) -> StepFunction:
+    """fn(x, state) -> (y, state), or fn(x, state, dt) when `uses_dt`.
+
+    x_shape: per-step features without batch, e.g. (F,). initial_state: pytree
+    of arrays with a leading batch dimension of 1.
+    """
+    leaves, names, treedef = _flatten_state(initial_state)
+
+    def flat(x: Any, *args: Any) -> list[Any]:
+        dt, flat_state = (args[0], args[1:]) if uses_dt else (None, args)
+        state = jax.tree_util.tree_unflatten(treedef, flat_state)
+        y, new_state = fn(x, state, dt) if uses_dt else fn(x, state)
+        return [y, *jax.tree_util.tree_leaves(new_state)]
+
+    return StepFunction(name, flat, _check_x_shape(name, x_shape), leaves, names, uses_dt)
+
+
+def from_nnx(module: Any, x_shape: tuple[int, ...] | None = None,
+             name: str | None = None) -> StepFunction:
+    """A Flax NNX module with `__call__(x, state)` (optionally `dt=`) and `initial_state`."""
+    from flax import nnx
+
+    name = name or type(module).__name__
+    if not hasattr(module, "initial_state"):
+        raise TraceError(f"{name}: an NNX step module needs initial_state(batch_size)")
+    x_shape = x_shape or getattr(module, "input_shape", None) or _nnx_input_shape(module)
+    graphdef, params = nnx.split(module)
+    uses_dt = "dt" in inspect.signature(type(module).__call__).parameters
+
+    def step(x: Any, state: Any, dt: Any = None) -> Any:
+        model = nnx.merge(graphdef, params)
+        return model(x, state, dt=dt) if uses_dt else model(x, state)
+
+    sf = from_jax(step, x_shape and tuple(x_shape), module.initial_state(1), name, uses_dt)
+    leaves = jax.tree_util.tree_leaves_with_path(nnx.state(module))
+    sf.const_names = {id(leaf): jax.tree_util.keystr(path, simple=True, separator="_")
+                      for path, leaf in leaves}
+    return sf
+
+
+def _nnx_input_shape(module: Any) -> tuple[int, ...] | None:
+    """Features of the first layer, when it is an nnx.Linear (spyx Sequential nets)."""
+    first = module.layers[0] if hasattr(module, "layers") and module.layers else module
+    features = getattr(first, "in_features", None)
+    return (int(features),) if features is not None else None
+
+
+# --- Keras ---------------------------------------------------------------------------------
+
+
+def _keras_layers(model: Any) -> list[Any]:
+    import keras
+
+    if isinstance(model, keras.layers.RNN):
+        return [model]
+    if not isinstance(model, keras.Model):
+        raise TraceError(f"{model!r} is not a Keras model or recurrent layer")
+    layers = [la for la in model.layers if not isinstance(la, keras.layers.InputLayer)]
+    return layers
+
+
+def _keras_step_parts(layers: list[Any]) -> list[tuple[str, Any]]:
+    """Classify layers: ("rnn", layer) carries state, ("map", layer) maps per step."""
+    import keras
+
+    parts = []
+    for layer in layers:
+        if isinstance(layer, keras.layers.Bidirectional) or getattr(layer, "bidirectional",
+                                                                      False):
+            raise TraceError(f"layer {layer.name!r} is bidirectional: it needs the whole "
+                             "sequence and cannot run step by step on a device")
+        if isinstance(layer, keras.layers.RNN):
+            if layer.go_backwards:
+                raise TraceError(f"layer {layer.name!r} runs backwards in time; ncc compiles "
+                                 "causal (forward) recurrences only")
+            parts.append(("rnn", layer))
+        elif isinstance(layer, keras.layers.TimeDistributed):
+            parts.append(("map", layer.layer))
+        elif isinstance(layer, keras.Model):
+            parts.extend(_keras_step_parts(_keras_layers(layer)))
+        else:
+            parts.append(("map", layer))
+    if not any(kind == "rnn" for kind, _ in parts):
+        raise TraceError("the Keras model has no recurrent layer (keras.layers.RNN): "
+                         "nothing to compile step by step")
+    return parts
+
+
+def _cell_initial_state(cell: Any) -> list[np.ndarray]:
+    sizes = cell.state_size if isinstance(cell.state_size, (list, tuple)) else [cell.state_size]
+    return [np.zeros((1, int(s)), np.float32) for s in sizes]
+
+
+def from_keras(model: Any, x_shape: tuple[int, ...] | None = None,
+               name: str | None = None) -> StepFunction:
+    """A Keras model or RNN layer as a step: x -> pre-layers -> cells -> head -> y."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        raise TraceError("ncc traces Keras models under the JAX backend; set KERAS_BACKEND=jax "
+                         "before importing keras (the .keras file itself may come from any "
+                         "backend)")
+    name = name or model.name
+    parts = _keras_step_parts(_keras_layers(model))
+    inputs = getattr(model, "inputs", None) or []
+    uses_dt = len(inputs) == 2
+    if x_shape is None and inputs:
+        x_shape = tuple(inputs[0].shape[2:])
+        if any(d is None for d in x_shape):
+            x_shape = None
+    state0: list[np.ndarray] = []
+    state_names: list[str] = []
+    counts = []
+    for kind, layer in parts:
+        if kind == "rnn":
+            init = _cell_initial_state(layer.cell)
+            state0 += init
+            state_names += [f"{layer.name}_{i}" for i in range(len(init))]
+            counts.append(len(init))
+
+    def step(x: Any, *args: Any) -> list[Any]:
+        dt, state = (args[0], list(args[1:])) if uses_dt else (None, list(args))
+        h, new_state, k = x, [], 0
+        for kind, layer in parts:
+            if kind == "map":
+                h = layer(h, training=False)
+                continue
+            n = counts[k]
+            cell_in = (h, dt) if dt is not None and k == 0 else h
+            h, s = layer.cell(cell_in, state[:n], training=False)
+            new_state += list(s) if isinstance(s, (list, tuple)) else [s]
+            state, k = state[n:], k + 1
+        return [jnp.asarray(h, jnp.float32), *new_state]
+
+    sf = StepFunction(name, step, _check_x_shape(name, x_shape), state0, state_names, uses_dt)
+    sf.const_names = {id(v.value): v.path for v in model.weights}
+    return sf
+
+
+def from_model(model: Any, x_shape: tuple[int, ...] | None = None) -> StepFunction:
+    """Dispatch on the model's kind: StepFunction, Keras, Flax NNX."""
+    if isinstance(model, StepFunction):
+        return model
+    try:
+        import keras
+
+        if isinstance(model, (keras.Model, keras.layers.Layer)):
+            return from_keras(model, x_shape)
+    except ImportError:  # pragma: no cover - keras is a dependency
+        pass
+    from flax import nnx
+
+    if isinstance(model, nnx.Module):
+        return from_nnx(model, x_shape)
+    raise TraceError(f"cannot compile an object of type {type(model).__name__}: expected a "
+                     "Keras model, a Flax NNX step module or an ncc StepFunction")

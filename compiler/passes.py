@@ -1,0 +1,115 @@
+"""Canonicalization: rewrites that keep a graph's meaning and make it smaller.
+
+Each pass is a function Graph -> Graph; `canonicalize` runs them to a fixed
+point. Graph inputs and outputs keep their names; only interior tensors move.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from ncc.compiler.interpret import evaluate
+from ncc.compiler.ir import Graph, Op, verify
+
+
+def _rewire(g: Graph, alias: dict[str, str]) -> Graph:
+    """Replace every use of tensor `a` by `alias[a]` and drop the ops that defined them."""
+    if not alias:
+        return g
+
+    def resolve(n: str) -> str:
+        while n in alias:
+            n = alias[n]
+        return n
+
+    ops = [Op(op.kind, tuple(resolve(n) for n in op.inputs), op.output, op.attrs, op.source)
+           for op in g.ops if op.output not in alias]
+    return g.replace(ops=ops)
+
+
+def fold_constants(g: Graph) -> Graph:
+    """Evaluate ops whose inputs are all constants (bias reshapes, clipped decays, masks)."""
+    constants, tensors, ops = dict(g.constants), dict(g.tensors), []
+    keep = set(g.outputs)
+    for op in g.ops:
+        if op.output not in keep and all(n in constants for n in op.inputs):
+            value = np.asarray(evaluate(op, [constants[n] for n in op.inputs]))
+            constants[op.output] = value.astype(tensors[op.output].dtype)
+        else:
+            ops.append(op)
+    return g.replace(constants=constants, tensors=tensors, ops=ops)
+
+
+def _is_const(g: Graph, name: str, value: float) -> bool:
+    c = g.constants.get(name)
+    return c is not None and c.size > 0 and bool(np.all(c == value))
+
+
+def remove_identities(g: Graph) -> Graph:
+    """Drop identity, no-op casts/reshapes/broadcasts, x*1, x+0 and x-0."""
+    alias: dict[str, str] = {}
+    keep = set(g.outputs)
+    for op in g.ops:
+        if op.output in keep:
+            continue
+        out = g.tensors[op.output]
+        ins = [g.tensors[n] for n in op.inputs]
+        same = [n for n, t in zip(op.inputs, ins, strict=True)
+                if t.shape == out.shape and t.dtype == out.dtype]
+        if op.kind in ("identity", "cast", "reshape", "broadcast") and same:
+            alias[op.output] = op.inputs[0]
+        elif op.kind in ("mul",) and len(same) >= 1:
+            a, b = op.inputs
+            if _is_const(g, b, 1) and a in same:
+                alias[op.output] = a
+            elif _is_const(g, a, 1) and b in same:
+                alias[op.output] = b
+        elif op.kind in ("add", "sub") and same:
+            a, b = op.inputs
+            if _is_const(g, b, 0) and a in same:
+                alias[op.output] = a
+            elif op.kind == "add" and _is_const(g, a, 0) and b in same:
+                alias[op.output] = b
+    return _rewire(g, alias)
+
+
+def eliminate_dead(g: Graph) -> Graph:
+    """Drop ops and constants that no output depends on."""
+    live = set(g.outputs)
+    ops = []
+    for op in reversed(g.ops):
+        if op.output in live:
+            ops.append(op)
+            live.update(op.inputs)
+    ops.reverse()
+    constants = {k: v for k, v in g.constants.items() if k in live}
+    keep = live | set(g.inputs) | set(g.outputs)
+    tensors = {k: t for k, t in g.tensors.items() if k in keep}
+    return g.replace(ops=ops, constants=constants, tensors=tensors)
+
+
+def deduplicate_constants(g: Graph) -> Graph:
+    """Constants with equal dtype, shape and bytes become one."""
+    seen: dict[tuple[str, tuple[int, ...], bytes], str] = {}
+    alias: dict[str, str] = {}
+    for name, value in g.constants.items():
+        key = (str(value.dtype), tuple(value.shape), value.tobytes())
+        if key in seen:
+            alias[name] = seen[key]
+        else:
+            seen[key] = name
+    g = _rewire(g, alias)
+    return g.replace(constants={k: v for k, v in g.constants.items() if k not in alias})
+
+
+PASSES = (fold_constants, remove_identities, deduplicate_constants, eliminate_dead)
+
+
+def canonicalize(g: Graph, max_rounds: int = 10) -> Graph:
+    """Run the passes until the graph stops changing; the result is verified."""
+    for _ in range(max_rounds):
+        before = (len(g.ops), len(g.constants))
+        for p in PASSES:
+            g = p(g)
+        if (len(g.ops), len(g.constants)) == before:
+            break
+    return verify(g)

@@ -1,0 +1,372 @@
+"""The tracer: a JAX step function -> step IR, through `jax.make_jaxpr`.
+
+`trace(step)` takes a `StepFunction` (see `compiler.frontends`, which builds
+one from Keras, Flax NNX or plain JAX), records its jaxpr for batch 1 and
+converts it primitive by primitive. Nested jaxprs (jit/pjit, custom_jvp,
+custom_vjp such as spyx's surrogate-gradient Heaviside) are inlined: inference
+uses their forward function. An unknown primitive is an `UnsupportedPrimitive`
+naming the primitive and the user's source line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import numpy as np
+from jax._src import source_info_util
+from jax.extend import core as jcore
+from ncc.compiler.ir import Graph, Op, Tensor, infer, verify
+
+
+class TraceError(ValueError):
+    """The step function cannot be turned into IR."""
+
+
+class UnsupportedPrimitive(TraceError):
+    def __init__(self, primitive: str, where: str):
+        self.primitive, self.where = primitive, where
+        super().__init__(f"unsupported primitive '{primitive}' at {where}: ncc has no IR op "
+                         "for it; rewrite that line with supported operations")
+
+
+@dataclass
+class StepFunction:
+    """A model's timestep as a pure JAX function over flat arrays.
+
+    fn(x, dt, *state) -> (y, *next_state) if `uses_dt`, else fn(x, *state).
+    Shapes include the batch dimension, which is 1.
+    """
+
+    name: str
+    fn: Callable[..., Sequence[Any]]
+    x_shape: tuple[int, ...]
+    initial_state: list[np.ndarray]
+    state_names: list[str]
+    uses_dt: bool = False
+    const_names: dict[int, str] = field(default_factory=dict)  # id(array) -> weight name
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def example_args(self) -> list[np.ndarray]:
+        args = [np.zeros(self.x_shape, np.float32)]
+        if self.uses_dt:
+            args.append(np.ones((self.x_shape[0], 1), np.float32))
+        return args + [np.asarray(s) for s in self.initial_state]
+
+
+def _dtype(aval: Any) -> str:
+    name = str(np.dtype(aval.dtype))
+    if name not in ("float32", "int32", "bool", "int8", "int16", "uint8"):
+        raise TraceError(f"dtype {name} is not supported (ncc traces float32 models)")
+    return name
+
+
+def _sanitize(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_") or "t"
+
+
+class _Builder:
+    """Accumulates IR tensors, constants and ops while walking a jaxpr."""
+
+    def __init__(self, const_names: dict[int, str]):
+        self.tensors: dict[str, Tensor] = {}
+        self.constants: dict[str, np.ndarray] = {}
+        self.ops: list[Op] = []
+        self.const_names = const_names
+        self._literals: dict[tuple[str, bytes], str] = {}
+        self._count = 0
+        self.source = ""
+
+    def fresh(self, hint: str = "t") -> str:
+        while True:
+            self._count += 1
+            name = f"{hint}{self._count}"
+            if name not in self.tensors:
+                return name
+
+    def declare(self, name: str, shape: Sequence[int], dtype: str) -> str:
+        self.tensors[name] = Tensor(name, tuple(int(d) for d in shape), dtype)
+        return name
+
+    def constant(self, value: Any, hint: str | None = None) -> str:
+        array = np.asarray(value)
+        array = array.astype(_dtype(array))
+        key = (str(array.dtype) + str(array.shape), array.tobytes())
+        if hint is None and array.size <= 16 and key in self._literals:
+            return self._literals[key]
+        name = _sanitize(hint) if hint else ("k" if array.ndim == 0 else "w")
+        name = name if name not in self.tensors else self.fresh(name + "_")
+        if name in ("k", "w"):
+            name = self.fresh(name)
+        self.declare(name, array.shape, str(array.dtype))
+        self.constants[name] = array
+        if hint is None and array.size <= 16:
+            self._literals[key] = name
+        return name
+
+    def emit(self, kind: str, inputs: Sequence[str], **attrs: Any) -> str:
+        out = self.fresh()
+        op = Op(kind, tuple(inputs), out, attrs, self.source)
+        shape, dtype = infer(op, [self.tensors[n] for n in inputs])
+        self.declare(out, shape, dtype)
+        self.ops.append(op)
+        return out
+
+
+Rule = Callable[[_Builder, Any, list[str]], list[str]]
+
+
+def _unary(kind: str) -> Rule:
+    return lambda b, eqn, a: [b.emit(kind, a)]
+
+
+def _binary(kind: str) -> Rule:
+    return lambda b, eqn, a: [b.emit(kind, a)]
+
+
+def _dot_general(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    lhs, rhs = (b.tensors[n] for n in a)
+    if lb or rb or len(lc) != 1 or len(rhs.shape) != 2 or lc[0] != len(lhs.shape) - 1:
+        raise UnsupportedPrimitive(f"dot_general{eqn.params['dimension_numbers']}", b.source)
+    w = a[1] if rc[0] == 0 else b.emit("transpose", [a[1]], perm=(1, 0))
+    return [b.emit("matmul", [a[0], w])]
+
+
+def _broadcast_in_dim(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+    shape = tuple(eqn.params["shape"])
+    dims = eqn.params["broadcast_dimensions"]
+    x = b.tensors[a[0]]
+    aligned = [1] * len(shape)
+    for src, dst in enumerate(dims):
+        aligned[dst] = x.shape[src]
+    name = a[0]
+    if tuple(aligned) != x.shape:
+        name = b.emit("reshape", [name], shape=tuple(aligned))
+    if tuple(aligned) != shape:
+        name = b.emit("broadcast", [name], shape=shape)
+    return [name]
+
+
+def _reshape(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+    shape = tuple(int(d) for d in eqn.outvars[0].aval.shape)
+    if b.tensors[a[0]].shape == shape:
+        return [a[0]]
+    return [b.emit("reshape", [a[0]], shape=shape)]
+
+
+def _convert(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+    dtype = _dtype(eqn.outvars[0].aval)
+    return [a[0] if b.tensors[a[0]].dtype == dtype else b.emit("cast", [a[0]], dtype=dtype)]
+
+
+def _select_n(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+    if len(a) != 3:
+        raise UnsupportedPrimitive("select_n with more than two cases", b.source)
+    pred = a[0]
+    if b.tensors[pred].dtype != "bool":
+        zero = b.constant(np.zeros((), b.tensors[pred].dtype))
+        pred = b.emit("greater", [pred, zero])
+    return [b.emit("where", [pred, a[2], a[1]])]  # select_n picks case[pred]
+
+
+def _slice(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+    p = eqn.params
+    steps = p["strides"] or (1,) * len(p["start_indices"])
+    return [b.emit("slice", a, starts=tuple(p["start_indices"]),
+                   stops=tuple(p["limit_indices"]), steps=tuple(steps))]
+
+
+def _split(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+    x = b.tensors[a[0]]
+    axis, outs, start = eqn.params["axis"], [], 0
+    for size in eqn.params["sizes"]:
+        starts = [0] * len(x.shape)
+        stops = list(x.shape)
+        starts[axis], stops[axis] = start, start + size
+        outs.append(b.emit("slice", a, starts=tuple(starts), stops=tuple(stops),
+                           steps=(1,) * len(x.shape)))
+        start += size
+    return outs
+
+
+def _integer_pow(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+    y = eqn.params["y"]
+    if y == 1:
+        return [a[0]]
+    if y == 2:
+        return [b.emit("mul", [a[0], a[0]])]
+    exponent = b.constant(np.float32(y))
+    return [b.emit("pow", [a[0], exponent])]
+
+
+def _clamp(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+    lo, x, hi = a
+    return [b.emit("max", [b.emit("min", [x, hi]), lo])]
+
+
+def _ne(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+    return [b.emit("logical_not", [b.emit("equal", a)])]
+
+
+def _square(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+    return [b.emit("mul", [a[0], a[0]])]
+
+
+def _rsqrt(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+    one = b.constant(np.float32(1))
+    return [b.emit("div", [one, b.emit("sqrt", a)])]
+
+
+def _log1p(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+    one = b.constant(np.ones((), b.tensors[a[0]].dtype))
+    return [b.emit("log", [b.emit("add", [a[0], one])])]
+
+
+def _expm1(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+    one = b.constant(np.ones((), b.tensors[a[0]].dtype))
+    return [b.emit("sub", [b.emit("exp", a), one])]
+
+
+def _reduce(kind: str) -> Rule:
+    return lambda b, eqn, a: [b.emit(kind, a, axes=tuple(eqn.params["axes"]))]
+
+
+def _squeeze_like(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+    return _reshape(b, eqn, a)
+
+
+RULES: dict[str, Rule] = {
+    "dot_general": _dot_general,
+    "add": _binary("add"), "add_any": _binary("add"), "sub": _binary("sub"),
+    "mul": _binary("mul"), "div": _binary("div"), "max": _binary("max"),
+    "min": _binary("min"), "pow": _binary("pow"),
+    "gt": _binary("greater"), "ge": _binary("greater_equal"), "lt": _binary("less"),
+    "le": _binary("less_equal"), "eq": _binary("equal"), "ne": _ne,
+    "neg": _unary("neg"), "abs": _unary("abs"), "exp": _unary("exp"), "log": _unary("log"),
+    "sqrt": _unary("sqrt"), "rsqrt": _rsqrt, "logistic": _unary("sigmoid"),
+    "tanh": _unary("tanh"), "floor": _unary("floor"), "sign": _unary("sign"),
+    "not": _unary("logical_not"), "log1p": _log1p, "expm1": _expm1, "square": _square,
+    "integer_pow": _integer_pow, "clamp": _clamp, "select_n": _select_n,
+    "convert_element_type": _convert, "broadcast_in_dim": _broadcast_in_dim,
+    "reshape": _reshape, "squeeze": _squeeze_like, "expand_dims": _squeeze_like,
+    "concatenate": lambda b, eqn, a: [b.emit("concat", a, axis=eqn.params["dimension"])],
+    "slice": _slice, "split": _split,
+    "transpose": lambda b, eqn, a: [b.emit("transpose", a,
+                                           perm=tuple(eqn.params["permutation"]))],
+    "reduce_sum": _reduce("reduce_sum"), "reduce_max": _reduce("reduce_max"),
+    "copy": lambda b, eqn, a: [a[0]], "copy_p": lambda b, eqn, a: [a[0]],
+    "stop_gradient": lambda b, eqn, a: [a[0]],
+    "optimization_barrier": lambda b, eqn, a: list(a),
+}
+
+# primitives holding a jaxpr to inline, and the parameter that holds it
+NESTED = {"pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr",
+          "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr",
+          "custom_vjp_call_jaxpr": "fun_jaxpr", "remat": "jaxpr", "checkpoint": "jaxpr"}
+
+# Hook for recognizers of special nested calls (fake-quant): name -> handler.
+# A handler returns IR names for the outputs, or None to inline the call as usual.
+SPECIAL_CALLS: list[Callable[[_Builder, Any, list[str]], list[str] | None]] = []
+
+
+def _where(eqn: Any) -> str:
+    frame = source_info_util.user_frame(eqn.source_info.traceback)
+    if frame is None:
+        return "<unknown source>"
+    return f"{frame.file_name}:{frame.start_line}"
+
+
+def _convert_jaxpr(b: _Builder, jaxpr: Any, consts: Sequence[Any], args: list[str]) -> list[str]:
+    env: dict[Any, str] = {}
+
+    def read(v: Any) -> str:
+        if isinstance(v, jcore.Literal):
+            return b.constant(np.asarray(v.val, dtype=v.aval.dtype))
+        return env[v]
+
+    for var, value in zip(jaxpr.constvars, consts, strict=True):
+        env[var] = b.constant(value, b.const_names.get(id(value)))
+    for var, name in zip(jaxpr.invars, args, strict=True):
+        env[var] = name
+    for eqn in jaxpr.eqns:
+        b.source = _where(eqn)
+        prim = eqn.primitive.name
+        ins = [read(v) for v in eqn.invars]
+        outs = None
+        for special in SPECIAL_CALLS:
+            outs = special(b, eqn, ins)
+            if outs is not None:
+                break
+        if outs is None and prim in NESTED:
+            inner = eqn.params[NESTED[prim]]
+            closed = inner if hasattr(inner, "jaxpr") else jcore.ClosedJaxpr(inner, ())
+            saved = b.source
+            outs = _convert_jaxpr(b, closed.jaxpr, closed.consts, ins)
+            b.source = saved
+        elif outs is None:
+            rule = RULES.get(prim)
+            if rule is None:
+                raise UnsupportedPrimitive(prim, b.source)
+            outs = rule(b, eqn, ins)
+        for var, name in zip(eqn.outvars, outs, strict=True):
+            expected = tuple(int(d) for d in var.aval.shape)
+            if b.tensors[name].shape != expected:
+                raise TraceError(f"internal: {prim} at {b.source} gave shape "
+                                 f"{b.tensors[name].shape}, jax says {expected}")
+            env[var] = name
+    return [read(v) for v in jaxpr.outvars]
+
+
+def trace(step: StepFunction) -> Graph:
+    """Trace one step of `step` into a verified IR graph (float)."""
+    example = step.example_args()
+    try:
+        closed = jax.make_jaxpr(step.fn)(*example)
+    except Exception as e:  # the user's model failed to run: say so in one line
+        raise TraceError(f"running one step of {step.name} failed: "
+                         f"{type(e).__name__}: {e}") from e
+    b = _Builder(step.const_names)
+    names = ["x"] + (["dt"] if step.uses_dt else [])
+    names += [_sanitize(f"state_{n}") for n in step.state_names]
+    roles = {"x": "input", "dt": "dt"}
+    for name, arg in zip(names, example, strict=True):
+        b.declare(name, arg.shape, str(arg.dtype))
+        roles.setdefault(name, "state_in")
+    outs = _convert_jaxpr(b, closed.jaxpr, closed.consts, names)
+    n_state = len(step.initial_state)
+    if len(outs) != 1 + n_state:
+        raise TraceError(f"{step.name}: step returned {len(outs)} arrays, expected output "
+                         f"plus {n_state} state arrays")
+    out_names = ["y"] + [f"{n}_next" for n in names[len(names) - n_state:]]
+    renamed: dict[str, str] = {}
+    for i, (src, dst) in enumerate(zip(outs, out_names, strict=True)):
+        src = renamed.get(src, src)
+        if src in b.constants or src in roles:
+            src = b.emit("identity", [src])  # an output must be its own tensor
+        _rename(b, src, dst)
+        renamed[src] = dst
+        roles[dst] = "output" if i == 0 else "state_out"
+    state_in = names[len(names) - n_state:]
+    g = Graph(
+        name=_sanitize(step.name),
+        tensors=b.tensors, inputs=names, outputs=out_names, roles=roles,
+        state_pairs=list(zip(state_in, out_names[1:], strict=True)),
+        constants=b.constants, ops=b.ops,
+        initial_state={n: np.asarray(v, np.float32 if np.asarray(v).dtype.kind == "f"
+                                     else np.asarray(v).dtype)
+                       for n, v in zip(state_in, step.initial_state, strict=True)},
+        metadata=dict(step.metadata),
+    )
+    return verify(g)
+
+
+def _rename(b: _Builder, old: str, new: str) -> None:
+    """Give op output `old` the name `new` everywhere (outputs get stable names)."""
+    t = b.tensors.pop(old)
+    b.tensors[new] = Tensor(new, t.shape, t.dtype, t.quant)
+    b.ops = [Op(op.kind, tuple(new if n == old else n for n in op.inputs),
+                new if op.output == old else op.output, op.attrs, op.source) for op in b.ops]

@@ -1,0 +1,1 @@
+"""Training side: liquid and spiking models, wirings, fake-quant, checkpoints."""

@@ -1,0 +1,1 @@
+"""Flax NNX liquid cells and quantized spiking neurons."""

@@ -1,0 +1,1 @@
+"""Runtime harness: sessions over real runtimes and validation metrics."""

@@ -1,0 +1,122 @@
+"""Sessions: run any artifact over a sequence from its manifest alone.
+
+`open_session(dir)` picks the runtime from the manifest's target. Every
+session has `run(xs, dts) -> {ir_name: (T, *shape)}`, threading state from
+step to step (or chunk to chunk for Scan artifacts) and feeding `dt`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ncc.compiler.artifact import check_files, load_artifact_graph, read_manifest
+from ncc.compiler.ir import Graph
+
+
+class Session:
+    """Base: subclasses implement `_call(feeds) -> outputs` by artifact names."""
+
+    def __init__(self, art_dir: str | Path, manifest: dict[str, Any]):
+        self.dir = Path(art_dir)
+        self.manifest = manifest
+        self.tensors = {t["ir_name"]: t for t in manifest["tensors"]}
+        self.state = [(s["state_in"], s["state_out"], np.asarray(s["initial"]))
+                      for s in manifest["state"]]
+        self.sequence_length = manifest["sequence_length"]
+
+    def names(self, role: str) -> list[str]:
+        return [t["name"] for t in self.manifest["tensors"] if t["role"] == role]
+
+    def _call(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def run(self, xs: np.ndarray, dts: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """xs: (T, *x_shape) in the artifact's step shape; dts: (T,) or (T, *dt_shape)."""
+        by_name = {t["name"]: t for t in self.manifest["tensors"]}
+        (x_name,) = self.names("input")
+        dt_names = self.names("dt")
+        dtype = by_name[x_name]["dtype"]
+        step = self.sequence_length or 1
+        if len(xs) % step:
+            raise ValueError(f"sequence of {len(xs)} steps is not a multiple of the "
+                             f"artifact's sequence length {step}")
+        state = {s_in: init.astype(by_name[s_in]["dtype"]) for s_in, _, init in self.state}
+        chunks: dict[str, list[np.ndarray]] = {}
+        for t0 in range(0, len(xs), step):
+            shape = by_name[x_name]["shape"]
+            feeds = {x_name: np.asarray(xs[t0:t0 + step], dtype).reshape(shape), **state}
+            for name in dt_names:
+                t = by_name[name]
+                dt = (np.ones(t["shape"]) if dts is None
+                      else np.asarray(dts[t0:t0 + step]).reshape(t["shape"]))
+                feeds[name] = dt.astype(t["dtype"])
+            out = self._call(feeds)
+            for name, value in out.items():
+                chunks.setdefault(name, []).append(value if self.sequence_length else value[None])
+            state = {s_in: out[s_out] for s_in, s_out, _ in self.state}
+        ir_name = {t["name"]: t["ir_name"] for t in self.manifest["tensors"]}
+        return {ir_name[k]: np.concatenate(v) for k, v in chunks.items()
+                if by_name[k]["role"] == "output" or not self.sequence_length}
+
+
+class OnnxSession(Session):
+    def __init__(self, art_dir: str | Path, manifest: dict[str, Any]):
+        super().__init__(art_dir, manifest)
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(self.dir / manifest["entry"]), options,
+                                            providers=["CPUExecutionProvider"])
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def _call(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return dict(zip(self.outputs, self.session.run(self.outputs, feeds), strict=True))
+
+
+class ReferenceSession:
+    """The float reference: the traced IR run in JAX (jit-compiled step)."""
+
+    def __init__(self, g: Graph):
+        import jax
+        import jax.numpy as jnp
+        from ncc.compiler.interpret import run_step
+
+        self.graph = g
+        self._step = jax.jit(lambda feeds: run_step(g, feeds, xp=jnp))
+
+    def run(self, xs: np.ndarray, dts: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        g = self.graph
+        (x_name,) = g.by_role("input")
+        state = dict(g.initial_state)
+        trace: dict[str, list[np.ndarray]] = {n: [] for n in g.outputs}
+        for t in range(len(xs)):
+            feeds = {x_name: np.reshape(xs[t], g.tensors[x_name].shape), **state}
+            for name in g.by_role("dt"):
+                feeds[name] = (np.ones(g.tensors[name].shape, np.float32) if dts is None
+                               else np.reshape(dts[t], g.tensors[name].shape))
+            out = {k: np.asarray(v) for k, v in self._step(feeds).items()}
+            for name in g.outputs:
+                trace[name].append(out[name])
+            state = {s_in: out[s_out] for s_in, s_out in g.state_pairs}
+        return {k: np.stack(v) for k, v in trace.items()}
+
+
+SESSIONS = {"onnx-float": OnnxSession}
+
+
+def open_session(art_dir: str | Path) -> Session:
+    """A session over the artifact in `art_dir`, after checking its files' checksums."""
+    manifest = read_manifest(art_dir)
+    check_files(art_dir, manifest)
+    cls = SESSIONS.get(manifest["target"])
+    if cls is None:
+        raise ValueError(f"{art_dir}: no runtime session for target {manifest['target']!r}")
+    return cls(art_dir, manifest)
+
+
+def open_reference(art_dir: str | Path) -> ReferenceSession:
+    return ReferenceSession(load_artifact_graph(art_dir))

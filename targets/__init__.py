@@ -1,0 +1,1 @@
+"""Targets: one module per target, each lowering an IR graph to an artifact."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from ncc.compiler.artifact import load_artifact_graph, read_manifest, update_report, write_artifact
 from ncc.compiler.frontends import from_model
 from ncc.compiler.ir import Graph

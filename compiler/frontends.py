@@ -25,6 +25,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+
 from ncc.compiler.trace import StepFunction, TraceError  # noqa: E402
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+
 from ncc.compiler.ir import Graph, Op
 
 Kernel = Callable[[Any, list[Any], dict[str, Any]], Any]
@@ -64,14 +65,18 @@ def evaluate(op: Op, args: list[Any], xp: Any = np) -> Any:
     return KERNELS[op.kind](xp, args, op.attrs)
 
 
-def run_step(g: Graph, feeds: Mapping[str, Any], xp: Any = np) -> dict[str, Any]:
-    """One step: `feeds` maps every graph input name to an array; returns all outputs."""
+def run_step(g: Graph, feeds: Mapping[str, Any], xp: Any = np,
+             every_tensor: bool = False) -> dict[str, Any]:
+    """One step: `feeds` maps every graph input name to an array; returns the outputs
+    (or, with `every_tensor`, every input and op result: what calibration observes)."""
     env: dict[str, Any] = {k: xp.asarray(v) for k, v in g.constants.items()}
     for name in g.inputs:
         env[name] = xp.asarray(feeds[name], dtype=g.tensors[name].dtype)
     for op in g.ops:
         value = evaluate(op, [env[n] for n in op.inputs], xp)
         env[op.output] = xp.asarray(value).astype(g.tensors[op.output].dtype)
+    if every_tensor:
+        return {k: v for k, v in env.items() if k not in g.constants}
     return {name: env[name] for name in g.outputs}
 
 

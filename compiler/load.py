@@ -40,6 +40,7 @@ def load_model(ref: str) -> Any:
 def _load_keras(path: Path) -> Any:
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras
+
     from ncc.models.checkpoint import _register_keras_layers
 
     if not path.is_file():

@@ -7,6 +7,7 @@ point. Graph inputs and outputs keep their names; only interior tensors move.
 from __future__ import annotations
 
 import numpy as np
+
 from ncc.compiler.interpret import evaluate
 from ncc.compiler.ir import Graph, Op, verify
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from ncc.compiler.ir import Graph, IRError, Op, QuantParams, Tensor, verify
 from ncc.models.archive import ArchiveError, json_bytes, npz_bytes, read_npz
 

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from jax._src import source_info_util
 from jax.extend import core as jcore
+
 from ncc.compiler.ir import Graph, Op, Tensor, infer, verify
 
 

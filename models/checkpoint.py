@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from ncc.models.archive import ArchiveError, atomic_write, json_bytes, npz_bytes, npz_from_bytes
 
 FORMAT = "ncc-ckpt/1"

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from ncc.compiler.artifact import check_files, load_artifact_graph, read_manifest
 from ncc.compiler.ir import Graph
 
@@ -83,6 +84,7 @@ class ReferenceSession:
     def __init__(self, g: Graph):
         import jax
         import jax.numpy as jnp
+
         from ncc.compiler.interpret import run_step
 
         self.graph = g

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from ncc.models.archive import ArchiveError, read_npz
 
 SPANS = 10

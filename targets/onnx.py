@@ -15,9 +15,10 @@ from collections.abc import Callable
 
 import numpy as np
 import onnx
+from onnx import TensorProto, helper, numpy_helper
+
 from ncc.compiler.artifact import Artifact
 from ncc.compiler.ir import Graph, Op
-from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 18
 TARGET = "onnx-float"

@@ -153,10 +153,12 @@ def from_keras(model: Any, x_shape: tuple[int, ...] | None = None,
     parts = _keras_step_parts(_keras_layers(model))
     inputs = getattr(model, "inputs", None) or []
     uses_dt = len(inputs) == 2
-    if x_shape is None and inputs:
-        x_shape = tuple(inputs[0].shape[2:])
-        if any(d is None for d in x_shape):
-            x_shape = None
+    declared = tuple(inputs[0].shape[2:]) if inputs else ()
+    if inputs and all(d is not None for d in declared):
+        if x_shape is not None and tuple(x_shape) != declared:
+            raise TraceError(f"--input-shape {','.join(map(str, x_shape))} does not match "
+                             f"the model's per-step input ({','.join(map(str, declared))})")
+        x_shape = declared
     state0: list[np.ndarray] = []
     state_names: list[str] = []
     counts = []

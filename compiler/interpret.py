@@ -91,7 +91,7 @@ def run_sequence(g: Graph, xs: np.ndarray, dts: np.ndarray | None = None,
     state = dict(g.initial_state if state is None else state)
     trace: dict[str, list[np.ndarray]] = {name: [] for name in g.outputs}
     for t in range(len(xs)):
-        feeds = {x_name: xs[t], **state}
+        feeds = {x_name: np.reshape(xs[t], g.tensors[x_name].shape), **state}
         for name in dt_names:
             feeds[name] = (np.ones(g.tensors[name].shape, np.float32) if dts is None
                            else np.reshape(dts[t], g.tensors[name].shape))

@@ -328,8 +328,9 @@ def trace(step: StepFunction) -> Graph:
     try:
         closed = jax.make_jaxpr(step.fn)(*example)
     except Exception as e:  # the user's model failed to run: say so in one line
+        first_line = (str(e).strip().splitlines() or [""])[0]
         raise TraceError(f"running one step of {step.name} failed: "
-                         f"{type(e).__name__}: {e}") from e
+                         f"{type(e).__name__}: {first_line}") from e
     b = _Builder(step.const_names)
     names = ["x"] + (["dt"] if step.uses_dt else [])
     names += [_sanitize(f"state_{n}") for n in step.state_names]

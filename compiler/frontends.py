@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -141,18 +142,26 @@ def _cell_initial_state(cell: Any) -> list[np.ndarray]:
 
 
 def from_keras(model: Any, x_shape: tuple[int, ...] | None = None,
-               name: str | None = None) -> StepFunction:
-    """A Keras model or RNN layer as a step: x -> pre-layers -> cells -> head -> y."""
+               name: str | None = None, uses_dt: bool | None = None) -> StepFunction:
+    """A Keras model or RNN layer as a step: x -> pre-layers -> cells -> head -> y.
+
+    uses_dt: feed a per-step time delta `dt` (batch, 1) to the first recurrent cell as
+    `cell((h, dt), state)`, the ncps convention for CfC and LTC time spans. None infers it
+    from the model: a model with two inputs (x and time spans) uses dt. Keras 3 `RNN`
+    layers cannot take a nested (x, ts) sequence, so a model trained on regular steps
+    compiled with `uses_dt=True` is how a device feeds irregular time spans.
+    """
     import keras
 
     if keras.backend.backend() != "jax":
         raise TraceError("ncc traces Keras models under the JAX backend; set KERAS_BACKEND=jax "
                          "before importing keras (the .keras file itself may come from any "
                          "backend)")
-    name = name or model.name
+    name = name or _stable_path(model.name)
     parts = _keras_step_parts(_keras_layers(model))
     inputs = getattr(model, "inputs", None) or []
-    uses_dt = len(inputs) == 2
+    if uses_dt is None:
+        uses_dt = len(inputs) == 2
     declared = tuple(inputs[0].shape[2:]) if inputs else ()
     if inputs and all(d is not None for d in declared):
         if x_shape is not None and tuple(x_shape) != declared:
@@ -162,11 +171,15 @@ def from_keras(model: Any, x_shape: tuple[int, ...] | None = None,
     state0: list[np.ndarray] = []
     state_names: list[str] = []
     counts = []
+    used: set[str] = set()
     for kind, layer in parts:
         if kind == "rnn":
             init = _cell_initial_state(layer.cell)
             state0 += init
-            state_names += [f"{layer.name}_{i}" for i in range(len(init))]
+            base = _stable_path(layer.name)  # stable across compilations, unique here
+            base = base if base not in used else f"{base}{len(used)}"
+            used.add(base)
+            state_names += [f"{base}_{i}" for i in range(len(init))]
             counts.append(len(init))
 
     def step(x: Any, *args: Any) -> list[Any]:
@@ -184,8 +197,16 @@ def from_keras(model: Any, x_shape: tuple[int, ...] | None = None,
         return [jnp.asarray(h, jnp.float32), *new_state]
 
     sf = StepFunction(name, step, _check_x_shape(name, x_shape), state0, state_names, uses_dt)
-    sf.const_names = {id(v.value): v.path for v in model.weights}
+    sf.const_names = {id(v.value): _stable_path(v.path) for v in model.weights}
     return sf
+
+
+def _stable_path(path: str) -> str:
+    """A weight path without Keras's uniquifying suffixes ("sequential_3/dense_1/kernel" ->
+    "sequential/dense/kernel"): they count the layers created so far in the process, so
+    keeping them would make two compilations of one model differ. Names that collide are
+    told apart by the tracer, in trace order."""
+    return "/".join(re.sub(r"_\d+$", "", part) for part in path.split("/"))
 
 
 def from_model(model: Any, x_shape: tuple[int, ...] | None = None) -> StepFunction:

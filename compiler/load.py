@@ -57,12 +57,16 @@ def _load_keras(path: Path) -> Any:
 
 def _load_factory(ref: str) -> Any:
     module_name, _, attr = ref.partition(":")
-    if os.getcwd() not in sys.path:
+    added = os.getcwd() not in sys.path
+    if added:
         sys.path.insert(0, os.getcwd())  # let users name modules next to them
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
         raise ModelLoadError(f"{ref}: cannot import module {module_name!r} ({e})") from None
+    finally:
+        if added:
+            sys.path.remove(os.getcwd())
     factory = getattr(module, attr, None)
     if factory is None:
         raise ModelLoadError(f"{ref}: module {module_name!r} has no attribute {attr!r}")

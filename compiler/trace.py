@@ -281,7 +281,10 @@ def _where(eqn: Any) -> str:
     return f"{frame.file_name}:{frame.start_line}"
 
 
-def _convert_jaxpr(b: _Builder, jaxpr: Any, consts: Sequence[Any], args: list[str]) -> list[str]:
+def _convert_jaxpr(b: _Builder, jaxpr: Any, consts: Sequence[Any], args: list[str],
+                   outer: str = "<unknown source>") -> list[str]:
+    """`outer`: the user line of the call being inlined, for inner equations (e.g. the
+    primitives inside jnp.cumsum's jit) whose own traceback has no user frame."""
     env: dict[Any, str] = {}
 
     def read(v: Any) -> str:
@@ -295,6 +298,8 @@ def _convert_jaxpr(b: _Builder, jaxpr: Any, consts: Sequence[Any], args: list[st
         env[var] = name
     for eqn in jaxpr.eqns:
         b.source = _where(eqn)
+        if b.source == "<unknown source>":
+            b.source = outer
         prim = eqn.primitive.name
         ins = [read(v) for v in eqn.invars]
         outs = None
@@ -306,7 +311,7 @@ def _convert_jaxpr(b: _Builder, jaxpr: Any, consts: Sequence[Any], args: list[st
             inner = eqn.params[NESTED[prim]]
             closed = inner if hasattr(inner, "jaxpr") else jcore.ClosedJaxpr(inner, ())
             saved = b.source
-            outs = _convert_jaxpr(b, closed.jaxpr, closed.consts, ins)
+            outs = _convert_jaxpr(b, closed.jaxpr, closed.consts, ins, saved)
             b.source = saved
         elif outs is None:
             rule = RULES.get(prim)
@@ -334,7 +339,7 @@ def trace(step: StepFunction) -> Graph:
     b = _Builder(step.const_names)
     names = ["x"] + (["dt"] if step.uses_dt else [])
     names += [_sanitize(f"state_{n}") for n in step.state_names]
-    roles = {"x": "input", "dt": "dt"}
+    roles = {"x": "input", **({"dt": "dt"} if step.uses_dt else {})}
     for name, arg in zip(names, example, strict=True):
         b.declare(name, arg.shape, str(arg.dtype))
         roles.setdefault(name, "state_in")

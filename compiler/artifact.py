@@ -65,12 +65,18 @@ def build_manifest(g: Graph, art: Artifact, source: dict[str, Any]) -> dict[str,
 
 
 def write_artifact(out_dir: str | Path, g: Graph, art: Artifact, source: dict[str, Any],
-                   report: dict[str, Any] | None = None) -> Path:
-    """Write the folder atomically: on any failure, nothing at `out_dir` changes."""
+                   report: dict[str, Any] | None = None, reference: Graph | None = None) -> Path:
+    """Write the folder atomically: on any failure, nothing at `out_dir` changes.
+
+    g: the graph the artifact implements (`ir.*`: for integer targets, the golden
+    model); reference: the float graph it approximates (`float.*`), if different.
+    """
     out_dir = Path(out_dir)
     files = dict(art.files)
-    files["ir.json"] = json_bytes(graph_to_json(g))
-    files["ir.npz"] = npz_bytes(graph_arrays(g))
+    for stem, graph in (("ir", g), ("float", reference)):
+        if graph is not None:
+            files[f"{stem}.json"] = json_bytes(graph_to_json(graph))
+            files[f"{stem}.npz"] = npz_bytes(graph_arrays(graph))
     manifest = build_manifest(g, art, source)
     manifest["files"] = {k: hashlib.sha256(v).hexdigest() for k, v in sorted(files.items())}
     files["manifest.json"] = json_bytes(manifest)
@@ -117,7 +123,14 @@ def check_files(art_dir: str | Path, manifest: dict[str, Any]) -> None:
 
 
 def load_artifact_graph(art_dir: str | Path) -> Graph:
+    """The graph the artifact implements (integer graphs are the golden model)."""
     return load_graph(Path(art_dir) / "ir")
+
+
+def load_reference_graph(art_dir: str | Path) -> Graph:
+    """The float graph the artifact is validated against."""
+    stem = Path(art_dir) / "float"
+    return load_graph(stem if stem.with_suffix(".json").is_file() else Path(art_dir) / "ir")
 
 
 def update_report(art_dir: str | Path, report: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   ncc demo
   ncc compile model.keras --target onnx-float -o out/
   ncc compile model.ckpt --target onnx-float --sequence-length 100 -o out/
+  ncc compile model.keras --target onnx-int8 --calibration calib.npz -o out/
   ncc compile ncc.models.zoo:cfc --target onnx-float -o out/ --json
   ncc inspect model.keras
   ncc verify out/ --data test.npz
@@ -46,7 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", help="artifact folder (default: <model>.<target>/)")
     c.add_argument("--input-shape", help="per-step input features, e.g. 8 or 4,4")
     c.add_argument("--sequence-length", type=int, help="emit a Scan over this many steps")
-    c.add_argument("--calibration", help="calibration data .npz (quantized targets)")
+    c.add_argument("--calibration", help="calibration data .npz with x (N, T, F) [and dt]: "
+                   "needed by quantized targets")
+    c.add_argument("--range-method", choices=("minmax", "percentile"), default="minmax",
+                   help="how calibrated ranges become int8 parameters (default: minmax)")
     c.add_argument("--verify-steps", type=int, default=100,
                    help="steps of random input to validate after compiling (0: skip)")
     c.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -114,9 +118,15 @@ def _summary(report: dict[str, Any]) -> str:
     rows = []
     for name, m in report.get("outputs", {}).items():
         sqnr = "inf" if math.isinf(m["sqnr_db"]) else f"{m['sqnr_db']:.1f}"
-        rows.append(f"  {name}: max abs error {m['max_abs_error']:.3g}, relative "
+        rows.append(f"  {name} vs float: max abs error {m['max_abs_error']:.3g}, relative "
                     f"{m['rel_error']:.3g}, SQNR {sqnr} dB, error by time span "
                     f"{' '.join(f'{e:.2g}' for e in m['error_growth'])}")
+    for name, m in report.get("golden", {}).items():
+        rows.append(f"  {name} vs golden: {100 * m['identical']:.4g}% identical, "
+                    f"max {m['max_lsb']} LSB")
+    if "accuracy" in report:
+        acc = report["accuracy"]
+        rows.append(f"  accuracy: reference {acc['reference']:.4f}, artifact {acc['artifact']:.4f}")
     verdict = "PASSED" if report.get("passed") else "FAILED"
     return (f"{verdict}: {report.get('sequences')} x {report.get('steps')} steps "
             f"({report.get('data')})\n" + "\n".join(rows))
@@ -131,15 +141,15 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from ncc.compiler.driver import compile_model, resolve_target
+    from ncc.compiler.quantize import QuantOptions
 
     target = resolve_target(args.target)
-    if args.calibration:
-        raise UserError("--calibration applies to quantized targets; "
-                        f"{target} is a float target")
     out = Path(args.output or f"{Path(args.model.split(':')[-1]).stem}.{target}")
     with _Progress(not args.json) as progress:
         result = compile_model(args.model, target, out, input_shape=_shape(args.input_shape),
                                sequence_length=args.sequence_length,
+                               calibration=args.calibration,
+                               options=QuantOptions(method=args.range_method),
                                verify_steps=args.verify_steps, progress=progress)
     text = (f"compiled {args.model} -> {result.out_dir}/ ({target}, {len(result.graph.ops)} "
             f"ops)")

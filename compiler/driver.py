@@ -15,16 +15,32 @@ from typing import Any
 
 import numpy as np
 
-from ncc.compiler.artifact import load_artifact_graph, read_manifest, update_report, write_artifact
+from ncc.compiler.artifact import (
+    load_artifact_graph,
+    load_reference_graph,
+    read_manifest,
+    update_report,
+    write_artifact,
+)
+from ncc.compiler.calibrate import record_ranges
+from ncc.compiler.data import load_data, random_data
 from ncc.compiler.frontends import from_model
 from ncc.compiler.ir import Graph
 from ncc.compiler.load import load_model
 from ncc.compiler.passes import canonicalize
+from ncc.compiler.quantize import (
+    DEFAULT_OPTIONS,
+    QuantizationError,
+    QuantOptions,
+    prepare,
+    quantize,
+)
 from ncc.compiler.trace import trace
 
 # target name -> module whose `lower(graph, ...)` returns an Artifact
-TARGETS = {"onnx-float": "ncc.targets.onnx"}
+TARGETS = {"onnx-float": "ncc.targets.onnx", "onnx-int8": "ncc.targets.onnx_int8"}
 ALIASES = {"onnx": "onnx-float"}
+QUANTIZED = {"onnx-int8", "tflite-int8"}
 # a float target must match the float reference to this max abs error
 FLOAT_TOLERANCE = 1e-4
 
@@ -61,22 +77,46 @@ def _source(ref: Any) -> dict[str, Any]:
     return {"source": f"<{type(ref).__name__} object>"}
 
 
+def quantize_graph(g: Graph, calibration: str | Path | dict[str, np.ndarray] | None,
+                   options: QuantOptions = DEFAULT_OPTIONS,
+                   progress: Progress | None = None) -> tuple[Graph, Graph]:
+    """(integer golden graph, float reference graph) for canonical float graph `g`."""
+    reference = prepare(g)
+    if calibration is None:
+        raise QuantizationError("a quantized target needs calibration data: pass "
+                                "--calibration data.npz with x shaped (N, T, features) "
+                                "(sequences the model will see, whole)")
+    (x_name,) = reference.by_role("input")
+    data = (load_data(calibration, reference.tensors[x_name].shape[1:])
+            if isinstance(calibration, (str, Path)) else calibration)
+    tick = (lambda i, n: progress("calibrate", i, n)) if progress else None
+    ranges = record_ranges(reference, data["x"], data.get("dt"), progress=tick)
+    return quantize(reference, ranges, options), reference
+
+
 def compile_model(model: Any, target: str, out_dir: str | Path, *,
                   input_shape: tuple[int, ...] | None = None,
-                  sequence_length: int | None = None, verify_steps: int = 100,
+                  sequence_length: int | None = None,
+                  calibration: str | Path | dict[str, np.ndarray] | None = None,
+                  options: QuantOptions = DEFAULT_OPTIONS, verify_steps: int = 100,
                   progress: Progress | None = None) -> CompileResult:
     """Compile `model` (object or MODEL reference) for `target` into folder `out_dir`.
 
-    Validation runs the artifact against the float reference over a random
-    `verify_steps`-step sequence (0 skips it); its figures go to report.json.
+    Quantized targets calibrate on `calibration` (an .npz path or {"x": (N, T, F)}).
+    Validation then runs the artifact over a random `verify_steps`-step sequence
+    (0 skips it) and writes its figures to report.json.
     """
     target = resolve_target(target)
     obj = load_model(str(model)) if isinstance(model, (str, Path)) else model
     g = to_graph(obj, input_shape)
+    reference = None
+    if target in QUANTIZED:
+        g, reference = quantize_graph(g, calibration, options, progress)
+    elif calibration is not None:
+        raise ValueError(f"--calibration applies to quantized targets; {target} is float")
     lower = importlib.import_module(TARGETS[target]).lower
     art = lower(g, sequence_length=sequence_length)
-    out_dir = Path(out_dir)
-    path = write_artifact(out_dir, g, art, _source(model))
+    path = write_artifact(Path(out_dir), g, art, _source(model), reference=reference)
     report: dict[str, Any] = {}
     if verify_steps:
         steps = verify_steps
@@ -89,30 +129,38 @@ def compile_model(model: Any, target: str, out_dir: str | Path, *,
 def verify_artifact(art_dir: str | Path, *, data: str | Path | None = None,
                     sequences: int = 2, steps: int = 1000, seed: int = 0,
                     progress: Progress | None = None) -> dict[str, Any]:
-    """Run the artifact in its runtime against the float reference; update report.json."""
+    """Run the artifact in its runtime against the golden model (integer targets: every
+    bit must match) and the float reference; write the figures to report.json."""
     from ncc.runtime.session import ReferenceSession, open_session
-    from ncc.runtime.validate import load_data, random_data, validate
+    from ncc.runtime.validate import validate, validate_quantized
 
     session = open_session(art_dir)
     g = load_artifact_graph(art_dir)
+    reference = load_reference_graph(art_dir)
     (x_name,) = g.by_role("input")
     features = g.tensors[x_name].shape[1:]
-    uses_dt = bool(g.by_role("dt"))
     if data is not None:
         arrays = load_data(data, features)
         source = str(data)
     else:
-        arrays = random_data(features, uses_dt, sequences, steps, seed)
+        arrays = random_data(features, bool(g.by_role("dt")), sequences, steps, seed)
         source = f"random normal, seed {seed}"
     n_seq = arrays["x"].shape[0]
     tick = (lambda i: progress("verify", i, n_seq)) if progress else None
-    outputs = [n for n in g.outputs if g.roles[n] == "output"]
-    report = validate(session.run, ReferenceSession(g).run, arrays, outputs, tick)
+    float_run = ReferenceSession(reference).run
+    if g.metadata.get("quantized"):
+        report = validate_quantized(session.run, g, float_run, arrays, tick)
+        report["passed"] = all(m["identical"] == 1.0 for m in report["golden"].values())
+        report["criterion"] = "every output and state bit-identical to the golden model"
+    else:
+        outputs = [n for n in g.outputs if g.roles[n] == "output"]
+        report = validate(session.run, float_run, arrays, outputs, tick)
+        worst = max(m["max_abs_error"] for m in report["outputs"].values())
+        report["passed"] = bool(np.isfinite(worst) and worst <= FLOAT_TOLERANCE)
+        report["tolerance"] = FLOAT_TOLERANCE
+        report["criterion"] = f"max abs error <= {FLOAT_TOLERANCE} against the float reference"
     report["data"] = source
     report["reference"] = "float IR traced from the model, run in JAX"
     report["runtime"] = session.manifest["target"]
-    worst = max(m["max_abs_error"] for m in report["outputs"].values())
-    report["tolerance"] = FLOAT_TOLERANCE
-    report["passed"] = bool(np.isfinite(worst) and worst <= FLOAT_TOLERANCE)
     update_report(art_dir, report)
     return report

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ncc.compiler.golden import INT_KERNELS
 from ncc.compiler.ir import Graph, Op
 
 Kernel = Callable[[Any, list[Any], dict[str, Any]], Any]
@@ -59,6 +60,9 @@ KERNELS: dict[str, Kernel] = {
     "reduce_sum": lambda xp, a, at: xp.sum(a[0], axis=tuple(at["axes"])).astype(a[0].dtype),
     "reduce_max": lambda xp, a, at: xp.max(a[0], axis=tuple(at["axes"])),
 }
+
+
+KERNELS.update(INT_KERNELS)
 
 
 def evaluate(op: Op, args: list[Any], xp: Any = np) -> Any:

@@ -65,7 +65,23 @@ OPS: dict[str, tuple[int | None, tuple[str, ...]]] = {
     # reductions over `axes`, dropping them
     "reduce_sum": (1, ("axes",)),
     "reduce_max": (1, ("axes",)),
+    # --- integer ops (after quantization; kernels in compiler/golden.py) ---
+    # (x, w (K, N) int8, bias (N,) int32) -> requantized (..., N)
+    "fully_connected": (3, ("x_zp", "multiplier", "shift", "out_zp", "dtype")),
+    # a + b, a - b with TFLite's ADD/SUB int8 rescaling (left shift, three multipliers)
+    "qadd": (2, ("a_zp", "b_zp", "a_multiplier", "a_shift", "b_multiplier", "b_shift",
+                 "multiplier", "shift", "out_zp", "left_shift", "dtype")),
+    "qsub": (2, ("a_zp", "b_zp", "a_multiplier", "a_shift", "b_multiplier", "b_shift",
+                 "multiplier", "shift", "out_zp", "left_shift", "dtype")),
+    # a * b requantized with one multiplier
+    "qmul": (2, ("a_zp", "b_zp", "multiplier", "shift", "out_zp", "dtype")),
+    # table[x - min(dtype)]: any unary function at fixed input/output parameters
+    "lut": (2, ()),
+    # change scale and zero point
+    "requantize": (1, ("in_zp", "multiplier", "shift", "out_zp", "dtype")),
 }
+
+INTEGER_OPS = frozenset({"fully_connected", "qadd", "qsub", "qmul", "lut", "requantize"})
 
 COMPARISONS = frozenset({"greater", "greater_equal", "less", "less_equal", "equal"})
 
@@ -190,6 +206,21 @@ def infer(op: Op, ins: list[Tensor]) -> tuple[tuple[int, ...], str]:
                           f"{w.name}{list(w.shape)}")
         out_dtype = "int32" if x.dtype.startswith(("int", "uint")) else x.dtype
         return x.shape[:-1] + (w.shape[1],), out_dtype
+    if kind == "fully_connected":
+        x, w, b = ins
+        if len(w.shape) != 2 or not x.shape or x.shape[-1] != w.shape[0] or b.shape != (
+                w.shape[1],):
+            raise IRError(f"{where}: bad operand shapes {[list(t.shape) for t in ins]}")
+        return x.shape[:-1] + (w.shape[1],), a["dtype"]
+    if kind in ("qadd", "qsub", "qmul"):
+        return broadcast_shapes(where, *(t.shape for t in ins)), a["dtype"]
+    if kind == "lut":
+        x, table = ins
+        if table.shape != (1 << (8 * np.dtype(x.dtype).itemsize),):
+            raise IRError(f"{where}: table {table.name} must have one entry per {x.dtype} value")
+        return x.shape, table.dtype
+    if kind == "requantize":
+        return ins[0].shape, a["dtype"]
     if kind in COMPARISONS:
         return broadcast_shapes(where, *(t.shape for t in ins)), "bool"
     if kind == "where":

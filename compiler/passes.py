@@ -102,7 +102,29 @@ def deduplicate_constants(g: Graph) -> Graph:
     return g.replace(constants={k: v for k, v in g.constants.items() if k not in alias})
 
 
-PASSES = (fold_constants, remove_identities, deduplicate_constants, eliminate_dead)
+def simplify_selects(g: Graph) -> Graph:
+    """where(c, 1, 0) -> cast(c); cast(cast(c: bool)) -> cast(c). Spikes become casts of
+    comparisons, which the quantizer keeps exact 0/1."""
+    made = g.producer()
+    ops = []
+    for op in g.ops:
+        out = g.tensors[op.output]
+        if op.kind == "where" and all(n in g.constants for n in op.inputs[1:]):
+            cond, ones, zeros = op.inputs
+            if (np.all(g.constants[ones] == 1) and np.all(g.constants[zeros] == 0)
+                    and g.tensors[cond].shape == out.shape):
+                op = Op("cast", (cond,), op.output, {"dtype": out.dtype}, op.source)
+        if op.kind == "cast" and op.inputs[0] in made:
+            inner = made[op.inputs[0]]
+            if inner.kind == "cast" and g.tensors[inner.inputs[0]].dtype == "bool":
+                op = Op("cast", inner.inputs, op.output, op.attrs, op.source)
+        made[op.output] = op
+        ops.append(op)
+    return g.replace(ops=ops)
+
+
+PASSES = (fold_constants, remove_identities, simplify_selects, deduplicate_constants,
+          eliminate_dead)
 
 
 def canonicalize(g: Graph, max_rounds: int = 10) -> Graph:

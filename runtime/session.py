@@ -107,7 +107,7 @@ class ReferenceSession:
         return {k: np.stack(v) for k, v in trace.items()}
 
 
-SESSIONS = {"onnx-float": OnnxSession}
+SESSIONS = {"onnx-float": OnnxSession, "onnx-int8": OnnxSession}
 
 
 def open_session(art_dir: str | Path) -> Session:

@@ -11,12 +11,12 @@ Metrics per output, over all sequences and steps:
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ncc.models.archive import ArchiveError, read_npz
+from ncc.compiler.ir import Graph
+from ncc.compiler.numerics import dequantize, quantize
 
 SPANS = 10
 
@@ -37,40 +37,6 @@ def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
             float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")),
         "error_growth": [float(s.max()) for s in spans],
     }
-
-
-def random_data(x_shape: tuple[int, ...], uses_dt: bool, sequences: int, steps: int,
-                seed: int = 0) -> dict[str, np.ndarray]:
-    """Standard-normal inputs (N, T, F) and, if needed, dt uniform in [0.5, 1.5)."""
-    rng = np.random.default_rng(seed)
-    data = {"x": rng.standard_normal((sequences, steps, *x_shape)).astype(np.float32)}
-    if uses_dt:
-        data["dt"] = rng.uniform(0.5, 1.5, (sequences, steps)).astype(np.float32)
-    return data
-
-
-def load_data(path: str | Path, features: tuple[int, ...]) -> dict[str, np.ndarray]:
-    """A user's `.npz` with `x` (N, T, *features) and optional `dt` (N, T[, 1])."""
-    arrays = read_npz(path)
-    if "x" not in arrays:
-        dims = ", ".join(map(str, features))
-        raise ArchiveError(f"{path}: needs an array 'x' shaped (N, T, {dims})")
-    x = arrays["x"]
-    if x.ndim != 2 + len(features) or tuple(x.shape[2:]) != tuple(features):
-        raise ArchiveError(f"{path}: x has shape {list(x.shape)}, expected (N, T, "
-                           f"{', '.join(map(str, features))}): wrong feature count?")
-    if not np.all(np.isfinite(x)):
-        raise ArchiveError(f"{path}: x contains NaN or Inf")
-    data = {"x": x.astype(np.float32)}
-    if "dt" in arrays:
-        dt = arrays["dt"]
-        if dt.shape[:2] != x.shape[:2] or dt.size != x.shape[0] * x.shape[1]:
-            raise ArchiveError(f"{path}: dt has shape {list(dt.shape)}, expected "
-                               f"({x.shape[0]}, {x.shape[1]}) to match x")
-        data["dt"] = dt.reshape(x.shape[:2]).astype(np.float32)
-    if "y" in arrays:
-        data["y"] = arrays["y"]
-    return data
 
 
 Runner = Callable[[np.ndarray, np.ndarray | None], dict[str, np.ndarray]]
@@ -100,4 +66,63 @@ def validate(run_artifact: Runner, run_reference: Runner, data: dict[str, np.nda
         pred_got = np.stack(got[first])[:, -1].argmax(-1)
         report["accuracy"] = {"reference": float(np.mean(pred_ref == labels)),
                               "artifact": float(np.mean(pred_got == labels))}
+    return report
+
+
+def _quantized_inputs(g: Graph, xs: np.ndarray, dts: np.ndarray | None
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    (x_name,) = g.by_role("input")
+    xq = quantize(xs, g.tensors[x_name].quant)
+    if not g.by_role("dt"):
+        return xq, None
+    (dt_name,) = g.by_role("dt")
+    dts = np.ones(len(xs), np.float32) if dts is None else dts
+    return xq, quantize(dts, g.tensors[dt_name].quant)
+
+
+def validate_quantized(run_artifact: Runner, golden: Graph, run_float: Runner,
+                       data: dict[str, np.ndarray],
+                       progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Integer artifact vs the golden model (bits) and vs the float reference (accuracy).
+
+    Per output and state: `identical` (fraction of values equal to golden) and
+    `max_lsb` (largest difference in integer steps); per output, the float metrics
+    of `compare` on the dequantized artifact output.
+    """
+    from ncc.compiler.interpret import run_sequence
+
+    names = list(golden.outputs)
+    outputs = [n for n in names if golden.roles[n] == "output"]
+    same = {n: 0 for n in names}
+    total = {n: 0 for n in names}
+    lsb = {n: 0 for n in names}
+    got: dict[str, list[np.ndarray]] = {n: [] for n in outputs}
+    ref: dict[str, list[np.ndarray]] = {n: [] for n in outputs}
+    for i, xs in enumerate(data["x"]):
+        dts = data["dt"][i] if "dt" in data else None
+        xq, dtq = _quantized_inputs(golden, xs, dts)
+        a = run_artifact(xq, dtq)
+        gold = run_sequence(golden, xq, dtq)
+        f = run_float(xs, dts)
+        for n in names:
+            diff = np.abs(a[n].astype(np.int64) - gold[n].reshape(a[n].shape).astype(np.int64))
+            same[n] += int(np.sum(diff == 0))
+            total[n] += diff.size
+            lsb[n] = max(lsb[n], int(diff.max()))
+        for n in outputs:
+            got[n].append(dequantize(a[n], golden.tensors[n].quant).reshape(len(xs), -1))
+            ref[n].append(f[n].reshape(len(xs), -1))
+        if progress:
+            progress(i + 1)
+    report: dict[str, Any] = {
+        "sequences": int(data["x"].shape[0]), "steps": int(data["x"].shape[1]),
+        "golden": {n: {"identical": same[n] / total[n], "max_lsb": lsb[n]} for n in names},
+        "outputs": {n: compare(np.stack(ref[n]), np.stack(got[n])) for n in outputs},
+    }
+    if "y" in data:
+        labels = np.asarray(data["y"]).reshape(-1)
+        first = outputs[0]
+        report["accuracy"] = {
+            "reference": float(np.mean(np.stack(ref[first])[:, -1].argmax(-1) == labels)),
+            "artifact": float(np.mean(np.stack(got[first])[:, -1].argmax(-1) == labels))}
     return report

@@ -12,6 +12,7 @@ axes as an input; onnxruntime >= 1.14 runs it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -89,10 +90,14 @@ def _value_info(g: Graph, name: str, lead: tuple[int, ...] = ()) -> onnx.ValueIn
     return helper.make_tensor_value_info(name, _DTYPES[t.dtype], list(lead + t.shape))
 
 
-def step_graph(g: Graph, lower_op: Callable[[_Nodes, Graph, Op], None] = _lower_op,
-               with_constants: bool = True) -> tuple[onnx.GraphProto, list[onnx.TensorProto]]:
-    """The step as an ONNX graph; also returns the weight initializers."""
-    n = _Nodes()
+def step_graph(g: Graph, lower_op: Callable[[Any, Graph, Op], None] = _lower_op,
+               with_constants: bool = True, nodes: _Nodes | None = None,
+               ) -> tuple[onnx.GraphProto, list[onnx.TensorProto]]:
+    """The step as an ONNX graph; also returns the weight initializers.
+
+    `lower_op(nodes, g, op)` appends the nodes of one IR op (the int8 target passes
+    its own, with `nodes` carrying its helpers)."""
+    n = nodes or _Nodes()
     for op in g.ops:
         lower_op(n, g, op)
     weights = [numpy_helper.from_array(np.ascontiguousarray(v), k)

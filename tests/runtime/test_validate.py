@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from ncc.compiler.artifact import load_artifact_graph
+from ncc.compiler.data import random_data
 from ncc.compiler.driver import compile_model, verify_artifact
 from ncc.compiler.interpret import run_sequence
 from ncc.runtime.session import open_reference, open_session
-from ncc.runtime.validate import compare, random_data
+from ncc.runtime.validate import compare
 
 
 def test_compare_metrics_on_known_errors():

@@ -1,0 +1,50 @@
+"""Sequence data files: `x` (N, T, *features), optional `dt` (N, T[, 1]) and labels `y`.
+
+Used for calibration (`ncc compile --calibration`) and validation (`ncc verify --data`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ncc.models.archive import ArchiveError, read_npz
+
+
+def random_data(x_shape: tuple[int, ...], uses_dt: bool, sequences: int, steps: int,
+                seed: int = 0) -> dict[str, np.ndarray]:
+    """Standard-normal inputs (N, T, F) and, if needed, dt uniform in [0.5, 1.5)."""
+    rng = np.random.default_rng(seed)
+    data = {"x": rng.standard_normal((sequences, steps, *x_shape)).astype(np.float32)}
+    if uses_dt:
+        data["dt"] = rng.uniform(0.5, 1.5, (sequences, steps)).astype(np.float32)
+    return data
+
+
+def load_data(path: str | Path, features: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """A user's `.npz` with `x` (N, T, *features) and optional `dt` (N, T[, 1])."""
+    arrays = read_npz(path)
+    if "x" not in arrays:
+        dims = ", ".join(map(str, features))
+        raise ArchiveError(f"{path}: needs an array 'x' shaped (N, T, {dims})")
+    x = arrays["x"]
+    if x.ndim != 2 + len(features) or tuple(x.shape[2:]) != tuple(features):
+        raise ArchiveError(f"{path}: x has shape {list(x.shape)}, expected (N, T, "
+                           f"{', '.join(map(str, features))}): wrong feature count?")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ArchiveError(f"{path}: x is empty; need at least one sequence of one step")
+    if not np.all(np.isfinite(x)):
+        raise ArchiveError(f"{path}: x contains NaN or Inf")
+    data = {"x": x.astype(np.float32)}
+    if "dt" in arrays:
+        dt = arrays["dt"]
+        if dt.shape[:2] != x.shape[:2] or dt.size != x.shape[0] * x.shape[1]:
+            raise ArchiveError(f"{path}: dt has shape {list(dt.shape)}, expected "
+                               f"({x.shape[0]}, {x.shape[1]}) to match x")
+        if not np.all(np.isfinite(dt)) or np.any(dt <= 0):
+            raise ArchiveError(f"{path}: dt must be finite and positive")
+        data["dt"] = dt.reshape(x.shape[:2]).astype(np.float32)
+    if "y" in arrays:
+        data["y"] = arrays["y"]
+    return data

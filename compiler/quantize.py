@@ -1,0 +1,424 @@
+"""Post-training quantization: float step IR + calibrated ranges -> integer IR.
+
+The integer IR is the golden model: every op is an integer kernel of
+`compiler/golden.py` with its parameters (zero points, fixed-point multipliers
+and shifts, tables) written out as attributes or constants.
+
+How float ops become integer ops:
+
+- `matmul(x, W)` (+ a bias `add`) -> `fully_connected`: int8 weights, symmetric
+  per output channel; int32 bias at scale s_x * s_w; per-channel requantization.
+- chains of unary ops (sigmoid, tanh, exp, relu, neg, ... and binary ops with a
+  scalar constant, such as lecun_tanh's `1.7159 * tanh(0.666 x)` or CfC's
+  `1 - sigmoid(x)`) -> one `lut`: a 256-entry table from the float function at the
+  chosen input/output parameters. Division by a tensor becomes a reciprocal table
+  times a product (`prepare`).
+- `add`/`sub`/`mul` of two tensors -> `qadd`/`qsub`/`qmul` (TFLite's int8 kernels).
+- `reduce_sum` -> `fully_connected` with a ones vector (exact integer sum).
+- comparisons against a constant -> integer comparisons against a threshold on the
+  tensor's own grid (exact); spikes (bool cast to float) -> int8 0/1 with scale 1.
+- data movement (concat, reshape, broadcast, slice, transpose), `max`/`min`/`where`
+  -> the same ops on integers, with inputs and outputs sharing parameters.
+
+Constraints (`_Groups`): a state tensor uses the same parameters in and out (no
+requantize in the recurrence); concatenated tensors and data-movement ops share
+parameters with their inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ncc.compiler import numerics as qn
+from ncc.compiler.calibrate import TensorRange
+from ncc.compiler.interpret import evaluate
+from ncc.compiler.ir import COMPARISONS, Graph, IRError, Op, QuantParams, Tensor, infer, verify
+from ncc.compiler.passes import canonicalize
+
+SHARE = ("concat", "reshape", "broadcast", "slice", "transpose", "identity", "max", "min")
+UNARY = ("neg", "abs", "exp", "log", "sqrt", "sigmoid", "tanh", "relu", "floor", "sign",
+         "clip", "identity")
+SCALAR_BINARY = ("add", "sub", "mul", "div", "max", "min", "pow")
+
+
+class QuantizationError(ValueError):
+    """The model has an op with no integer form, or a range the integers cannot hold."""
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """How ranges become parameters. method: "minmax" or "percentile"."""
+
+    method: str = "minmax"
+    percentile: float = 99.99
+
+
+DEFAULT_OPTIONS = QuantOptions()
+
+
+# --- preparation (float -> float) -------------------------------------------------------
+
+
+def prepare(g: Graph) -> Graph:
+    """Rewrite float ops with no direct integer form into ones that have one.
+
+    div(a, b) with b a tensor -> mul(a, pow(b, -1)): the reciprocal is then a table,
+    and calibration sees its range. div by a constant -> mul by its reciprocal.
+    """
+    ops: list[Op] = []
+    tensors, constants = dict(g.tensors), dict(g.constants)
+    for op in g.ops:
+        if op.kind != "div":
+            ops.append(op)
+            continue
+        a, b = op.inputs
+        if b in constants:
+            recip = f"{b}_reciprocal"
+            constants[recip] = (1.0 / constants[b]).astype(np.float32)
+            tensors[recip] = Tensor(recip, tensors[b].shape, tensors[b].dtype)
+        else:
+            minus_one, recip = f"{op.output}_m1", f"{op.output}_reciprocal"
+            constants[minus_one] = np.float32(-1.0).reshape(())
+            tensors[minus_one] = Tensor(minus_one, (), "float32")
+            tensors[recip] = Tensor(recip, tensors[b].shape, "float32")
+            ops.append(Op("pow", (b, minus_one), recip, {}, op.source))
+        ops.append(Op("mul", (a, recip), op.output, {}, op.source))
+    return canonicalize(g.replace(ops=ops, tensors=tensors, constants=constants))
+
+
+# --- analysis ----------------------------------------------------------------------------
+
+
+class _Groups:
+    """Union-find over tensor names: members of a group share quantization parameters."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, a: str) -> str:
+        self.parent.setdefault(a, a)
+        while self.parent[a] != a:
+            self.parent[a] = self.parent[self.parent[a]]
+            a = self.parent[a]
+        return a
+
+    def union(self, a: str, b: str) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+
+def _is_scalar_const(g: Graph, name: str) -> bool:
+    return name in g.constants and g.constants[name].size == 1
+
+
+def _lut_operand(g: Graph, op: Op) -> str | None:
+    """The one tensor input of a unary-like op (others scalar constants), else None."""
+    if op.kind in UNARY:
+        return op.inputs[0]
+    if op.kind in SCALAR_BINARY:
+        tensors = [n for n in op.inputs if not _is_scalar_const(g, n)]
+        if len(set(tensors)) == 1 and tensors[0] not in g.constants:
+            return tensors[0]
+    return None
+
+
+@dataclass
+class _Plan:
+    """What becomes what: LUT chains, fused biases, tensors that exist as integers."""
+
+    chain_of: dict[str, tuple[str, list[Op]]]  # chain output -> (chain input, ops)
+    internal: set[str]  # float tensors that vanish inside a chain or a fused dense
+    bias_of: dict[str, tuple[Op, str]]  # matmul output -> (the bias add op, bias const)
+
+
+def _plan(g: Graph) -> _Plan:
+    users = g.consumers()
+    keep = set(g.outputs)
+    lut_in = {op.output: _lut_operand(g, op) for op in g.ops}
+    chain_of: dict[str, tuple[str, list[Op]]] = {}
+    internal: set[str] = set()
+    bias_of: dict[str, tuple[Op, str]] = {}
+
+    def single_use(name: str) -> bool:
+        return name not in keep and len(users[name]) == 1
+
+    for op in g.ops:
+        if op.kind == "matmul" and single_use(op.output):
+            (user,) = users[op.output]
+            if user.kind == "add":
+                other = [n for n in user.inputs if n != op.output]
+                n_out = g.tensors[op.output].shape[-1]
+                if (len(other) == 1 and other[0] in g.constants
+                        and g.constants[other[0]].size == n_out
+                        and g.tensors[user.output].shape == g.tensors[op.output].shape):
+                    bias_of[op.output] = (user, other[0])
+                    internal.add(op.output)
+    bias_adds = {add.output for add, _ in bias_of.values()}
+    for op in g.ops:  # grow chains forwards: an op extends its input's chain if single-use
+        src = lut_in.get(op.output)
+        if src is None or op.output in bias_adds or g.tensors[src].dtype != "float32":
+            continue
+        if src in chain_of and single_use(src) and src not in bias_of:
+            start, ops = chain_of.pop(src)
+            internal.add(src)
+            chain_of[op.output] = (start, ops + [op])
+        else:
+            chain_of[op.output] = (src, [op])
+    return _Plan(chain_of, internal, bias_of)
+
+
+# --- parameters ----------------------------------------------------------------------------
+
+
+def _groups(g: Graph, plan: _Plan) -> _Groups:
+    groups = _Groups()
+    for s_in, s_out in g.state_pairs:
+        groups.union(s_in, s_out)
+    for op in g.ops:
+        if op.output in plan.internal or op.output in plan.chain_of:
+            continue
+        if op.kind in SHARE or op.kind == "where":
+            data = op.inputs[1:] if op.kind == "where" else op.inputs
+            for name in data:
+                if name not in g.constants:
+                    groups.union(name, op.output)
+    return groups
+
+
+def _range_of(name: str, ranges: dict[str, TensorRange], opts: QuantOptions) -> tuple[float, float]:
+    r = ranges.get(name)
+    if r is None or not np.isfinite(r.lo):
+        raise QuantizationError(f"no calibrated range for tensor {name!r}")
+    if opts.method == "percentile":
+        return r.percentile_range(opts.percentile)
+    return min(r.lo, 0.0), max(r.hi, 0.0)
+
+
+def choose_params(g: Graph, plan: _Plan, ranges: dict[str, TensorRange],
+                  opts: QuantOptions) -> dict[str, QuantParams]:
+    """int8 asymmetric per-tensor parameters for every tensor that exists as integers."""
+    groups = _groups(g, plan)
+    spikes = {op.output for op in g.ops
+              if op.kind == "cast" and g.tensors[op.inputs[0]].dtype == "bool"}
+    members: dict[str, list[str]] = {}
+    for name, t in g.tensors.items():
+        if t.dtype == "float32" and name not in g.constants and name not in plan.internal:
+            members.setdefault(groups.find(name), []).append(name)
+    params: dict[str, QuantParams] = {}
+    for names in members.values():
+        if spikes & set(names):
+            p = QuantParams((1.0,), (0,), "int8")  # spikes stay exact 0/1
+        else:
+            lo = min(_range_of(n, ranges, opts)[0] for n in names)
+            hi = max(_range_of(n, ranges, opts)[1] for n in names)
+            p = qn.params_from_range(lo, hi, "int8")
+        params.update({n: p for n in names})
+    return params
+
+
+# --- lowering ------------------------------------------------------------------------------
+
+
+class _IntBuilder:
+    def __init__(self, g: Graph, params: dict[str, QuantParams]):
+        self.g, self.params = g, params
+        self.tensors: dict[str, Tensor] = {}
+        self.constants: dict[str, np.ndarray] = {}
+        self.ops: list[Op] = []
+
+    def declare_q(self, name: str) -> str:
+        t, p = self.g.tensors[name], self.params[name]
+        self.tensors[name] = Tensor(name, t.shape, p.dtype, p)
+        return name
+
+    def const(self, name: str, value: np.ndarray, quant: QuantParams | None = None) -> str:
+        value = np.ascontiguousarray(value)
+        self.tensors[name] = Tensor(name, tuple(value.shape), str(value.dtype), quant)
+        self.constants[name] = value
+        return name
+
+    def emit(self, kind: str, inputs: tuple[str, ...] | list[str], output: str,
+             source: str = "", **attrs: Any) -> str:
+        op = Op(kind, tuple(inputs), output, attrs, source)
+        if output not in self.tensors:
+            shape, dtype = infer(op, [self.tensors[n] for n in inputs])
+            self.tensors[output] = Tensor(output, shape, dtype)
+        self.ops.append(op)
+        return output
+
+    def operand(self, name: str, like: QuantParams | None = None) -> str:
+        """A float tensor's integer twin; constants quantized (onto `like` if given)."""
+        if name in self.tensors:
+            return name
+        value = self.g.constants.get(name)
+        if value is None:
+            raise IRError(f"tensor {name!r} used before it was lowered")
+        if self.g.tensors[name].dtype != "float32":
+            return self.const(name, value)
+        p = like or qn.params_from_range(min(float(value.min()), 0.0),
+                                         max(float(value.max()), 0.0), "int8")
+        return self.const(f"{name}_q", qn.quantize(value, p), p)
+
+
+def _lut_table(g: Graph, start: str, ops: list[Op], p_in: QuantParams,
+               p_out: QuantParams) -> np.ndarray:
+    """Evaluate a unary chain in float32 on every input level; quantize the results."""
+    lo, hi = qn.dtype_range(p_in.dtype)
+    x = qn.dequantize(np.arange(lo, hi + 1), p_in).astype(np.float32)
+    env: dict[str, Any] = {start: x}
+    with np.errstate(all="ignore"):
+        for op in ops:
+            args = [env.get(n, g.constants.get(n)) for n in op.inputs]
+            env[op.output] = np.asarray(evaluate(op, args), np.float32)
+    y = env[ops[-1].output]
+    big = float(np.finfo(np.float32).max)
+    return qn.quantize(np.nan_to_num(y, nan=0.0, posinf=big, neginf=-big), p_out)
+
+
+def _threshold(kind: str, c: float, p: QuantParams) -> tuple[str, int]:
+    """Integer form of `x <kind> c` for x on grid p: (kind, t) with x_q <kind> t exact."""
+    lo, hi = qn.dtype_range(p.dtype)
+    v = p.zero_point[0] + c / p.scale[0]
+    if kind in ("greater", "less_equal"):
+        t = int(np.floor(v))
+    elif kind in ("greater_equal", "less"):
+        t = int(np.ceil(v))
+    else:  # equal
+        t = int(v) if float(v).is_integer() else hi + 1
+    if t > hi:  # nothing on the grid reaches t
+        return {"greater": ("less", lo), "greater_equal": ("less", lo),
+                "less": ("greater_equal", lo), "less_equal": ("greater_equal", lo),
+                "equal": ("less", lo)}[kind]
+    if t < lo:
+        return {"greater": ("greater_equal", lo), "greater_equal": ("greater_equal", lo),
+                "less": ("less", lo), "less_equal": ("less", lo), "equal": ("less", lo)}[kind]
+    return kind, t
+
+
+def _lower_op(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
+    out, src, P = op.output, op.source, b.params
+    if op.kind == "matmul":
+        _lower_dense(b, g, plan, op)
+        return
+    if out in plan.internal or any(out == add.output for add, _ in plan.bias_of.values()):
+        return  # inside a table, or a bias emitted with its matmul
+    if out in plan.chain_of:
+        start, chain = plan.chain_of[out]
+        x = b.operand(start)
+        table = _lut_table(g, start, chain, P[start], P[out])
+        b.declare_q(out)
+        b.emit("lut", [x, b.const(f"{out}_table", table)], out, src)
+        return
+    if op.kind in ("add", "sub", "mul"):
+        a, c = (b.operand(n) for n in op.inputs)
+        pa, pc, po = b.tensors[a].quant, b.tensors[c].quant, P[out]
+        b.declare_q(out)
+        if op.kind == "mul":
+            m, s = qn.quantize_multiplier(pa.scale[0] * pc.scale[0] / po.scale[0])
+            b.emit("qmul", [a, c], out, src, a_zp=pa.zero_point[0], b_zp=pc.zero_point[0],
+                   multiplier=m, shift=s, out_zp=po.zero_point[0], dtype=po.dtype)
+        else:
+            b.emit("q" + op.kind, [a, c], out, src, **qn.add_params(pa, pc, po))
+        return
+    if op.kind in COMPARISONS:
+        x, c = op.inputs
+        if x in g.constants or c not in g.constants or g.constants[c].size != 1:
+            raise QuantizationError(f"{op.kind} at {src or op.output}: only comparisons of a "
+                                    "tensor with a scalar constant have an integer form")
+        xq = b.operand(x)
+        kind, t = _threshold(op.kind, float(g.constants[c]), P[x])
+        b.emit(kind, [xq, b.const(f"{out}_threshold", np.asarray(t, P[x].dtype))], out, src)
+        return
+    if op.kind == "cast" and g.tensors[op.inputs[0]].dtype == "bool":
+        b.declare_q(out)
+        b.emit("cast", [b.operand(op.inputs[0])], out, src, dtype=P[out].dtype)
+        return
+    if op.kind == "reduce_sum":
+        _lower_reduce_sum(b, g, op)
+        return
+    if op.kind in SHARE or op.kind == "where" or op.kind in ("logical_not",):
+        like = P.get(out)
+        ins = [b.operand(n, like if g.tensors[n].dtype == "float32" else None)
+               for n in op.inputs]
+        if like is not None:
+            b.declare_q(out)
+        b.emit(op.kind, ins, out, src, **op.attrs)
+        return
+    raise QuantizationError(f"op {op.kind} at {src or op.output} has no integer form in ncc")
+
+
+def _lower_dense(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
+    x, w = op.inputs
+    if w not in g.constants:
+        raise QuantizationError(f"matmul at {op.source or op.output}: both operands are "
+                                "activations; only activation x constant weight is supported")
+    add, bias_name = plan.bias_of.get(op.output, (None, None))
+    out = add.output if add is not None else op.output
+    xq = b.operand(x)
+    px, po = b.tensors[xq].quant, b.params[out]
+    weights = g.constants[w]
+    pw = qn.symmetric_per_channel(weights, axis=1, dtype="int8")
+    wq = b.const(f"{w}_q", qn.quantize(weights, pw), pw)
+    bias = (np.zeros(weights.shape[1], np.float32) if bias_name is None
+            else g.constants[bias_name].reshape(-1))
+    bias_scale = np.asarray(pw.scale) * px.scale[0]
+    bias_q = qn.quantize_bias(bias, bias_scale)
+    bq = b.const(f"{out}_bias", bias_q, QuantParams(tuple(bias_scale.tolist()),
+                                                     (0,) * len(bias_scale), "int32", 0))
+    mult, shift = zip(*(qn.quantize_multiplier(float(s) / po.scale[0]) for s in bias_scale),
+                      strict=True)
+    qn.check_accumulator(px.dtype, weights.shape[0], bias_q, shift, op.source or out)
+    b.declare_q(out)
+    b.emit("fully_connected", [xq, wq, bq], out, op.source, x_zp=px.zero_point[0],
+           multiplier=tuple(mult), shift=tuple(shift), out_zp=po.zero_point[0], dtype=po.dtype)
+
+
+def _lower_reduce_sum(b: _IntBuilder, g: Graph, op: Op) -> None:
+    """sum over axes = transpose them last, flatten, multiply by a ones vector."""
+    x = op.inputs[0]
+    xq = b.operand(x)
+    shape = g.tensors[x].shape
+    axes = sorted(a % len(shape) for a in op.attrs["axes"])
+    keep = [i for i in range(len(shape)) if i not in axes]
+    name = xq
+    if keep + axes != list(range(len(shape))):
+        name = b.emit("transpose", [name], f"{op.output}_t", op.source, perm=tuple(keep + axes))
+        b.tensors[name] = Tensor(name, tuple(shape[i] for i in keep + axes), "int8",
+                                 b.tensors[xq].quant)
+    k = int(np.prod([shape[i] for i in axes]))
+    rows = tuple(shape[i] for i in keep)
+    flat = b.emit("reshape", [name], f"{op.output}_flat", op.source, shape=rows + (k,))
+    b.tensors[flat] = Tensor(flat, rows + (k,), "int8", b.tensors[xq].quant)
+    px, po = b.tensors[xq].quant, b.params[op.output]
+    ones = b.const(f"{op.output}_ones", np.ones((k, 1), np.int8),
+                   QuantParams((1.0,), (0,), "int8", 1))
+    zero = b.const(f"{op.output}_zero_bias", np.zeros(1, np.int32),
+                   QuantParams((px.scale[0],), (0,), "int32", 0))
+    m, s = qn.quantize_multiplier(px.scale[0] / po.scale[0])
+    qn.check_accumulator(px.dtype, k, np.zeros(1), s, op.source or op.output)
+    summed = f"{op.output}_sum"
+    b.tensors[summed] = Tensor(summed, rows + (1,), po.dtype, po)
+    b.emit("fully_connected", [flat, ones, zero], summed, op.source, x_zp=px.zero_point[0],
+           multiplier=(m,), shift=(s,), out_zp=po.zero_point[0], dtype=po.dtype)
+    b.declare_q(op.output)
+    b.emit("reshape", [summed], op.output, op.source, shape=rows)
+
+
+def quantize(g: Graph, ranges: dict[str, TensorRange],
+             opts: QuantOptions = DEFAULT_OPTIONS) -> Graph:
+    """Integer IR for float graph `g` (from `prepare`) given calibrated `ranges`."""
+    plan = _plan(g)
+    params = choose_params(g, plan, ranges, opts)
+    b = _IntBuilder(g, params)
+    for name in g.inputs:
+        b.declare_q(name)
+    for op in g.ops:
+        _lower_op(b, g, plan, op)
+    initial = {n: qn.quantize(v, params[n]) for n, v in g.initial_state.items()}
+    q = Graph(g.name, b.tensors, list(g.inputs), list(g.outputs), dict(g.roles),
+              list(g.state_pairs), b.constants, b.ops, initial,
+              {**g.metadata, "quantized": True})
+    return verify(q)
+

@@ -1,0 +1,93 @@
+"""onnx-int8: onnxruntime computes exactly the golden model's bits, step after step."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import numpy as np
+import pytest
+
+from ncc.compiler.artifact import read_manifest
+from ncc.compiler.driver import compile_model, verify_artifact
+from ncc.models import zoo
+
+
+def calibration(features=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"x": rng.standard_normal((8, 100, features)).astype(np.float32)}
+
+
+def keras_rnn(kind):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    layer = getattr(keras.layers, kind)(12, return_sequences=True)
+    return keras.Sequential([keras.Input((None, 8)), layer, keras.layers.Dense(4)])
+
+
+def ncps_ltc():
+    import keras
+    import ncps.keras
+    from ncps.wirings import AutoNCP
+
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((None, 8)),
+                             ncps.keras.LTC(AutoNCP(8, 2, seed=0), ode_unfolds=3,
+                                            return_sequences=True)])
+
+
+MODELS = {
+    # name: (factory, steps of random input checked bit for bit)
+    "cfc_default": (lambda: zoo.cfc(units=16), 10_000),
+    "cfc_pure": (lambda: zoo.cfc(units=12, mode="pure"), 2_000),
+    "cfc_no_gate": (lambda: zoo.cfc(units=12, mode="no_gate"), 2_000),
+    "cfc_default_no_backbone": (lambda: zoo.cfc(units=12, backbone_layers=0), 2_000),
+    "ltc_autoncp": (ncps_ltc, 1_000),
+    "lif": (lambda: zoo.lif(hidden=32), 10_000),
+    "gru": (lambda: keras_rnn("GRU"), 2_000),
+    "lstm": (lambda: keras_rnn("LSTM"), 2_000),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_onnxruntime_equals_golden_bit_for_bit(name, tmp_path):
+    factory, steps = MODELS[name]
+    out = tmp_path / name
+    compile_model(factory(), "onnx-int8", out, calibration=calibration(), verify_steps=0)
+    report = verify_artifact(out, sequences=1, steps=steps, seed=7)
+    assert report["passed"], report["golden"]
+    for name_, figures in report["golden"].items():
+        assert figures["identical"] == 1.0 and figures["max_lsb"] == 0, name_
+    (metrics,) = report["outputs"].values()
+    assert np.isfinite(metrics["sqnr_db"]) and metrics["sqnr_db"] > 10
+
+
+def test_manifest_carries_int8_parameters(tmp_path):
+    compile_model(zoo.cfc(units=8), "onnx-int8", tmp_path / "a", calibration=calibration(),
+                  verify_steps=0)
+    manifest = read_manifest(tmp_path / "a")
+    for t in manifest["tensors"]:
+        assert t["dtype"] == "int8"
+        q = t["quantization"]
+        assert q["dtype"] == "int8" and q["scale"][0] > 0 and -128 <= q["zero_point"][0] <= 127
+    for s in manifest["state"]:
+        assert np.asarray(s["initial"]).dtype.kind == "i"
+    assert (tmp_path / "a" / "float.json").is_file()  # the float reference travels along
+
+
+def test_structured_input_cfc_with_dt(tmp_path):
+    """A CfC fed time spans, on a smooth signal instead of noise, stays bit-exact."""
+    from ncc.compiler.frontends import from_keras
+
+    t = np.arange(400, dtype=np.float32)
+    x = np.stack([np.sin(t / (5 + k)) for k in range(8)], -1)[None]
+    dt = np.random.default_rng(1).uniform(0.5, 2.0, (1, 400)).astype(np.float32)
+    step = from_keras(zoo.cfc(units=8), uses_dt=True)
+    compile_model(step, "onnx-int8", tmp_path / "dt",
+                  calibration={"x": np.repeat(x, 2, 0), "dt": np.repeat(dt, 2, 0)},
+                  verify_steps=0)
+    data = tmp_path / "data.npz"
+    np.savez(data, x=x, dt=dt)
+    report = verify_artifact(tmp_path / "dt", data=data)
+    assert report["passed"] and report["steps"] == 400
+    assert all(m["identical"] == 1.0 for m in report["golden"].values())

@@ -69,7 +69,6 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="compile and verify the bundled example models")
     d.add_argument("-o", "--output", default="ncc-demo", help="folder for the artifacts")
-    d.add_argument("--steps", type=int, default=1000, help="verification steps per model")
     d.add_argument("--json", action="store_true")
     return p
 
@@ -192,7 +191,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ncc.compiler.demo import run_demo
 
     with _Progress(not args.json) as progress:
-        rows, text = run_demo(Path(args.output), steps=args.steps, progress=progress)
+        rows, text = run_demo(Path(args.output), progress=progress)
     _emit(args, {"results": rows}, text)
     return 0 if all(r["passed"] for r in rows) else 1
 

@@ -25,10 +25,11 @@ class ArchiveError(ValueError):
     """A file is missing, corrupt, truncated or unsafe to load."""
 
 
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """The deterministic npz encoding of `arrays` (name -> array)."""
+def npz_bytes(arrays: dict[str, np.ndarray], compress: bool = False) -> bytes:
+    """The deterministic npz encoding of `arrays` (name -> array), deflated if `compress`."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+    mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(buf, "w", compression=mode) as zf:
         for name in sorted(arrays):
             array = np.asarray(arrays[name])
             if array.dtype == object:
@@ -37,7 +38,7 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
             np.lib.format.write_array(entry, array, allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
             info.external_attr = 0o644 << 16
-            zf.writestr(info, entry.getvalue())
+            zf.writestr(info, entry.getvalue(), compress_type=mode)
     return buf.getvalue()
 
 
@@ -73,6 +74,7 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

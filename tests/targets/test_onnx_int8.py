@@ -36,6 +36,19 @@ def ncps_ltc():
                                             return_sequences=True)])
 
 
+def ncc_liquid(kind):
+    """ncc's own Keras layers (ncc.models.keras) on a sparse AutoNCP wiring."""
+    import keras
+
+    from ncc.models.keras import CfC, LTC
+    from ncc.models.wirings import AutoNCP
+
+    keras.utils.set_random_seed(0)
+    layer = (CfC(AutoNCP(12, 4, seed=1)) if kind == "cfc"
+             else LTC(AutoNCP(8, 2, seed=1), ode_unfolds=2))
+    return keras.Sequential([keras.Input((None, 8)), layer])
+
+
 MODELS = {
     # name: (factory, steps of random input checked bit for bit)
     "cfc_default": (lambda: zoo.cfc(units=16), 10_000),
@@ -44,6 +57,8 @@ MODELS = {
     "cfc_default_no_backbone": (lambda: zoo.cfc(units=12, backbone_layers=0), 2_000),
     "ltc_autoncp": (ncps_ltc, 1_000),
     "lif": (lambda: zoo.lif(hidden=32), 10_000),
+    "ncc_cfc_autoncp": (lambda: ncc_liquid("cfc"), 2_000),
+    "ncc_ltc_autoncp": (lambda: ncc_liquid("ltc"), 1_000),
     "gru": (lambda: keras_rnn("GRU"), 2_000),
     "lstm": (lambda: keras_rnn("LSTM"), 2_000),
 }

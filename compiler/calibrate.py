@@ -42,6 +42,23 @@ class TensorRange:
     def values(self) -> np.ndarray:
         return np.concatenate(self.sample) if self.sample else np.zeros(0, np.float32)
 
+    def mse_range(self, levels: int = 256) -> tuple[float, float]:
+        """The clipped range [a lo, a hi] (a in (0, 1]) whose uniform `levels`-step grid
+        gives the least mean squared error on the sampled values: outliers may clip
+        so that common values get finer steps."""
+        v = self.values().astype(np.float64)
+        lo, hi = min(self.lo, 0.0), max(self.hi, 0.0)
+        best, best_err = (lo, hi), np.inf
+        for a in np.linspace(1.0, 0.2, 33):
+            step = (hi - lo) * a / (levels - 1)
+            if step <= 0:
+                break
+            q = np.clip(np.round((v - lo * a) / step), 0, levels - 1) * step + lo * a
+            err = float(np.mean((q - v) ** 2))
+            if err < best_err:
+                best, best_err = (lo * a, hi * a), err
+        return best
+
     def percentile_range(self, pct: float) -> tuple[float, float]:
         """The central `pct` percent of the sampled values, always including 0."""
         v = self.values()

@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--sequence-length", type=int, help="emit a Scan over this many steps")
     c.add_argument("--calibration", help="calibration data .npz with x (N, T, F) [and dt]: "
                    "needed by quantized targets")
-    c.add_argument("--range-method", choices=("minmax", "percentile"), default="minmax",
+    c.add_argument("--range-method", choices=("minmax", "percentile", "mse"),
+                   default="minmax",
                    help="how calibrated ranges become int8 parameters (default: minmax)")
     c.add_argument("--verify-steps", type=int, default=100,
                    help="steps of random input to validate after compiling (0: skip)")

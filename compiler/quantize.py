@@ -50,7 +50,8 @@ class QuantizationError(ValueError):
 
 @dataclass(frozen=True)
 class QuantOptions:
-    """How ranges become parameters. method: "minmax" or "percentile"."""
+    """How ranges become parameters. method: "minmax", "percentile" or "mse" (the clipped
+    range with the least quantization error on the calibration sample)."""
 
     method: str = "minmax"
     percentile: float = 99.99
@@ -193,6 +194,8 @@ def _range_of(name: str, ranges: dict[str, TensorRange], opts: QuantOptions) -> 
         raise QuantizationError(f"no calibrated range for tensor {name!r}")
     if opts.method == "percentile":
         return r.percentile_range(opts.percentile)
+    if opts.method == "mse":
+        return r.mse_range()
     return min(r.lo, 0.0), max(r.hi, 0.0)
 
 
@@ -422,3 +425,12 @@ def quantize(g: Graph, ranges: dict[str, TensorRange],
               {**g.metadata, "quantized": True})
     return verify(q)
 
+
+
+def annotate(g: Graph, q: Graph) -> Graph:
+    """Float graph `g` with each tensor's quantization from integer graph `q`, where the
+    tensor exists in both: the QDQ form of the model, and a readable record of `q`."""
+    tensors = {n: (Tensor(n, t.shape, t.dtype, q.tensors[n].quant)
+                   if n in q.tensors and t.dtype == "float32" else t)
+               for n, t in g.tensors.items()}
+    return g.replace(tensors=tensors)

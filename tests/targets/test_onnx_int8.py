@@ -40,7 +40,7 @@ def ncc_liquid(kind):
     """ncc's own Keras layers (ncc.models.keras) on a sparse AutoNCP wiring."""
     import keras
 
-    from ncc.models.keras import CfC, LTC
+    from ncc.models.keras import LTC, CfC
     from ncc.models.wirings import AutoNCP
 
     keras.utils.set_random_seed(0)
@@ -106,3 +106,24 @@ def test_structured_input_cfc_with_dt(tmp_path):
     report = verify_artifact(tmp_path / "dt", data=data)
     assert report["passed"] and report["steps"] == 400
     assert all(m["identical"] == 1.0 for m in report["golden"].values())
+
+
+def test_qdq_runs_and_reports_its_deviation_from_golden(tmp_path):
+    """onnx-qdq uses onnxruntime's own rounding: the report states how far it is from the
+    golden bits and from float instead of hiding it."""
+    import onnx
+
+    compile_model(zoo.cfc(units=12), "onnx-qdq", tmp_path / "qdq",
+                  calibration=calibration(), verify_steps=0)
+    model = onnx.load(tmp_path / "qdq" / "model.onnx")
+    kinds = {node.op_type for node in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= kinds
+    report = verify_artifact(tmp_path / "qdq", sequences=1, steps=500, seed=3)
+    assert report["passed"] and "deviation" in report["criterion"]
+    for figures in report["golden"].values():
+        assert 0.0 < figures["identical"] <= 1.0 and figures["max_lsb"] >= 0
+    (metrics,) = report["outputs"].values()
+    assert np.isfinite(metrics["sqnr_db"]) and metrics["sqnr_db"] > 0  # measured, stated
+    manifest = read_manifest(tmp_path / "qdq")
+    assert "deviation" in manifest["details"]["exact"]
+    assert all(t["dtype"] == "int8" for t in manifest["tensors"])

@@ -1,1 +1,18 @@
 """Flax NNX liquid cells and quantized spiking neurons."""
+
+from ncc.models.nnx.spiking import (
+    QuantCuBaLIF,
+    QuantIF,
+    QuantLI,
+    QuantLIF,
+    cuba_lif_step_int,
+    decay_int,
+    if_step_int,
+    li_step_int,
+    lif_step_int,
+    membrane_params,
+    set_quantized,
+)
+
+__all__ = ["QuantLIF", "QuantIF", "QuantLI", "QuantCuBaLIF", "membrane_params", "decay_int",
+           "lif_step_int", "if_step_int", "li_step_int", "cuba_lif_step_int", "set_quantized"]

@@ -1,0 +1,183 @@
+"""NNX quantization points: an observed fake-quant, a fake-quant Dense, and the QAT switches.
+
+Every point has a `mode` (a static attribute):
+
+- "float": identity (float training);
+- "calibrate": identity, while the observer records the range (Variables, so run it
+  eagerly or under `nnx.jit`, not inside a raw `jax.lax.scan`);
+- "quant": `fake_quant` with the frozen QuantParams (deployment-exact forward,
+  straight-through gradient).
+
+Workflow: `set_mode(model, "calibrate")`, run a few batches, `freeze(model)` (which
+also switches to "quant"), fine-tune; `freeze(model, weights=True)` before export
+so the weights' per-channel parameters are static too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ncc.models.observers import make_observer
+from ncc.models.quantization import (
+    QuantConfig,
+    QuantParams,
+    asymmetric_params,
+    fake_quant,
+    fake_quant_dynamic,
+    fake_quant_table,
+    int_range,
+    symmetric_params,
+)
+
+__all__ = ["ObserverStat", "FakeQuant", "QuantDense", "table_or_float", "set_mode", "freeze"]
+
+MODES = ("float", "calibrate", "quant")
+
+
+class ObserverStat(nnx.Variable):
+    """Range statistics of an observer (not trained)."""
+
+
+class FakeQuant(nnx.Module):
+    """An observed activation / state fake-quant point.
+
+    bits: grid width; symmetric: zero point 0 (else asymmetric); enabled: False keeps
+    the point in float whatever the mode (a part the QuantConfig leaves float).
+    """
+
+    def __init__(self, bits: int = 8, *, symmetric: bool = False, observer: str = "minmax",
+                 momentum: float | None = None, percentile: float = 99.99,
+                 power_of_two: bool = False, enabled: bool = True) -> None:
+        self.bits, self.symmetric, self.power_of_two = int(bits), bool(symmetric), power_of_two
+        self.enabled = bool(enabled)
+        self.observer = make_observer(observer, momentum, percentile)
+        state = self.observer.init()
+        self.lo, self.hi = ObserverStat(state["lo"]), ObserverStat(state["hi"])
+        self.count = ObserverStat(state["count"])
+        self.mode = "float"
+        self.params: QuantParams | None = None
+
+    @classmethod
+    def for_part(cls, config: QuantConfig, part: str, bits: int) -> FakeQuant:
+        return cls(bits, observer=config.observer, momentum=config.momentum,
+                   percentile=config.percentile, power_of_two=config.power_of_two,
+                   enabled=config.quantizes(part))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.mode == "calibrate":
+            state = {"lo": self.lo[...], "hi": self.hi[...], "count": self.count[...]}
+            state = self.observer.update(state, x)
+            self.lo[...], self.hi[...], self.count[...] = state["lo"], state["hi"], state["count"]
+            return x
+        if self.mode == "quant" and self.enabled:
+            if self.params is None:
+                raise ValueError("FakeQuant in 'quant' mode has no parameters: calibrate and "
+                                 "freeze first")
+            return fake_quant(x, self.params)
+        return x
+
+    def freeze(self) -> QuantParams | None:
+        """Set the parameters from the observed range (None if nothing was observed)."""
+        if int(np.asarray(self.count[...])) == 0:
+            return self.params
+        state = {"lo": self.lo[...], "hi": self.hi[...], "count": self.count[...]}
+        self.params = self.observer.params(state, self.bits, symmetric=self.symmetric,
+                                           power_of_two=self.power_of_two)
+        return self.params
+
+
+def table_or_float(x: jax.Array, fn: str, point: FakeQuant, out_bits: int = 8) -> jax.Array:
+    """f(x) through its deployed table when `point` (x's fake-quant) is in "quant" mode.
+
+    The output parameters cover f over the input grid's range (asymmetric, `out_bits`).
+    """
+    from ncc.models.quantization import TABLE_FUNCTIONS
+
+    if point.mode == "quant" and point.enabled and point.params is not None:
+        lo, hi = (float(v[0]) for v in point.params.real_range())
+        f = TABLE_FUNCTIONS[fn][0]
+        ends = f(np.array([lo, hi, 0.0]))
+        p_out = asymmetric_params(ends.min(), ends.max(), out_bits)
+        return fake_quant_table(point(x), fn, point.params, p_out)
+    return TABLE_FUNCTIONS[fn][1](point(x))
+
+
+class QuantDense(nnx.Module):
+    """y = x @ kernel + bias with fake-quant weights (symmetric, per output channel).
+
+    kernel: (in, out), Keras layout. In "quant" mode the weights go through
+    `fake_quant_dynamic` (scale follows the training weights) until `freeze(weights=True)`
+    fixes static parameters. The bias stays float (int32 at s_in * s_w when deployed,
+    below any visible rounding). `mask` (in, out) multiplies the kernel (sparse wirings).
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, bits: int = 8,
+                 per_channel: bool = True, enabled: bool = True, mask: Any = None,
+                 rngs: nnx.Rngs) -> None:
+        self.kernel = nnx.Param(nnx.initializers.glorot_uniform()(rngs.params(),
+                                                                  (in_features, out_features)))
+        self.bias = nnx.Param(jnp.zeros((out_features,)))
+        self.bits, self.per_channel, self.enabled = int(bits), bool(per_channel), bool(enabled)
+        self.mask = None if mask is None else tuple(map(tuple, np.asarray(mask, np.float32)))
+        self.mode = "float"
+        self.params: QuantParams | None = None
+
+    def weight(self) -> jax.Array:
+        w = self.kernel[...]
+        if self.mask is not None:
+            w = w * jnp.asarray(self.mask, w.dtype)
+        if self.mode != "quant" or not self.enabled:
+            return w
+        if self.params is not None:
+            return fake_quant(w, self.params)
+        qmax = int_range(self.bits, True)[1]
+        peak = jnp.max(jnp.abs(w), axis=0) if self.per_channel else jnp.max(jnp.abs(w))
+        scale = jax.lax.stop_gradient(jnp.where(peak > 0, peak / qmax, 1.0))
+        return fake_quant_dynamic(w, scale, 0.0, self.bits)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x @ self.weight() + self.bias[...]
+
+    def freeze(self) -> QuantParams:
+        """Static per-channel (axis 1) or per-tensor parameters from the current weights."""
+        w = np.asarray(self.kernel[...])
+        if self.mask is not None:
+            w = w * np.asarray(self.mask, np.float32)
+        if self.per_channel:
+            self.params = symmetric_params(np.abs(w).max(axis=0), self.bits, axis=1)
+        else:
+            self.params = symmetric_params(np.abs(w).max(), self.bits)
+        return self.params
+
+
+def set_mode(model: nnx.Module, mode: str) -> int:
+    """Set every FakeQuant / QuantDense in `model` to `mode`; returns how many."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    count = 0
+    for _, module in model.iter_modules():
+        if isinstance(module, FakeQuant | QuantDense):
+            module.mode = mode if not (isinstance(module, QuantDense) and mode == "calibrate") \
+                else "float"
+            count += 1
+    return count
+
+
+def freeze(model: nnx.Module, *, weights: bool = False) -> dict[str, QuantParams | None]:
+    """Freeze observed activation / state parameters (and weights if asked), switch to
+    "quant" mode. Returns {module path: params}."""
+    frozen: dict[str, QuantParams | None] = {}
+    for path, module in model.iter_modules():
+        if isinstance(module, FakeQuant):
+            frozen["/".join(map(str, path))] = module.freeze()
+            module.mode = "quant"
+        elif isinstance(module, QuantDense):
+            if weights:
+                frozen["/".join(map(str, path))] = module.freeze()
+            module.mode = "quant"
+    return frozen

@@ -1,0 +1,320 @@
+"""ncc.models.quantization: numpy and JAX integer cores agree bit for bit; fake-quant is exact."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from ncc.models import quantization as q
+from ncc.models.observers import MinMaxObserver, PercentileObserver, make_observer
+
+INT32 = st.integers(q.INT32_MIN, q.INT32_MAX)
+SETTINGS = settings(max_examples=20, deadline=None)
+
+
+def int32_arrays(min_value=q.INT32_MIN, max_value=q.INT32_MAX, size=64):
+    return hnp.arrays(np.int64, size, elements=st.integers(min_value, max_value))
+
+
+def exact_srdhm(a: int, b: int) -> int:
+    """Python-int reference of gemmlowp SaturatingRoundingDoublingHighMul."""
+    if a == b == q.INT32_MIN:
+        return q.INT32_MAX
+    ab = a * b
+    total = ab + ((1 << 30) if ab >= 0 else 1 - (1 << 30))
+    return abs(total) >> 31 if total >= 0 else -(abs(total) >> 31)
+
+
+def exact_rdbp(x: int, e: int) -> int:
+    """x / 2^e rounded half away from zero, from rationals."""
+    from fractions import Fraction
+
+    v = Fraction(x, 1 << e)
+    r = abs(v)
+    n = int(r) + (1 if r - int(r) >= Fraction(1, 2) else 0)
+    return n if v >= 0 else -n
+
+
+# --- integer core --------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(int32_arrays(), int32_arrays())
+def test_srdhm_numpy_jax_and_exact_reference_agree(a, b):
+    a[:3], b[:2] = q.INT32_MIN, q.INT32_MIN
+    ref = np.array([exact_srdhm(int(x), int(y)) for x, y in zip(a, b, strict=True)])
+    np.testing.assert_array_equal(q.saturating_rounding_doubling_high_mul(a, b), ref)
+    got = q.saturating_rounding_doubling_high_mul_jax(a.astype(np.int32), b.astype(np.int32))
+    np.testing.assert_array_equal(np.asarray(got), ref)
+
+
+@SETTINGS
+@given(int32_arrays(), hnp.arrays(np.int64, 64, elements=st.integers(0, 31)))
+def test_rounding_divide_by_pot_rounds_half_away(x, e):
+    ref = np.array([exact_rdbp(int(v), int(k)) for v, k in zip(x, e, strict=True)])
+    np.testing.assert_array_equal(q.rounding_divide_by_pot(x, e), ref)
+    got = q.rounding_divide_by_pot_jax(x.astype(np.int32), e.astype(np.int32))
+    np.testing.assert_array_equal(np.asarray(got), ref)
+
+
+@SETTINGS
+@given(int32_arrays(-(1 << 24), 1 << 24),
+       hnp.arrays(np.int64, 64, elements=st.integers(1 << 30, (1 << 31) - 1)),
+       hnp.arrays(np.int64, 64, elements=st.integers(-31, 6)))
+def test_multiply_by_quantized_multiplier_numpy_equals_jax(x, m, shift):
+    ref = q.multiply_by_quantized_multiplier(x, m, shift)
+    got = q.multiply_by_quantized_multiplier_jax(x.astype(np.int32), m.astype(np.int32),
+                                                 shift.astype(np.int32))
+    np.testing.assert_array_equal(np.asarray(got), ref)
+    # and it approximates x * m * 2^(shift - 31) within one step
+    real = x * (m / 2.0 ** 31) * 2.0 ** shift
+    assert np.all(np.abs(ref - real) <= 1.0 + np.abs(real) * 2.0 ** -30)
+
+
+def test_multiply_by_quantized_multiplier_jit_equals_eager():
+    rng = np.random.default_rng(3)
+    x = rng.integers(-(1 << 20), 1 << 20, 5000).astype(np.int32)
+    m = rng.integers(1 << 30, (1 << 31) - 1, 5000).astype(np.int32)
+    s = rng.integers(-31, 4, 5000).astype(np.int32)
+    jitted = jax.jit(q.multiply_by_quantized_multiplier_jax)(x, m, s)
+    np.testing.assert_array_equal(np.asarray(jitted), q.multiply_by_quantized_multiplier(x, m, s))
+
+
+@SETTINGS
+@given(st.floats(1e-9, 1e3, allow_subnormal=False))
+def test_quantize_multiplier_range_and_accuracy(real):
+    m, shift = q.quantize_multiplier(real)
+    assert (1 << 30) <= m < (1 << 31) or (m, shift) == (0, 0)
+    if m:
+        assert abs(m * 2.0 ** (shift - 31) - real) <= real * 2.0 ** -31
+    mj, sj = q.quantize_multiplier_jax(jnp.float32(real))
+    assert (int(mj), int(sj)) == q.quantize_multiplier(float(np.float32(real)))
+
+
+def test_quantize_multiplier_edges():
+    assert q.quantize_multiplier(0.0) == (0, 0)
+    assert q.quantize_multiplier(2.0 ** -40) == (0, 0)
+    assert q.quantize_multiplier(1.0) == (1 << 30, 1)
+    assert q.quantize_multiplier(0.5) == (1 << 30, 0)
+    with pytest.raises(ValueError):
+        q.quantize_multiplier(-0.1)
+    with pytest.raises(ValueError):
+        q.quantize_multiplier(2.0 ** 31)
+
+
+def test_round_half_away_ties_and_near_ties():
+    x = np.array([0.5, -0.5, 1.5, -2.5, 0.49999997, -0.49999997, 2.4999998, 1e8 + 0.5],
+                 np.float32)
+    expected = np.array([1, -1, 2, -3, 0, -0, 2, np.float32(1e8 + 0.5)], np.float32)
+    np.testing.assert_array_equal(q.round_half_away(x), expected)
+    np.testing.assert_array_equal(np.asarray(q.round_half_away_jax(jnp.asarray(x))), expected)
+
+
+# --- parameters ------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(st.floats(-100, 100), st.floats(-100, 100), st.sampled_from([(8, True), (16, True),
+                                                                     (8, False), (4, True)]))
+def test_asymmetric_params_cover_range_and_zero(lo, hi, grid):
+    bits, signed = grid
+    p = q.asymmetric_params(lo, hi, bits, signed)
+    rlo, rhi = p.real_range()
+    step = p.scale[0]
+    assert rlo[0] <= min(lo, 0.0) + step and rhi[0] >= max(hi, 0.0) - step
+    assert q.dequantize(q.quantize(np.float32(0.0), p), p) == 0.0
+
+
+def test_params_json_round_trip_and_compiler_form():
+    p = q.symmetric_params([0.5, 2.0, 0.0], bits=4, axis=0)
+    d = json.loads(json.dumps(p.to_dict()))
+    assert q.QuantParams.from_dict(d) == p
+    assert p.zero_point == (0, 0, 0) and p.scale[1] == pytest.approx(2.0 / 7)
+    legacy = {"scale": [0.1], "zero_point": [3], "dtype": "int16", "axis": None}
+    assert q.QuantParams.from_dict(legacy).bits == 16
+    assert q.QuantParams((0.1,), (0,)).scale[0] == float(np.float32(0.1)) or \
+        q.QuantParams((0.1,), (0,)).scale[0] > 0.1
+
+
+def test_power_of_two_scales():
+    p = q.asymmetric_params(-1.3, 2.9, power_of_two=True)
+    assert np.log2(p.scale[0]) == np.round(np.log2(p.scale[0]))
+    assert p.real_range()[1][0] >= 2.9
+
+
+def test_bad_params_are_rejected():
+    with pytest.raises(ValueError):
+        q.QuantParams((0.0,), (0,))
+    with pytest.raises(ValueError):
+        q.QuantParams((1.0,), (200,))
+    with pytest.raises(ValueError):
+        q.QuantParams((1.0, 2.0), (0, 0))  # two scales need an axis
+
+
+# --- quantize / requantize / tables: numpy vs JAX --------------------------------------------
+
+FLOATS = hnp.arrays(np.float32, 128, elements=st.floats(-1e4, 1e4, width=32))
+PARAMS = st.builds(lambda lo, hi, bits, signed: q.asymmetric_params(-lo, hi, bits, signed),
+                   st.floats(0.01, 50), st.floats(0.01, 50), st.sampled_from([4, 8, 16]),
+                   st.booleans())
+
+
+@SETTINGS
+@given(FLOATS, PARAMS)
+def test_quantize_dequantize_numpy_equals_jax(x, p):
+    qn = q.quantize(x, p)
+    assert qn.min() >= p.qmin and qn.max() <= p.qmax
+    np.testing.assert_array_equal(np.asarray(jax.jit(q.quantize_jax, static_argnums=1)(x, p)), qn)
+    np.testing.assert_array_equal(np.asarray(q.dequantize_jax(qn, p)), q.dequantize(qn, p))
+
+
+@settings(max_examples=25, deadline=None)
+@given(FLOATS, PARAMS, PARAMS)
+def test_requantize_numpy_equals_jax_and_is_close(x, p_in, p_out):
+    qi = q.quantize(x, p_in)
+    ref = q.requantize(qi, p_in, p_out)
+    requant = jax.jit(q.requantize_jax, static_argnums=(1, 2))
+    np.testing.assert_array_equal(np.asarray(requant(qi, p_in, p_out)), ref)
+    _, shift = q.quantize_multiplier(p_in.scale[0] / p_out.scale[0])
+    if np.abs(qi.astype(np.int64) - p_in.zero_point[0]).max() << max(shift, 0) < 1 << 31:
+        direct = q.quantize(q.dequantize(qi, p_in), p_out).astype(np.int64)
+        assert np.all(np.abs(ref.astype(np.int64) - direct) <= 1)
+
+
+def test_per_axis_quantize_uses_each_slice_scale():
+    w = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32) * [1, 10, 100]
+    p = q.params_for_tensor(w, 8, symmetric=True, axis=1)
+    qw = q.quantize(w, p)
+    assert np.all(np.abs(qw).max(axis=0) == 127)
+    np.testing.assert_array_equal(np.asarray(q.quantize_jax(w, p)), qw)
+    np.testing.assert_array_equal(np.asarray(q.fake_quant(w, p)), q.dequantize(qw, p))
+
+
+@pytest.mark.parametrize("fn", sorted(q.TABLE_FUNCTIONS))
+def test_table_entries_follow_the_formula(fn):
+    p_in = q.asymmetric_params(-6, 4)
+    p_out = q.asymmetric_params(0, 1) if fn == "sigmoid" else q.asymmetric_params(-1.8, 1.8)
+    if fn == "exp":
+        p_out = q.asymmetric_params(0, np.exp(4))
+    table = q.build_table(fn, p_in, p_out)
+    assert table.shape == (256,) and table.dtype == np.int8
+    real = (np.arange(-128, 128) - p_in.zero_point[0]) * p_in.scale[0]
+    f = {"sigmoid": lambda v: 1 / (1 + np.exp(-v)), "tanh": np.tanh, "exp": np.exp,
+         "lecun_tanh": lambda v: 1.7159 * np.tanh(0.666 * v)}[fn]
+    approx = f(real) / p_out.scale[0] + p_out.zero_point[0]
+    assert np.all(np.abs(table - np.clip(approx, -128, 127)) <= 0.5 + 1e-9)
+    x = np.linspace(-7, 5, 301, dtype=np.float32)
+    qi = q.quantize(x, p_in)
+    expected = q.dequantize(q.lookup(qi, table, p_in), p_out)
+    np.testing.assert_array_equal(np.asarray(q.fake_quant_table(x, fn, p_in, p_out)), expected)
+
+
+# --- fake-quant -------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(FLOATS, PARAMS)
+def test_fake_quant_forward_is_exactly_on_the_grid(x, p):
+    expected = q.dequantize(q.quantize(x, p), p)
+    np.testing.assert_array_equal(np.asarray(q.fake_quant(x, p)), expected)
+    np.testing.assert_array_equal(np.asarray(jax.jit(q.fake_quant, static_argnums=1)(x, p)),
+                                  expected)
+
+
+def test_fake_quant_gradient_straight_through_inside_zero_outside():
+    p = q.asymmetric_params(-2.0, 3.0)
+    lo, hi = (float(v[0]) for v in p.real_range())
+    x = jnp.array([lo - 1.0, lo + 0.01, 0.123, hi - 0.01, hi + 1.0, 50.0])
+    g = jax.grad(lambda v: jnp.sum(q.fake_quant(v, p) * jnp.arange(1.0, 7.0)))(x)
+    np.testing.assert_array_equal(np.asarray(g), [0, 2, 3, 4, 0, 0])
+
+
+def test_fake_quant_table_gradient_is_the_float_slope_inside():
+    p_in, p_out = q.asymmetric_params(-4, 4), q.asymmetric_params(-1, 1)
+    x = jnp.array([-9.0, -1.0, 0.5, 9.0])
+    g = jax.grad(lambda v: jnp.sum(q.fake_quant_table(v, "tanh", p_in, p_out)))(x)
+    np.testing.assert_allclose(np.asarray(g), [0, 1 - np.tanh(-1.0) ** 2,
+                                               1 - np.tanh(0.5) ** 2, 0], rtol=1e-6)
+
+
+def test_jaxpr_shows_custom_jvp_call_with_readable_params():
+    p = q.params_for_tensor(np.array([[-1.0, 2.0], [0.5, -3.0]]), 8, symmetric=True, axis=1)
+    p_act = q.asymmetric_params(-1, 5, bits=16)
+
+    def step(x, w):
+        h = q.fake_quant(x, p_act) @ q.fake_quant(w, p)
+        return q.fake_quant_table(h, "sigmoid", p_act, q.asymmetric_params(0, 1)) + 1.0
+
+    jaxpr = jax.make_jaxpr(jax.jit(step))(jnp.ones((1, 2)), jnp.ones((2, 2)))
+    inner = jaxpr.eqns[0].params["jaxpr"]
+    found = [q.fake_quant_spec_from_jaxpr_eqn(e) for e in inner.eqns]
+    specs = [s for s in found if s is not None]
+    assert [e.primitive.name for e in inner.eqns if q.fake_quant_spec_from_jaxpr_eqn(e)] == \
+        ["custom_jvp_call"] * 3
+    assert [s.kind for s in specs] == ["quant", "quant", "table"]
+    assert specs[0].params == p_act and specs[1].params == p
+    assert specs[2].fn == "sigmoid" and specs[2].in_params == p_act
+    assert q.fake_quant_params_from_jaxpr_eqn(inner.eqns[-1]) is None  # the add
+    assert sum(q.fake_quant_params_from_jaxpr_eqn(e) is not None for e in inner.eqns) == 3
+
+
+def test_dynamic_fake_quant_is_recognized_and_on_its_grid():
+    w = jnp.array([[0.3, -1.2], [2.5, 0.01]])
+    scale = jnp.max(jnp.abs(w), axis=0) / 127
+    out = q.fake_quant_dynamic(w, scale, 0.0, 8)
+    steps = np.asarray(out) / np.asarray(scale)
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)
+    eqn = jax.make_jaxpr(lambda v: q.fake_quant_dynamic(v, scale, 0.0))(w).eqns[-1]
+    spec = q.fake_quant_spec_from_jaxpr_eqn(eqn)
+    assert spec.kind == "dynamic" and spec.bits == 8 and spec.signed
+
+
+def test_keras_fake_quant_matches_jax():
+    p = q.asymmetric_params(-1.5, 2.5)
+    x = np.linspace(-3, 3, 97, dtype=np.float32)
+    np.testing.assert_array_equal(np.asarray(q.keras_fake_quant(x, p)),
+                                  q.dequantize(q.quantize(x, p), p))
+
+
+# --- config and observers ----------------------------------------------------------------------
+
+
+def test_quant_config_round_trip_and_validation():
+    c = q.QuantConfig(weight_bits=4, state_bits=16, keep_float={"nonlinearities"})
+    assert q.QuantConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert not c.quantizes("nonlinearities") and c.quantizes("weights")
+    for bad in ({"weight_bits": 3}, {"state_bits": 12}, {"keep_float": {"biases"}}):
+        with pytest.raises(ValueError):
+            q.QuantConfig(**bad)
+
+
+def test_minmax_observer_running_and_ema():
+    batches = [np.array([-1.0, 2.0]), np.array([-3.0, 1.0]), np.array([0.5, 4.0])]
+    run, ema = MinMaxObserver(), MinMaxObserver(momentum=0.5)
+    s_run, s_ema = run.init(), ema.init()
+    for b in batches:
+        s_run, s_ema = jax.jit(run.update)(s_run, b), ema.update(s_ema, b)
+    assert (float(s_run["lo"]), float(s_run["hi"])) == (-3.0, 4.0)
+    assert float(s_ema["lo"]) == pytest.approx(0.5 * (0.5 * -1 + 0.5 * -3) + 0.5 * 0.5)
+    assert float(s_ema["hi"]) == pytest.approx(0.5 * (0.5 * 2 + 0.5 * 1) + 0.5 * 4)
+    p = run.params(s_run)
+    lo, hi = (float(v[0]) for v in p.real_range())
+    assert lo <= -3.0 + p.scale[0] and hi >= 4.0 - p.scale[0] and hi - lo >= 7.0
+    with pytest.raises(ValueError):
+        run.params(run.init())
+
+
+def test_percentile_observer_ignores_outliers_and_per_axis_minmax():
+    x = np.concatenate([np.linspace(-1, 1, 10000), [1000.0]]).astype(np.float32)
+    obs = PercentileObserver(percentile=99.9)
+    state = obs.update(obs.init(), x)
+    assert float(state["hi"]) < 2.0
+    per = make_observer("minmax", axis=1, channels=3)
+    s = per.update(per.init(), np.array([[1.0, -2.0, 3.0], [-4.0, 5.0, 0.5]]))
+    np.testing.assert_array_equal(np.asarray(s["hi"]), [1.0, 5.0, 3.0])
+    assert per.params(s, symmetric=True).axis == 1

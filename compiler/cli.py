@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--data", help=".npz with x (N, T, F) and optional dt, y")
     v.add_argument("--sequences", type=int, default=2, help="random sequences (no --data)")
     v.add_argument("--steps", type=int, default=1000, help="steps per random sequence")
+    v.add_argument("--runtime", help="runtime to use where a target has several "
+                   "(tflite-int8: litert or tflm)")
     v.add_argument("--json", action="store_true")
 
     d = sub.add_parser("demo", help="compile and verify the bundled example models")
@@ -183,7 +185,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     with _Progress(not args.json) as progress:
         report = verify_artifact(args.artifact, data=args.data, sequences=args.sequences,
-                                 steps=args.steps, progress=progress)
+                                 steps=args.steps, runtime=args.runtime, progress=progress)
     _emit(args, report, _summary(report))
     return 0 if report["passed"] else 1
 

@@ -26,9 +26,8 @@ def bundled_dir() -> Path:
 
 
 def run_demo(out: Path, progress: Progress | None = None) -> tuple[list[dict[str, Any]], str]:
-    """Returns one row per (model, target) and the table as text."""
-    from rich.console import Console
-    from rich.table import Table
+    """Returns one row per (model, target, runtime) and the table as text."""
+    from ncc.runtime.session import RUNTIMES
 
     digits = read_npz(bundled_dir() / "digits.npz")
     out.mkdir(parents=True, exist_ok=True)
@@ -42,33 +41,47 @@ def run_demo(out: Path, progress: Progress | None = None) -> tuple[list[dict[str
             res = compile_model(bundled_dir() / file, target, out / f"{name}.{target}",
                                 calibration=calibration if target in QUANTIZED else None,
                                 verify_steps=0, progress=progress)
-            report = verify_artifact(res.out_dir, data=test_file, progress=progress)
-            (metrics,) = report["outputs"].values()
-            golden = report.get("golden", {})
-            rows.append({
-                "model": name, "target": target, "artifact": str(res.out_dir),
-                "ops": len(res.graph.ops),
-                "accuracy_float": report["accuracy"]["reference"],
-                "accuracy_artifact": report["accuracy"]["artifact"],
-                "identical_to_golden": (min(m["identical"] for m in golden.values())
-                                        if golden else None),
-                "sqnr_db": metrics["sqnr_db"], "max_abs_error": metrics["max_abs_error"],
-                "passed": report["passed"],
-            })
+            for runtime in RUNTIMES.get(target, {None: None}):
+                report = verify_artifact(res.out_dir, data=test_file, runtime=runtime,
+                                         progress=progress)
+                rows.append(_row(name, target, runtime, res, report))
+    return rows, _table(rows, out)
+
+
+def _row(name: str, target: str, runtime: str | None, res: Any,
+         report: dict[str, Any]) -> dict[str, Any]:
+    (metrics,) = report["outputs"].values()
+    golden = report.get("golden", {})
+    return {
+        "model": name, "target": target, "runtime": runtime or "default",
+        "artifact": str(res.out_dir), "ops": len(res.graph.ops),
+        "accuracy_float": report["accuracy"]["reference"],
+        "accuracy_artifact": report["accuracy"]["artifact"],
+        "identical_to_golden": (min(m["identical"] for m in golden.values())
+                                if golden else None),
+        "sqnr_db": metrics["sqnr_db"], "max_abs_error": metrics["max_abs_error"],
+        "passed": report["passed"],
+    }
+
+
+def _table(rows: list[dict[str, Any]], out: Path) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title="ncc demo: digits test split (360 sequences x 8 steps), "
                         "each artifact run in its real runtime")
-    for col in ("model", "target", "ops", "float acc", "artifact acc", "bits = golden",
+    for col in ("model", "target", "runtime", "ops", "float acc", "artifact acc", "bits = golden",
                 "SQNR dB", "max abs err", "result"):
         table.add_column(col)
     for r in rows:
         same = r["identical_to_golden"]
-        table.add_row(r["model"], r["target"], str(r["ops"]), f"{r['accuracy_float']:.2%}",
+        table.add_row(r["model"], r["target"], r["runtime"], str(r["ops"]),
+                      f"{r['accuracy_float']:.2%}",
                       f"{r['accuracy_artifact']:.2%}",
                       "n/a (float)" if same is None else f"{same:.2%}",
                       f"{r['sqnr_db']:.1f}", f"{r['max_abs_error']:.2e}",
                       "ok" if r["passed"] else "FAILED")
     buf = io.StringIO()
     Console(file=buf, width=130).print(table)
-    text = buf.getvalue() + f"artifacts in {out}/\n"
-    return rows, text
+    return buf.getvalue() + f"artifacts in {out}/\n"
 

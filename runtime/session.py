@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from ncc.compiler.artifact import check_files, load_artifact_graph, read_manifest
-from ncc.compiler.ir import Graph
+from ncc.compiler.ir import Graph, QuantParams
+from ncc.compiler.numerics import quantize
 
 
 class Session:
@@ -50,9 +51,14 @@ class Session:
             feeds = {x_name: np.asarray(xs[t0:t0 + step], dtype).reshape(shape), **state}
             for name in dt_names:
                 t = by_name[name]
-                dt = (np.ones(t["shape"]) if dts is None
-                      else np.asarray(dts[t0:t0 + step]).reshape(t["shape"]))
-                feeds[name] = dt.astype(t["dtype"])
+                if dts is not None:
+                    feeds[name] = np.asarray(dts[t0:t0 + step]).reshape(t["shape"]).astype(
+                        t["dtype"])
+                elif t["quantization"]:  # no dt given: 1.0 on the tensor's grid
+                    p = QuantParams.from_dict(t["quantization"])
+                    feeds[name] = quantize(np.ones(t["shape"], np.float32), p)
+                else:
+                    feeds[name] = np.ones(t["shape"], t["dtype"])
             out = self._call(feeds)
             for name, value in out.items():
                 chunks.setdefault(name, []).append(value if self.sequence_length else value[None])
@@ -76,6 +82,67 @@ class OnnxSession(Session):
 
     def _call(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self.outputs, self.session.run(self.outputs, feeds), strict=True))
+
+
+class _TfliteBase(Session):
+    """Shared by the TFLite sessions: the model bytes and its input/output names in order."""
+
+    def __init__(self, art_dir: str | Path, manifest: dict[str, Any]):
+        super().__init__(art_dir, manifest)
+        from ai_edge_litert import schema_py_generated as fb
+
+        self.model = (self.dir / manifest["entry"]).read_bytes()
+        graph = fb.Model.GetRootAs(self.model, 0).Subgraphs(0)
+        name = lambda i: graph.Tensors(i).Name().decode()  # noqa: E731
+        self.inputs = [name(graph.Inputs(i)) for i in range(graph.InputsLength())]
+        self.outputs = [name(graph.Outputs(i)) for i in range(graph.OutputsLength())]
+        self.activation_bytes = sum(
+            int(np.prod(graph.Tensors(i).ShapeAsNumpy(), dtype=np.int64)) * 4
+            for i in range(graph.TensorsLength()) if graph.Tensors(i).Buffer() == 0)
+
+
+class TfliteSession(_TfliteBase):
+    """LiteRT with its reference kernels (OpResolverType.BUILTIN_REF).
+
+    The default resolver is not bit-exact: the XNNPACK delegate requantizes MUL and
+    CONV_2D its own way and the optimized CONV_2D (ruy) rounds differently
+    (tests/targets/test_tflite.py measures both)."""
+
+    def __init__(self, art_dir: str | Path, manifest: dict[str, Any]):
+        super().__init__(art_dir, manifest)
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        self.interpreter = Interpreter(model_content=self.model, num_threads=1,
+                                       experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+        self.interpreter.allocate_tensors()
+        self.in_index = {d["name"]: d["index"] for d in self.interpreter.get_input_details()}
+        self.out_index = {d["name"]: d["index"] for d in self.interpreter.get_output_details()}
+
+    def _call(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for name, value in feeds.items():
+            self.interpreter.set_tensor(self.in_index[name], value)
+        self.interpreter.invoke()
+        return {name: self.interpreter.get_tensor(i).copy() for name, i in self.out_index.items()}
+
+
+class TfliteMicroSession(_TfliteBase):
+    """TensorFlow Lite for Microcontrollers (its Python interpreter: reference kernels)."""
+
+    ARENA_OVERHEAD = 64 * 1024  # interpreter bookkeeping beyond the activations
+
+    def __init__(self, art_dir: str | Path, manifest: dict[str, Any]):
+        super().__init__(art_dir, manifest)
+        from tflite_micro.python.tflite_micro import runtime
+
+        arena = self.ARENA_OVERHEAD + 2 * self.activation_bytes
+        self.interpreter = runtime.Interpreter.from_bytes(self.model, arena_size=arena)
+
+    def _call(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for i, name in enumerate(self.inputs):
+            self.interpreter.set_input(feeds[name], i)
+        self.interpreter.invoke()
+        return {name: self.interpreter.get_output(i).copy()
+                for i, name in enumerate(self.outputs)}
 
 
 class ReferenceSession:
@@ -107,16 +174,29 @@ class ReferenceSession:
         return {k: np.stack(v) for k, v in trace.items()}
 
 
-SESSIONS = {"onnx-float": OnnxSession, "onnx-int8": OnnxSession}
+SESSIONS = {"onnx-float": OnnxSession, "onnx-int8": OnnxSession, "onnx-qdq": OnnxSession,
+            "tflite-int8": TfliteSession}
+# target -> runtime name -> session, for targets that run in more than one runtime
+RUNTIMES = {"tflite-int8": {"litert": TfliteSession, "tflm": TfliteMicroSession}}
 
 
-def open_session(art_dir: str | Path) -> Session:
-    """A session over the artifact in `art_dir`, after checking its files' checksums."""
+def open_session(art_dir: str | Path, runtime: str | None = None) -> Session:
+    """A session over the artifact in `art_dir`, after checking its files' checksums.
+
+    runtime: None for the target's default runtime, or one of RUNTIMES[target]
+    (tflite-int8: "litert" or "tflm")."""
     manifest = read_manifest(art_dir)
     check_files(art_dir, manifest)
-    cls = SESSIONS.get(manifest["target"])
+    target = manifest["target"]
+    cls = SESSIONS.get(target)
+    if runtime is not None:
+        choices = RUNTIMES.get(target, {})
+        if runtime not in choices:
+            known = sorted(choices) or ["its default runtime only"]
+            raise ValueError(f"{art_dir}: target {target!r} runs in {known}, not {runtime!r}")
+        cls = choices[runtime]
     if cls is None:
-        raise ValueError(f"{art_dir}: no runtime session for target {manifest['target']!r}")
+        raise ValueError(f"{art_dir}: no runtime session for target {target!r}")
     return cls(art_dir, manifest)
 
 

@@ -10,6 +10,7 @@ Metrics per output, over all sequences and steps:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -80,6 +81,26 @@ def _quantized_inputs(g: Graph, xs: np.ndarray, dts: np.ndarray | None
     return xq, quantize(dts, g.tensors[dt_name].quant)
 
 
+_GOLDEN_CACHE: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+
+
+def _golden_run(g: Graph, g_hash: str, xq: np.ndarray,
+                dtq: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The golden model over one sequence, remembered: validating one artifact in several
+    runtimes (LiteRT, TFLM) on the same data need not interpret it again."""
+    from ncc.compiler.interpret import run_sequence
+
+    h = hashlib.sha256(xq.tobytes())
+    if dtq is not None:
+        h.update(dtq.tobytes())
+    key = (g_hash, h.hexdigest())
+    if key not in _GOLDEN_CACHE:
+        if len(_GOLDEN_CACHE) > 4096:
+            _GOLDEN_CACHE.clear()
+        _GOLDEN_CACHE[key] = run_sequence(g, xq, dtq)
+    return _GOLDEN_CACHE[key]
+
+
 def validate_quantized(run_artifact: Runner, golden: Graph, run_float: Runner,
                        data: dict[str, np.ndarray],
                        progress: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -89,8 +110,9 @@ def validate_quantized(run_artifact: Runner, golden: Graph, run_float: Runner,
     `max_lsb` (largest difference in integer steps); per output, the float metrics
     of `compare` on the dequantized artifact output.
     """
-    from ncc.compiler.interpret import run_sequence
+    from ncc.compiler.serialize import graph_hash
 
+    g_hash = graph_hash(golden)
     names = list(golden.outputs)
     outputs = [n for n in names if golden.roles[n] == "output"]
     same = {n: 0 for n in names}
@@ -102,7 +124,7 @@ def validate_quantized(run_artifact: Runner, golden: Graph, run_float: Runner,
         dts = data["dt"][i] if "dt" in data else None
         xq, dtq = _quantized_inputs(golden, xs, dts)
         a = run_artifact(xq, dtq)
-        gold = run_sequence(golden, xq, dtq)
+        gold = _golden_run(golden, g_hash, xq, dtq)
         f = run_float(xs, dts)
         for n in names:
             diff = np.abs(a[n].astype(np.int64) - gold[n].reshape(a[n].shape).astype(np.int64))

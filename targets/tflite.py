@@ -1,0 +1,470 @@
+"""TFLite int8 target: the golden integer graph as a full-integer `.tflite` flatbuffer.
+
+`lower(g)` writes `model.tflite` (schema version 3, file identifier "TFL3") computing
+one timestep: inputs x, [dt], state_in...; outputs y, state_out..., all int8 with
+exactly the compiler's quantization parameters. The host threads state from step
+to step (recurrence stays outside the graph, DESIGN "Measured facts").
+
+The model is built directly with the flatbuffer object API of the schema that
+`ai-edge-litert` ships: no TensorFlow, no converter. Each integer IR op maps to
+builtins whose integer arithmetic is the golden kernel's (compiler/golden.py):
+
+    fully_connected   RESHAPE, CONV_2D 1x1 (filter (N, 1, 1, K) per-channel on axis 0),
+                      RESHAPE: LiteRT's int8 FULLY_CONNECTED rounds differently
+    qadd / qsub       ADD / SUB
+    qmul              MUL
+    requantize        QUANTIZE int8 -> int8
+    lut               CAST int8->int32, ADD int32 128, GATHER(table, index)
+    comparisons       CAST int8->int32, then GREATER / ... / EQUAL on int32
+    concat, reshape, broadcast, slice, transpose, max, min, where
+                      CONCATENATION, RESHAPE, BROADCAST_TO, STRIDED_SLICE, TRANSPOSE,
+                      MAXIMUM, MINIMUM, SELECT_V2: inputs and output share parameters,
+                      so each is a copy of integers
+    cast bool->int8   CAST;  logical_not  LOGICAL_NOT
+
+Tables and comparisons avoid int8 rescaling entirely: a CAST to int32 keeps the
+integers and drops the quantization, so only raw integers are compared or indexed.
+
+TFLite recomputes every ADD/SUB/MUL/FULLY_CONNECTED/QUANTIZE multiplier from the tensor
+scales at Prepare time; `lower` recomputes them the same way (`tflite_params`) and
+refuses a graph whose attributes differ, so an artifact never silently disagrees
+with the golden model. Builtin LOGISTIC/TANH are never used: their bits differ
+between LiteRT and TFLite Micro.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as fb
+
+from ncc.compiler import numerics as qn
+from ncc.compiler.artifact import Artifact
+from ncc.compiler.ir import COMPARISONS, Graph, Op, QuantParams, Tensor
+
+TARGET = "tflite-int8"
+SCHEMA_VERSION = 3
+FILE_IDENTIFIER = b"TFL3"
+BUFFER_ALIGNMENT = 16  # constants are read in place (int32 biases): keep them aligned
+
+_TYPES = {"float32": fb.TensorType.FLOAT32, "int8": fb.TensorType.INT8,
+          "int16": fb.TensorType.INT16, "int32": fb.TensorType.INT32,
+          "int64": fb.TensorType.INT64, "uint8": fb.TensorType.UINT8,
+          "bool": fb.TensorType.BOOL}
+_COMPARE = {"greater": "GREATER", "greater_equal": "GREATER_EQUAL", "less": "LESS",
+            "less_equal": "LESS_EQUAL", "equal": "EQUAL"}
+# builtin -> its options table (FULLY_CONNECTED: not emitted, kept for the measurements)
+_OPTIONS: dict[str, type] = {
+    "CONV_2D": fb.Conv2DOptionsT, "FULLY_CONNECTED": fb.FullyConnectedOptionsT,
+    "ADD": fb.AddOptionsT,
+    "SUB": fb.SubOptionsT, "MUL": fb.MulOptionsT, "QUANTIZE": fb.QuantizeOptionsT,
+    "CAST": fb.CastOptionsT, "GATHER": fb.GatherOptionsT,
+    "CONCATENATION": fb.ConcatenationOptionsT, "RESHAPE": fb.ReshapeOptionsT,
+    "BROADCAST_TO": fb.BroadcastToOptionsT, "STRIDED_SLICE": fb.StridedSliceOptionsT,
+    "TRANSPOSE": fb.TransposeOptionsT, "MAXIMUM": fb.MaximumMinimumOptionsT,
+    "MINIMUM": fb.MaximumMinimumOptionsT, "SELECT_V2": fb.SelectV2OptionsT,
+    "LOGICAL_NOT": fb.LogicalNotOptionsT, "GREATER": fb.GreaterOptionsT,
+    "GREATER_EQUAL": fb.GreaterEqualOptionsT, "LESS": fb.LessOptionsT,
+    "LESS_EQUAL": fb.LessEqualOptionsT, "EQUAL": fb.EqualOptionsT,
+}
+# operator-code versions: the first version of each builtin that takes int8 (TFLite's
+# op_version.cc); LiteRT looks kernels up by (builtin, version). Unlisted: version 1.
+_VERSIONS = {"ADD": 2, "SUB": 2, "MUL": 2, "CONV_2D": 3, "QUANTIZE": 2, "GATHER": 2,
+             "CONCATENATION": 2, "STRIDED_SLICE": 2, "TRANSPOSE": 2, "MAXIMUM": 2,
+             "MINIMUM": 2, "BROADCAST_TO": 2}
+_PLACEHOLDER_FOR_GREATER_OP_CODES = 127
+
+
+class TfliteLoweringError(ValueError):
+    """The integer graph has an op or parameter TFLite cannot reproduce bit for bit."""
+
+
+# --- TFLite's Prepare-time parameters ------------------------------------------------------
+
+
+def tflite_params(kind: str, ins: list[QuantParams], out: QuantParams) -> dict[str, Any]:
+    """The integer parameters TFLite's Prepare derives from float32 tensor scales.
+
+    kind: "ADD"/"SUB" (attributes as `numerics.add_params` names them), "MUL",
+    "QUANTIZE" (multiplier, shift) or "FULLY_CONNECTED" (per-channel tuples; ins =
+    [input, weights]). Scales are read as float32, as the flatbuffer stores them.
+    """
+    f32 = [tuple(float(np.float32(s)) for s in p.scale) for p in ins]
+    s_out = float(np.float32(out.scale[0]))
+    if kind in ("ADD", "SUB"):
+        return qn.add_params(*(QuantParams(s, p.zero_point, p.dtype) for s, p in zip(
+            f32, ins, strict=True)), QuantParams((s_out,), out.zero_point, out.dtype))
+    if kind == "MUL":
+        m, s = qn.quantize_multiplier(f32[0][0] * f32[1][0] / s_out)
+        return {"multiplier": m, "shift": s}
+    if kind == "QUANTIZE":
+        m, s = qn.quantize_multiplier(f32[0][0] / s_out)
+        return {"multiplier": m, "shift": s}
+    if kind == "FULLY_CONNECTED":
+        pairs = [qn.quantize_multiplier(f32[0][0] * s_w / s_out) for s_w in f32[1]]
+        return {"multiplier": tuple(m for m, _ in pairs), "shift": tuple(s for _, s in pairs)}
+    raise KeyError(kind)
+
+
+# --- flatbuffer building -------------------------------------------------------------------
+
+
+class _AlignedBuffer(fb.BufferT):
+    """A constant's bytes in a vector aligned to BUFFER_ALIGNMENT."""
+
+    def Pack(self, builder: flatbuffers.Builder) -> int:  # noqa: N802 (flatbuffers API)
+        data = None
+        if self.data is not None:
+            payload = bytes(self.data)
+            builder.StartVector(1, len(payload), BUFFER_ALIGNMENT)
+            builder.head -= len(payload)
+            builder.Bytes[builder.head:builder.head + len(payload)] = payload
+            data = builder.EndVector()
+        fb.BufferStart(builder)
+        if data is not None:
+            fb.BufferAddData(builder, data)
+        return fb.BufferEnd(builder)
+
+
+def _quantization(p: QuantParams | None, axis: int | None = None) -> fb.QuantizationParametersT:
+    q = fb.QuantizationParametersT()
+    if p is not None:
+        q.scale = [float(np.float32(s)) for s in p.scale]
+        q.zeroPoint = [int(z) for z in p.zero_point]
+        q.quantizedDimension = int(axis if axis is not None else (p.axis or 0))
+    return q
+
+
+class _Model:
+    """Tensors, buffers, operator codes and operators of the one subgraph."""
+
+    def __init__(self) -> None:
+        self.tensors: list[fb.TensorT] = []
+        self.index: dict[str, int] = {}
+        self.buffers: list[fb.BufferT] = [fb.BufferT()]  # buffer 0: the empty sentinel
+        self.codes: list[fb.OperatorCodeT] = []
+        self.code_index: dict[str, int] = {}
+        self.operators: list[fb.OperatorT] = []
+        self.count = 0
+
+    def tensor(self, name: str, shape: tuple[int, ...], dtype: str,
+               quant: QuantParams | None = None, data: np.ndarray | None = None,
+               axis: int | None = None) -> int:
+        """Declare a tensor (a constant if `data` is given); returns its index."""
+        if name in self.index:
+            raise TfliteLoweringError(f"tensor {name!r} declared twice")
+        t = fb.TensorT()
+        t.name, t.shape, t.type = name, [int(d) for d in shape], _TYPES[dtype]
+        t.quantization = _quantization(quant, axis)
+        if data is not None:
+            buf = _AlignedBuffer()
+            buf.data = np.ascontiguousarray(data, np.dtype(dtype).newbyteorder("<")).tobytes()
+            t.buffer = len(self.buffers)
+            self.buffers.append(buf)
+        self.index[name] = len(self.tensors)
+        self.tensors.append(t)
+        return self.index[name]
+
+    def declare(self, t: Tensor, value: np.ndarray | None = None) -> int:
+        return self.tensor(t.name, t.shape, t.dtype, t.quant, value)
+
+    def temp(self, op: Op, what: str, shape: tuple[int, ...], dtype: str,
+             quant: QuantParams | None = None, data: np.ndarray | None = None) -> str:
+        """A helper tensor named after the IR op it serves (`y__idx3`)."""
+        self.count += 1
+        name = f"{op.output}__{what}{self.count}"
+        self.tensor(name, shape, dtype, quant, None if data is None else np.asarray(data, dtype))
+        return name
+
+    def const(self, op: Op, what: str, value: Any, dtype: str = "int32") -> str:
+        value = np.asarray(value, dtype)
+        return self.temp(op, what, value.shape, dtype, data=value)
+
+    def emit(self, builtin: str, inputs: list[str], outputs: list[str], **options: Any) -> None:
+        """Append operator `builtin`(inputs) -> outputs with the given options fields."""
+        if builtin not in self.code_index:
+            code = getattr(fb.BuiltinOperator, builtin)
+            self.code_index[builtin] = len(self.codes)
+            self.codes.append(fb.OperatorCodeT(
+                deprecatedBuiltinCode=min(code, _PLACEHOLDER_FOR_GREATER_OP_CODES),
+                version=_VERSIONS.get(builtin, 1), builtinCode=code))
+        op = fb.OperatorT()
+        op.opcodeIndex = self.code_index[builtin]
+        op.inputs = [self.index[n] for n in inputs]
+        op.outputs = [self.index[n] for n in outputs]
+        cls = _OPTIONS.get(builtin)
+        if cls is None and options:
+            raise AttributeError(f"{builtin} has no options table for {sorted(options)}")
+        if cls is not None:
+            op.builtinOptionsType = getattr(fb.BuiltinOptions, cls.__name__[:-1])
+            op.builtinOptions = cls()
+            for key, value in options.items():
+                if not hasattr(op.builtinOptions, key):
+                    raise AttributeError(f"{cls.__name__} has no field {key!r}")
+                setattr(op.builtinOptions, key, value)
+        self.operators.append(op)
+
+    def serialize(self, name: str, inputs: list[str], outputs: list[str]) -> bytes:
+        sub = fb.SubGraphT()
+        sub.tensors, sub.operators, sub.name = self.tensors, self.operators, name
+        sub.inputs = [self.index[n] for n in inputs]
+        sub.outputs = [self.index[n] for n in outputs]
+        model = fb.ModelT()
+        model.version, model.description = SCHEMA_VERSION, "ncc tflite-int8 step"
+        model.operatorCodes, model.subgraphs, model.buffers = self.codes, [sub], self.buffers
+        builder = flatbuffers.Builder(1024)
+        builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
+        return bytes(builder.Output())
+
+
+# --- lowering of one IR op -------------------------------------------------------------------
+
+
+def _check(op: Op, what: str, got: Any, want: Any) -> None:
+    if got != want:
+        raise TfliteLoweringError(
+            f"op {op.kind} -> {op.output!r}: TFLite derives {what}={want} from the tensor "
+            f"scales, but the golden model uses {got}; the artifact would not be bit-exact")
+
+
+def _quant(g: Graph, name: str, op: Op) -> QuantParams:
+    q = g.tensors[name].quant
+    if q is None or q.dtype != "int8" or g.tensors[name].dtype != "int8":
+        raise TfliteLoweringError(f"op {op.kind} -> {op.output!r}: tensor {name!r} must be "
+                                  f"quantized int8 (is {g.tensors[name].dtype}); tflite-int8 "
+                                  "supports int8 activations only")
+    return q
+
+
+def _same_params(g: Graph, op: Op, names: list[str]) -> None:
+    """Data movement and max/min are copies in TFLite only when all parameters agree."""
+    params = {(g.tensors[n].quant.scale, g.tensors[n].quant.zero_point) for n in names
+              if g.tensors[n].quant is not None}
+    if len(params) > 1:
+        raise TfliteLoweringError(f"op {op.kind} -> {op.output!r}: inputs and output must "
+                                  "share quantization parameters for an exact copy")
+
+
+def _fully_connected(m: _Model, g: Graph, op: Op) -> None:
+    """x (..., K) . w (K, N) + b, as RESHAPE (M, 1, 1, K) -> 1x1 CONV_2D -> RESHAPE (..., N).
+
+    M = prod(...). The filter is w transposed to (N, 1, 1, K), per-channel on axis 0;
+    the bias int32 (N,) at scales s_x * s_w. CONV_2D rather than FULLY_CONNECTED: the
+    int8 FULLY_CONNECTED of LiteRT 2.3 rounds its requantization once (half up) where
+    the reference kernels, TFLite Micro and the golden model round twice; its
+    reference CONV_2D rounds like them (measured in tests/targets/test_tflite.py).
+    """
+    x, w, b = op.inputs
+    a = op.attrs
+    px, pw, po = _quant(g, x, op), g.tensors[w].quant, _quant(g, op.output, op)
+    if pw is None or any(z != 0 for z in pw.zero_point) or g.tensors[w].dtype != "int8":
+        raise TfliteLoweringError(f"op fully_connected -> {op.output!r}: weights {w!r} must "
+                                  "be int8 symmetric (zero point 0)")
+    k, n_out = g.tensors[w].shape
+    scales = pw.scale if len(pw.scale) == n_out else pw.scale * n_out
+    pw_t = QuantParams(tuple(scales), (0,) * n_out, "int8", 0)
+    _check(op, "x_zp", a["x_zp"], px.zero_point[0])
+    _check(op, "out_zp", a["out_zp"], po.zero_point[0])
+    want = tflite_params("FULLY_CONNECTED", [px, pw_t], po)
+    _check(op, "multiplier", tuple(a["multiplier"]) * (n_out // len(a["multiplier"])),
+           want["multiplier"])
+    _check(op, "shift", tuple(a["shift"]) * (n_out // len(a["shift"])), want["shift"])
+    filt = np.ascontiguousarray(g.constants[w].T).reshape(n_out, 1, 1, k)
+    f_name = m.temp(op, "filter", filt.shape, "int8", pw_t, filt)
+    bias_scale = tuple(float(np.float32(px.scale[0])) * s for s in scales)
+    b_name = m.temp(op, "bias", (n_out,), "int32",
+                    QuantParams(bias_scale, (0,) * n_out, "int32", 0), g.constants[b])
+    rows = g.tensors[x].size // k
+    image = m.temp(op, "image", (rows, 1, 1, k), "int8", px)
+    m.emit("RESHAPE", [x, m.const(op, "shape", [rows, 1, 1, k])], [image],
+           newShape=[rows, 1, 1, k])
+    conv = m.temp(op, "conv", (rows, 1, 1, n_out), "int8", po)
+    m.emit("CONV_2D", [image, f_name, b_name], [conv], padding=fb.Padding.VALID,
+           strideW=1, strideH=1, dilationWFactor=1, dilationHFactor=1,
+           fusedActivationFunction=fb.ActivationFunctionType.NONE)
+    shape = list(g.tensors[op.output].shape)
+    m.emit("RESHAPE", [conv, m.const(op, "shape", shape)], [op.output], newShape=shape)
+
+
+def _add_sub_mul(m: _Model, g: Graph, op: Op) -> None:
+    a, b = op.inputs
+    pa, pb, po = _quant(g, a, op), _quant(g, b, op), _quant(g, op.output, op)
+    builtin = {"qadd": "ADD", "qsub": "SUB", "qmul": "MUL"}[op.kind]
+    want = tflite_params(builtin, [pa, pb], po)
+    if builtin == "MUL":
+        want.update(a_zp=pa.zero_point[0], b_zp=pb.zero_point[0], out_zp=po.zero_point[0])
+    for key, value in want.items():
+        if key != "dtype":
+            _check(op, key, op.attrs[key], value)
+    m.emit(builtin, [a, b], [op.output], fusedActivationFunction=fb.ActivationFunctionType.NONE)
+
+
+def _requantize(m: _Model, g: Graph, op: Op) -> None:
+    (x,) = op.inputs
+    px, po = _quant(g, x, op), _quant(g, op.output, op)
+    want = {**tflite_params("QUANTIZE", [px], po), "in_zp": px.zero_point[0],
+            "out_zp": po.zero_point[0]}
+    for key, value in want.items():
+        _check(op, key, op.attrs[key], value)
+    m.emit("QUANTIZE", [x], [op.output])
+
+
+def _widen(m: _Model, g: Graph, op: Op, name: str) -> str:
+    """int8 tensor -> an int32 copy holding the same integers (CAST ignores quantization)."""
+    wide = m.temp(op, "int32_", g.tensors[name].shape, "int32")
+    m.emit("CAST", [name], [wide], inDataType=_TYPES[g.tensors[name].dtype],
+           outDataType=fb.TensorType.INT32)
+    return wide
+
+
+def _lut(m: _Model, g: Graph, op: Op) -> None:
+    """table[x + 128]: CAST to int32, ADD 128 (int32), GATHER along the table's axis 0."""
+    x, table = op.inputs
+    if g.tensors[x].dtype != "int8" or g.tensors[table].shape != (256,):
+        raise TfliteLoweringError(f"op lut -> {op.output!r}: only int8 -> 256-entry tables")
+    offset = m.const(op, "offset", -qn.dtype_range("int8")[0])
+    index = m.temp(op, "index", g.tensors[x].shape, "int32")
+    m.emit("ADD", [_widen(m, g, op, x), offset], [index],
+           fusedActivationFunction=fb.ActivationFunctionType.NONE)
+    m.emit("GATHER", [table, index], [op.output], axis=0, batchDims=0)
+
+
+def _compare(m: _Model, g: Graph, op: Op) -> None:
+    """Integer comparison on int32 copies: TFLite's int8 compare would rescale by the scales."""
+    ins = [m.const(op, "threshold", g.constants[n]) if n in g.constants
+           else _widen(m, g, op, n) if g.tensors[n].dtype in ("int8", "int16") else n
+           for n in op.inputs]
+    m.emit(_COMPARE[op.kind], ins, [op.output])
+
+
+def _slice(m: _Model, g: Graph, op: Op) -> None:
+    a, shape = op.attrs, g.tensors[op.inputs[0]].shape
+    begin, end, strides, end_mask = [], [], [], 0
+    for axis, (start, stop, step) in enumerate(zip(a["starts"], a["stops"], a["steps"],
+                                                   strict=True)):
+        start, stop, step = slice(start, stop, step).indices(shape[axis])
+        begin.append(start)
+        strides.append(step)
+        if stop < 0:  # a negative step running to the front: "to the end" via the mask
+            end_mask |= 1 << axis
+            stop = 0
+        end.append(stop)
+    ins = [op.inputs[0], m.const(op, "begin", begin), m.const(op, "end", end),
+           m.const(op, "strides", strides)]
+    m.emit("STRIDED_SLICE", ins, [op.output], beginMask=0, endMask=end_mask)
+
+
+def _read_as_is(g: Graph, op: Op) -> tuple[str, ...]:
+    """The inputs an op's lowering reads unchanged (others it re-lays out or widens)."""
+    if op.kind == "fully_connected":
+        return op.inputs[:1]
+    if op.kind in COMPARISONS:
+        return tuple(n for n in op.inputs if n not in g.constants)
+    return op.inputs
+
+
+def _lower_op(m: _Model, g: Graph, op: Op) -> None:
+    a, ins, out = op.attrs, list(op.inputs), op.output
+    if op.kind == "fully_connected":
+        _fully_connected(m, g, op)
+    elif op.kind in ("qadd", "qsub", "qmul"):
+        _add_sub_mul(m, g, op)
+    elif op.kind == "requantize":
+        _requantize(m, g, op)
+    elif op.kind == "lut":
+        _lut(m, g, op)
+    elif op.kind in COMPARISONS:
+        _compare(m, g, op)
+    elif op.kind == "cast":
+        src, dst = g.tensors[ins[0]].dtype, a["dtype"]
+        if src != "bool" or dst != "int8":
+            raise TfliteLoweringError(f"op cast -> {out!r}: only bool -> int8 (spikes)")
+        m.emit("CAST", ins, [out], inDataType=fb.TensorType.BOOL, outDataType=_TYPES[dst])
+    elif op.kind == "logical_not":
+        m.emit("LOGICAL_NOT", ins, [out])
+    elif op.kind == "where":
+        _same_params(g, op, ins[1:] + [out])
+        m.emit("SELECT_V2", ins, [out])
+    elif op.kind in ("max", "min"):
+        _same_params(g, op, ins + [out])
+        m.emit("MAXIMUM" if op.kind == "max" else "MINIMUM", ins, [out])
+    elif op.kind == "concat":
+        _same_params(g, op, ins + [out])
+        m.emit("CONCATENATION", ins, [out], axis=a["axis"] % len(g.tensors[out].shape),
+               fusedActivationFunction=fb.ActivationFunctionType.NONE)
+    elif op.kind in ("reshape", "identity"):
+        _same_params(g, op, ins + [out])
+        shape = list(g.tensors[out].shape)
+        m.emit("RESHAPE", [ins[0], m.const(op, "shape", shape)], [out], newShape=shape)
+    elif op.kind == "broadcast":
+        _same_params(g, op, ins + [out])
+        m.emit("BROADCAST_TO", [ins[0], m.const(op, "shape", a["shape"])], [out])
+    elif op.kind == "slice":
+        _same_params(g, op, ins + [out])
+        _slice(m, g, op)
+    elif op.kind == "transpose":
+        _same_params(g, op, ins + [out])
+        m.emit("TRANSPOSE", [ins[0], m.const(op, "perm", a["perm"])], [out])
+    else:
+        raise TfliteLoweringError(f"op {op.kind} -> {out!r} has no exact tflite-int8 lowering "
+                                  "(quantize the graph first; float ops are not supported)")
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+
+def lower(g: Graph, sequence_length: int | None = None) -> Artifact:
+    """tflite-int8 artifact of integer graph `g`: `model.tflite`, one step per invoke.
+
+    Inputs and outputs keep their IR names (x, [dt], state_in...; y, state_out...).
+    A graph output that no op computes (a constant) is materialized by a RESHAPE copy
+    named `<name>__out<i>`: a TFLite output is an op's result.
+    """
+    if not g.metadata.get("quantized"):
+        raise ValueError("tflite-int8 lowers a quantized graph; pass --calibration data")
+    if sequence_length is not None:
+        raise ValueError("tflite-int8 runs one step per invoke (TFLite has no Scan here; "
+                         "the host threads state); drop --sequence-length")
+    m = _Model()
+    for name in g.inputs:
+        _quant(g, name, Op("input", (), name))
+        m.declare(g.tensors[name])
+    # FULLY_CONNECTED re-lays out its weights and bias: declare other constants as they are
+    # and comparisons read their constant thresholds as int32: declare the others as they are
+    direct = {n for op in g.ops for n in _read_as_is(g, op)} | set(g.outputs)
+    for name, value in g.constants.items():
+        if name in direct:
+            m.declare(g.tensors[name], value)
+    for op in g.ops:
+        m.declare(g.tensors[op.output])
+        _lower_op(m, g, op)
+    if len(set(g.outputs)) != len(g.outputs):
+        raise TfliteLoweringError(f"graph outputs {g.outputs} name a tensor twice")
+    computed = {op.output for op in g.ops}
+    outputs: list[str] = []
+    for name in g.outputs:
+        _quant(g, name, Op("output", (), name))
+        if name in computed:
+            outputs.append(name)
+            continue
+        t = g.tensors[name]
+        copy = Op("identity", (name,), f"{name}__out{len(outputs)}")
+        m.tensor(copy.output, t.shape, t.dtype, t.quant)
+        m.emit("RESHAPE", [name, m.const(copy, "shape", t.shape)], [copy.output],
+               newShape=list(t.shape))
+        outputs.append(copy.output)
+    model = m.serialize(g.name, list(g.inputs), outputs)
+    io_names = {n: n for n in g.inputs}
+    io_names.update(zip(g.outputs, outputs, strict=True))
+    return Artifact(target=TARGET, entry="model.tflite", files={"model.tflite": model},
+                    io_names=io_names,
+                    details={"schema_version": SCHEMA_VERSION,
+                             "builtins": sorted(m.code_index),
+                             "runtimes": {
+                                 "LiteRT": "reference kernels (OpResolverType.BUILTIN_REF); "
+                                           "the default resolver (XNNPACK, optimized CONV_2D) "
+                                           "deviates by 1 LSB on some values",
+                                 "TFLite Micro": "reference kernels"},
+                             "exact": "bit-exact with the golden integer model"})

@@ -197,11 +197,16 @@ class LiquidCell(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LiquidCell:
-        config = dict(config)
-        config["wiring"] = deserialize_wiring(config["wiring"])
-        if isinstance(config.get("activation"), dict):
-            config["activation"] = keras.saving.deserialize_keras_object(config["activation"])
-        return cls(**config)
+        return cls(**_deserialize_arguments(config))
+
+
+def _deserialize_arguments(config: dict[str, Any]) -> dict[str, Any]:
+    """Constructor arguments from a liquid cell's or layer's config (wiring, activation)."""
+    config = dict(config)
+    config["wiring"] = deserialize_wiring(config["wiring"])
+    if isinstance(config.get("activation"), dict):
+        config["activation"] = keras.saving.deserialize_keras_object(config["activation"])
+    return config
 
 
 def deserialize_wiring(spec: Any) -> wirings.Wiring:
@@ -411,7 +416,19 @@ class LiquidRNN(keras.layers.RNN):
 
     # --- serialization --------------------------------------------------------------------
 
+    # cell arguments a subclass (CfC, LTC) takes directly and stores flat in its config
+    CELL_ARGUMENTS: tuple[str, ...] = ()
+
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"bidirectional": self.bidirectional, "merge_mode": self.merge_mode})
+        if self.CELL_ARGUMENTS:
+            cell = config.pop("cell")["config"]
+            config.update({key: cell[key] for key in self.CELL_ARGUMENTS})
         return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> LiquidRNN:
+        if not cls.CELL_ARGUMENTS:
+            return super().from_config(config)
+        return cls(**_deserialize_arguments(config))

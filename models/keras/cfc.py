@@ -182,6 +182,9 @@ class CfC(LiquidRNN):
             unroll, zero_output_for_mask: see `LiquidRNN`.
     """
 
+    CELL_ARGUMENTS = ("wiring", "mode", "activation", "backbone_units", "backbone_layers",
+                      "backbone_dropout", "fully_recurrent")
+
     def __init__(self, wiring: Any = None, mode: str = "default",
                  activation: Any = "lecun_tanh", backbone_units: Any = None,
                  backbone_layers: int = 0, backbone_dropout: float = 0.0,
@@ -203,24 +206,6 @@ class CfC(LiquidRNN):
     @property
     def wiring(self) -> wirings.Wiring:
         return self.cell.wiring
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        cell = config.pop("cell")["config"]
-        for key in ("wiring", "mode", "activation", "backbone_units", "backbone_layers",
-                    "backbone_dropout", "fully_recurrent"):
-            config[key] = cell[key]
-        return config
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> CfC:
-        from ncc.models.keras.base import deserialize_wiring
-
-        config = dict(config)
-        config["wiring"] = deserialize_wiring(config["wiring"])
-        if isinstance(config.get("activation"), dict):
-            config["activation"] = keras.saving.deserialize_keras_object(config["activation"])
-        return cls(**config)
 
     @classmethod
     def from_ncps(cls, layer: Any, **kwargs: Any) -> CfC:

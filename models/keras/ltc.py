@@ -208,6 +208,10 @@ class LTC(LiquidRNN):
             unroll, zero_output_for_mask: see `LiquidRNN`.
     """
 
+    CELL_ARGUMENTS = ("wiring", "activation", "backbone_units", "backbone_layers",
+                      "backbone_dropout", "input_mapping", "output_mapping", "ode_unfolds",
+                      "epsilon", "initialization_ranges")
+
     def __init__(self, wiring: Any = None, activation: Any = "tanh",
                  backbone_units: Any = None, backbone_layers: int = 0,
                  backbone_dropout: float = 0.0, input_mapping: str | None = "affine",
@@ -231,25 +235,6 @@ class LTC(LiquidRNN):
     @property
     def wiring(self) -> wirings.Wiring:
         return self.cell.wiring
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        cell = config.pop("cell")["config"]
-        for key in ("wiring", "activation", "backbone_units", "backbone_layers",
-                    "backbone_dropout", "input_mapping", "output_mapping", "ode_unfolds",
-                    "epsilon", "initialization_ranges"):
-            config[key] = cell[key]
-        return config
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> LTC:
-        from ncc.models.keras.base import deserialize_wiring
-
-        config = dict(config)
-        config["wiring"] = deserialize_wiring(config["wiring"])
-        if isinstance(config.get("activation"), dict):
-            config["activation"] = keras.saving.deserialize_keras_object(config["activation"])
-        return cls(**config)
 
     @classmethod
     def from_ncps(cls, layer: Any, **kwargs: Any) -> LTC:

@@ -104,3 +104,34 @@ def run_sequence(g: Graph, xs: np.ndarray, dts: np.ndarray | None = None,
             trace[name].append(out[name])
         state = {s_in: out[s_out] for s_in, s_out in g.state_pairs}
     return {name: np.stack(values) for name, values in trace.items()}
+
+
+def run_batch(g: Graph, xs: np.ndarray, dts: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Many sequences at once. xs: (N, T, *features); dts: (N, T) or None.
+
+    Returns each output as (N, T, *shape without batch). Runs the rebatched graph
+    (one call per step for all N); a graph that cannot be rebatched runs per sequence.
+    """
+    from ncc.compiler.batch import rebatch
+    from ncc.compiler.ir import IRError
+
+    n, steps = xs.shape[:2]
+    try:
+        gb = rebatch(g, n)
+    except IRError:
+        per = [run_sequence(g, xs[i][:, None], None if dts is None else dts[i])
+               for i in range(n)]
+        return {k: np.stack([p[k][:, 0] for p in per]) for k in g.outputs}
+    (x_name,) = g.by_role("input")
+    state = dict(gb.initial_state)
+    trace: dict[str, list[np.ndarray]] = {name: [] for name in g.outputs}
+    for t in range(steps):
+        feeds = {x_name: xs[:, t].reshape(gb.tensors[x_name].shape), **state}
+        for name in g.by_role("dt"):
+            value = np.ones(n) if dts is None else np.asarray(dts).reshape(n, steps)[:, t]
+            feeds[name] = value.reshape(gb.tensors[name].shape)
+        out = run_step(gb, feeds)
+        for name in g.outputs:
+            trace[name].append(out[name])
+        state = {s_in: out[s_out] for s_in, s_out in g.state_pairs}
+    return {k: np.stack(v, axis=1) for k, v in trace.items()}

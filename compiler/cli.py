@@ -1,4 +1,4 @@
-"""`ncc`: compile, inspect, verify, demo.
+"""`ncc`: compile, inspect, verify, demo, bench.
 
 Exit codes: 0 success; 1 validation ran but the artifact failed it; 2 bad
 input (the one-line message says which input and what to do).
@@ -73,6 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="compile and verify the bundled example models")
     d.add_argument("-o", "--output", default="ncc-demo", help="folder for the artifacts")
     d.add_argument("--json", action="store_true")
+
+    b = sub.add_parser("bench", help="benchmark every target and the peer paths "
+                       "(bits, accuracy, speed, size)")
+    b.add_argument("-o", "--output", default="bench/results", help="folder for the report")
+    b.add_argument("--quick", action="store_true", help="the two bundled models, 2,000 steps")
+    b.add_argument("--smoke", action="store_true", help="tiny configuration for CI")
+    b.add_argument("--readme", help="README.md whose bench table to rewrite")
+    b.add_argument("--json", action="store_true")
     return p
 
 
@@ -199,8 +207,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if all(r["passed"] for r in rows) else 1
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ncc.runtime.bench import FULL, QUICK, SMOKE, run_bench
+    from ncc.runtime.bench_report import summary_table, write_readme_table, write_results
+
+    config = SMOKE if args.smoke else QUICK if args.quick else FULL
+    out = Path(args.output)
+    log = (lambda msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
+    results = run_bench(out, config, log)
+    files = write_results(results, out)
+    if args.readme:
+        write_readme_table(results, Path(args.readme))
+    _emit(args, {"files": [str(f) for f in files]},
+          summary_table(results) + "\nwrote " + ", ".join(str(f) for f in files))
+    exact = [r.get("identical") for m in results["models"] for r in m["runtimes"].values()
+             if r.get("bit_exact_required")]
+    return 0 if all(v == 1.0 for v in exact) else 1
+
+
 COMMANDS = {"compile": cmd_compile, "inspect": cmd_inspect, "verify": cmd_verify,
-            "demo": cmd_demo}
+            "demo": cmd_demo, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

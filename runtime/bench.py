@@ -1,0 +1,450 @@
+"""`ncc bench`: bit accuracy, task accuracy, speed and size of every target, and of the
+peer paths a user would try today, measured in one run.
+
+Suite: the bundled digits models (CfC and LIF, trained) and, in the full run, zoo models
+built from fixed seeds and left untrained (their task accuracy is chance; their bits,
+speed and size are what they show). Per model and target: compile time, artifact and
+weight bytes; test-split accuracy; over one long sequence (the test images' rows read
+one after another, repeated), bits identical to the golden model, max LSB, SQNR against
+float and error growth; for spiking models, the fraction of spike values the golden
+model shares with float. Speed: the median per-step latency at batch 1 of each runtime,
+reported as a ratio to onnxruntime float, and the MAC-count bound (MACs per step over
+a measured int8 MatMulInteger rate). `run_bench` returns the results as plain data;
+`ncc.runtime.bench_report` writes them out.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ncc.compiler.ir import Graph
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Case:
+    """One benchmarked model: `make()` returns a model object or a MODEL reference."""
+
+    name: str
+    make: Callable[[], Any]
+    spiking: bool
+    trained: bool
+    keras_ref: str | None = None  # a MODEL reference the TFLite converter peer can load
+
+
+@dataclass
+class Config:
+    long_steps: int = 10_000
+    test_sequences: int | None = None  # None: the whole test split
+    timing_calls: int = 2000
+    zoo: bool = True
+    tflite_peer: bool = True
+
+
+QUICK = Config(long_steps=2000, timing_calls=1000, zoo=False)
+FULL = Config()
+SMOKE = Config(long_steps=200, test_sequences=40, timing_calls=100, zoo=False, tflite_peer=False)
+
+
+def _bundled(file: str) -> str:
+    from ncc.compiler.demo import bundled_dir
+
+    return str(bundled_dir() / file)
+
+
+def _cfc_autoncp(units: int) -> Any:
+    import keras
+
+    from ncc.models.keras import CfC
+    from ncc.models.wirings import AutoNCP
+
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((None, 8)), CfC(AutoNCP(units, output_size=10))],
+                            name=f"cfc{units}_autoncp")
+
+
+def _cuba_lif() -> Any:
+    import spyx.nn
+    from flax import nnx
+
+    return spyx.nn.Sequential(
+        nnx.Linear(8, 64, rngs=nnx.Rngs(0)),
+        spyx.nn.CuBaLIF((64,), alpha=0.7, beta=0.8, rngs=nnx.Rngs(1)),
+        nnx.Linear(64, 10, rngs=nnx.Rngs(2)),
+        spyx.nn.LI((10,), beta=0.9, rngs=nnx.Rngs(3)),
+    )
+
+
+def suite(config: Config) -> list[Case]:
+    from ncc.models import zoo
+
+    cases = [Case("cfc16 (bundled)", lambda: _bundled("cfc_digits.ckpt"), False, True,
+                  _bundled("cfc_digits.ckpt")),
+             Case("lif64 (bundled)", lambda: _bundled("lif_digits.ckpt"), True, True)]
+    if config.zoo:
+        cases += [Case("cfc32 fully connected", lambda: zoo.cfc(units=32), False, False),
+                  Case("cfc64 AutoNCP", lambda: _cfc_autoncp(64), False, False),
+                  Case("ltc32 AutoNCP", lambda: zoo.ltc(units=32), False, False),
+                  Case("cuba-lif64 (spyx)", _cuba_lif, True, False)]
+    return cases
+
+
+def digits_data(config: Config) -> dict[str, np.ndarray]:
+    """calib (train split), test (+ labels) and one long sequence (test rows, repeated)."""
+    from ncc.compiler.demo import bundled_dir
+    from ncc.models.archive import read_npz
+
+    d = read_npz(bundled_dir() / "digits.npz")
+    test = d["test"][:config.test_sequences]
+    rows = d["x"][d["test"]].reshape(-1, d["x"].shape[-1])
+    reps = -(-config.long_steps // len(rows))
+    long = np.tile(rows, (reps, 1))[:config.long_steps][None]
+    return {"calib": d["x"][d["train"]], "test": d["x"][test], "y": d["y"][test], "long": long}
+
+
+# ---- measurements ---------------------------------------------------------------------------
+
+def count_macs(g: Graph) -> int:
+    """Multiply-accumulates per step: K*N per fully_connected / matmul (batch 1)."""
+    macs = 0
+    for op in g.ops:
+        if op.kind in ("matmul", "fully_connected"):
+            a, w = (g.tensors[n].shape for n in op.inputs[:2])
+            macs += int(np.prod(a[:-1], dtype=np.int64)) * int(w[-2]) * int(w[-1])
+    return macs
+
+
+def int8_mac_rate(m: int = 256, k: int = 1024, n: int = 1024) -> float:
+    """int8 MACs per second of onnxruntime MatMulInteger on one thread (best of 5)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("MatMulInteger", ["a", "b"], ["c"])
+    graph = helper.make_graph([node], "mmi",
+                              [helper.make_tensor_value_info("a", TensorProto.UINT8, [m, k]),
+                               helper.make_tensor_value_info("b", TensorProto.INT8, [k, n])],
+                              [helper.make_tensor_value_info("c", TensorProto.INT32, [m, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {"a": rng.integers(0, 255, (m, k), dtype=np.uint8),
+             "b": rng.integers(-127, 127, (k, n), dtype=np.int8)}
+    sess.run(None, feeds)
+    best = min(_timed(lambda: sess.run(None, feeds)) for _ in range(5))
+    return m * k * n / best
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def step_latency_us(call: Callable[[], Any], calls: int) -> float:
+    """Median wall time of `call` in µs over `calls` calls, after a warm-up."""
+    for _ in range(min(50, calls)):
+        call()
+    times = np.empty(calls)
+    for i in range(calls):
+        t0 = time.perf_counter()
+        call()
+        times[i] = time.perf_counter() - t0
+    return float(np.median(times) * 1e6)
+
+
+def first_feeds(session: Any, x0: np.ndarray) -> dict[str, np.ndarray]:
+    """The artifact-named feeds of a session's first step for input x0 (float or int8)."""
+    from ncc.compiler.ir import QuantParams
+    from ncc.compiler.numerics import quantize
+
+    by_name = {t["name"]: t for t in session.manifest["tensors"]}
+    (x_name,) = session.names("input")
+    t = by_name[x_name]
+    x = x0.reshape(t["shape"])
+    if t["quantization"]:
+        x = quantize(x, QuantParams.from_dict(t["quantization"]))
+    feeds = {x_name: np.asarray(x, t["dtype"]),
+             **{s: init.astype(by_name[s]["dtype"]) for s, _, init in session.state}}
+    for name in session.names("dt"):
+        t = by_name[name]
+        one = np.ones(t["shape"], np.float32)
+        feeds[name] = (quantize(one, QuantParams.from_dict(t["quantization"]))
+                       if t["quantization"] else one)
+    return feeds
+
+
+def litert_default_session(art_dir: Path) -> Any:
+    """LiteRT with its default kernels (XNNPACK, optimized): what most users run."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from ncc.compiler.artifact import read_manifest
+    from ncc.runtime.session import TfliteSession, _TfliteBase
+
+    class LitertDefault(TfliteSession):
+        def __init__(self, d: Path, manifest: dict[str, Any]):
+            _TfliteBase.__init__(self, d, manifest)
+            self.interpreter = Interpreter(model_content=self.model, num_threads=1)
+            self.interpreter.allocate_tensors()
+            self.in_index = {x["name"]: x["index"] for x in self.interpreter.get_input_details()}
+            self.out_index = {x["name"]: x["index"]
+                              for x in self.interpreter.get_output_details()}
+
+    return LitertDefault(art_dir, read_manifest(art_dir))
+
+
+def spike_agreement(reference: Graph, golden: Graph, xs: np.ndarray) -> dict[str, float]:
+    """Fraction of spike values (int8 0/1 results of `cast` from bool in the golden graph)
+    equal in the float reference and the golden model over sequence xs (T, F)."""
+    from ncc.compiler.interpret import run_step
+    from ncc.compiler.numerics import quantize
+
+    spikes = [op.output for op in golden.ops if op.kind == "cast"
+              and golden.tensors[op.inputs[0]].dtype == "bool"]
+    spikes = [s for s in spikes if s in reference.tensors]
+    if not spikes:
+        return {}
+    (x_name,) = golden.by_role("input")
+    s_ref, s_gold = dict(reference.initial_state), dict(golden.initial_state)
+    same = dict.fromkeys(spikes, 0)
+    total = 0
+    for x in xs:
+        x = x.reshape(golden.tensors[x_name].shape)
+        r = run_step(reference, {x_name: x, **s_ref}, every_tensor=True)
+        q = run_step(golden, {x_name: quantize(x, golden.tensors[x_name].quant), **s_gold},
+                     every_tensor=True)
+        for s in spikes:
+            same[s] += int(np.sum(np.asarray(r[s]) == np.asarray(q[s])))
+        total += int(np.asarray(q[spikes[0]]).size)
+        s_ref = {a: r[b] for a, b in reference.state_pairs}
+        s_gold = {a: q[b] for a, b in golden.state_pairs}
+    return {s: same[s] / total for s in spikes}
+
+
+def _golden_metrics(got: dict[str, np.ndarray], gold: dict[str, np.ndarray]
+                    ) -> dict[str, dict[str, Any]]:
+    res = {}
+    for n, g in gold.items():
+        a = got[n].reshape(g.shape).astype(np.int64)
+        diff = np.abs(a - g.astype(np.int64))
+        res[n] = {"identical": float(np.mean(diff == 0)), "max_lsb": int(diff.max())}
+    return res
+
+
+# ---- the run --------------------------------------------------------------------------------
+
+def _artifact_bytes(art: Path) -> int:
+    from ncc.compiler.artifact import read_manifest
+
+    return (art / read_manifest(art)["entry"]).stat().st_size
+
+
+def _weight_bytes(g: Graph) -> int:
+    return int(sum(np.asarray(v).nbytes for v in g.constants.values()))
+
+
+def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Path,
+               mac_rate: float, log: Log) -> dict[str, Any]:
+    """Every measurement for one model (see the module doc)."""
+    import jax
+
+    from ncc.compiler.artifact import load_artifact_graph, load_reference_graph
+    from ncc.compiler.driver import APPROXIMATE, QUANTIZED, TARGETS, compile_model
+    from ncc.compiler.interpret import run_batch
+    from ncc.compiler.load import load_model
+    from ncc.compiler.numerics import dequantize, quantize
+    from ncc.runtime.session import RUNTIMES, ReferenceSession, open_session
+    from ncc.runtime.validate import compare
+
+    model = case.make()
+    if isinstance(model, str):
+        model = load_model(model)
+    long = data["long"][0]
+    calib = {"x": data["calib"]}
+    test = {"x": data["test"], "y": data["y"]}
+    res: dict[str, Any] = {"model": case.name, "spiking": case.spiking, "trained": case.trained,
+                           "targets": {}, "runtimes": {}, "traces": {}}
+    float_dir = None
+    golden_cache: dict[str, dict[str, np.ndarray]] = {}
+    for target in TARGETS:
+        log(f"{case.name}: {target}")
+        out = work / f"{case.name.split()[0]}.{target}"
+        entry: dict[str, Any] = {}
+        res["targets"][target] = entry
+        try:
+            t0 = time.perf_counter()
+            compile_model(model, target, out, verify_steps=0,
+                          calibration=calib if target in QUANTIZED else None)
+            entry["compile_s"] = time.perf_counter() - t0
+        except Exception as e:  # a target that cannot take this model is a result
+            entry["error"] = f"{type(e).__name__}: {e}"[:300]
+            continue
+        g = load_artifact_graph(out)
+        quantized = bool(g.metadata.get("quantized"))
+        reference = load_reference_graph(out) if quantized else g
+        if target == "onnx-float":
+            float_dir = out
+            res["macs_per_step"] = count_macs(g)
+            res["float_weight_bytes"] = _weight_bytes(g)
+            ref_session = ReferenceSession(g)
+            float_long = ref_session.run(long)
+            (y_name,) = [n for n in g.outputs if g.roles[n] == "output"][:1]
+            res["traces"]["float"] = float_long[y_name].reshape(len(long), -1)[:, 0]
+            step = ref_session._step
+            feeds0 = {**{k: np.asarray(v) for k, v in g.initial_state.items()},
+                      g.by_role("input")[0]: long[0].reshape(g.tensors[g.by_role("input")[0]]
+                                                             .shape)}
+            for name in g.by_role("dt"):
+                feeds0[name] = np.ones(g.tensors[name].shape, np.float32)
+            res["runtimes"]["jax.jit float"] = {"step_us": step_latency_us(
+                lambda f=feeds0, s=step: jax.block_until_ready(s(f)), config.timing_calls)}
+        entry.update({"artifact_bytes": _artifact_bytes(out), "weight_bytes": _weight_bytes(g),
+                      "ops": len(g.ops)})
+        outputs = [n for n in g.outputs if g.roles[n] == "output"]
+        xq = quantize(long, g.tensors[g.by_role("input")[0]].quant) if quantized else long
+        if quantized:
+            from ncc.compiler.serialize import graph_hash
+
+            h = graph_hash(g)
+            if h not in golden_cache:
+                golden_cache[h] = {k: v[0] for k, v in run_batch(g, xq[None]).items()}
+            gold = golden_cache[h]
+            float_ref = ReferenceSession(reference).run(long)
+            if case.spiking and "spike_agreement" not in res:
+                res["spike_agreement"] = spike_agreement(reference, g, long)
+            if "golden" not in res["traces"]:
+                y = outputs[0]
+                res["traces"]["golden"] = dequantize(gold[y], g.tensors[y].quant).reshape(
+                    len(long), -1)[:, 0]
+        runtimes = list(RUNTIMES.get(target, {None: None})) + (
+            ["litert-default"] if target == "tflite-int8" else [])
+        for rt in runtimes:
+            label = target if rt is None else f"{target} ({rt})"
+            log(f"{case.name}: {label}")
+            r: dict[str, Any] = {"target": target}
+            res["runtimes"][label] = r
+            try:
+                session = (litert_default_session(out) if rt == "litert-default"
+                           else open_session(out, rt))
+                if rt != "litert-default":
+                    from ncc.compiler.driver import verify_artifact
+
+                    rep = verify_artifact(out, data=test, runtime=rt)
+                    r["accuracy"] = rep["accuracy"]["artifact"]
+                    r["accuracy_float"] = rep["accuracy"]["reference"]
+                got = session.run(xq)
+                if quantized:
+                    r["golden"] = _golden_metrics(got, gold)
+                    r["identical"] = min(m["identical"] for m in r["golden"].values())
+                    r["bit_exact_required"] = (target not in APPROXIMATE
+                                               and rt != "litert-default")
+                    yq = dequantize(got[outputs[0]].reshape(len(long), -1),
+                                    g.tensors[outputs[0]].quant)
+                    yf = float_ref[outputs[0]].reshape(len(long), -1)
+                else:
+                    yq = got[outputs[0]].reshape(len(long), -1)
+                    yf = float_long[outputs[0]].reshape(len(long), -1)
+                m = compare(yf[None], yq[None])
+                r.update(sqnr_db=m["sqnr_db"], max_abs_error=m["max_abs_error"],
+                         error_growth=m["error_growth"])
+                res["traces"][label] = yq[:, 0]
+                feeds = first_feeds(session, long[0])
+                r["step_us"] = step_latency_us(lambda s=session, f=feeds: s._call(f),
+                                               config.timing_calls)
+            except Exception as e:
+                r["error"] = f"{type(e).__name__}: {e}"[:300]
+    res["int8_bound_us"] = res.get("macs_per_step", 0) / mac_rate * 1e6
+    if float_dir is not None:
+        res["peers"] = bench_peers(case, config, data, float_dir, work, float_long,
+                                   outputs[0] if outputs else "y", log)
+    return res
+
+
+def bench_peers(case: Case, config: Config, data: dict[str, np.ndarray], float_dir: Path,
+                work: Path, float_long: dict[str, np.ndarray], y_name: str,
+                log: Log) -> dict[str, Any]:
+    """The peer paths on the same data: accuracy, SQNR against float, latency."""
+    from ncc.runtime.bench_peers import open_peer_session, ort_quantize_static, tflite_converter
+    from ncc.runtime.session import ReferenceSession
+    from ncc.runtime.validate import compare
+
+    peers: dict[str, Any] = {}
+    long = data["long"][0]
+    ref = float_long[y_name].reshape(len(long), -1)
+    log(f"{case.name}: peer onnxruntime quantize_static")
+    p: dict[str, Any] = {}
+    peers["onnxruntime quantize_static (QDQ)"] = p
+    try:
+        qfile = ort_quantize_static(float_dir, data["calib"][:200],
+                                    work / f"peer_{case.name.split()[0]}_qdq.onnx")
+        s = open_peer_session(float_dir, qfile)
+        got = s.run(long)[y_name].reshape(len(long), -1)
+        m = compare(ref[None], got[None])
+        from ncc.compiler.artifact import load_artifact_graph
+
+        fref = ReferenceSession(load_artifact_graph(float_dir))
+        preds = [s.run(x)[y_name][-1].argmax() for x in data["test"]]
+        fpred = [fref.run(x)[y_name][-1].argmax() for x in data["test"]]
+        p.update(accuracy=float(np.mean(np.array(preds) == data["y"])),
+                 accuracy_float=float(np.mean(np.array(fpred) == data["y"])),
+                 sqnr_db=m["sqnr_db"], max_abs_error=m["max_abs_error"],
+                 error_growth=m["error_growth"], artifact_bytes=qfile.stat().st_size,
+                 step_us=step_latency_us(lambda: s._call(first_feeds(s, long[0])),
+                                         config.timing_calls),
+                 trace=got[:, 0])
+    except Exception as e:
+        p["error"] = f"{type(e).__name__}: {e}"[:300]
+    if config.tflite_peer and case.keras_ref:
+        log(f"{case.name}: peer tf.lite.TFLiteConverter (subprocess)")
+        conv = tflite_converter(case.keras_ref, {"calib": data["calib"], "test": data["test"],
+                                                 "long": data["long"]}, work / "tflite_peer")
+        seq = conv["sequence"]
+        peers["TFLiteConverter full-int8, whole model"] = {
+            k: seq[k] for k in ("status", "error", "returncode", "seconds") if k in seq}
+        st = conv["step"]
+        q: dict[str, Any] = {k: st[k] for k in ("status", "error", "returncode", "seconds")
+                             if k in st}
+        if st["status"] == "ok":
+            got = np.asarray(st["long"])[0]
+            m = compare(ref[None], got[None])
+            q.update(accuracy=float(np.mean(st["test"][:, -1].argmax(-1) == data["y"])),
+                     sqnr_db=m["sqnr_db"], max_abs_error=m["max_abs_error"],
+                     error_growth=m["error_growth"], artifact_bytes=int(st["tflite_bytes"]),
+                     step_us=float(st["step_us"]), trace=got[:, 0])
+        peers["TFLiteConverter full-int8, one step + explicit state"] = q
+    return peers
+
+
+def run_bench(out: Path, config: Config, log: Log | None = None) -> dict[str, Any]:
+    """Run the suite (artifacts in a temporary folder). Returns the results as plain data;
+    `ncc.runtime.bench_report.write_results` writes them to `out`."""
+    import platform
+
+    import onnxruntime
+
+    log = log or (lambda msg: None)
+    data = digits_data(config)
+    log("measuring the int8 MAC rate")
+    rate = int8_mac_rate()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ncc-bench-") as tmp:  # artifacts are not kept
+        models = [bench_case(c, config, data, Path(tmp), rate, log) for c in suite(config)]
+    return {
+        "config": {"long_steps": config.long_steps, "test_sequences": int(len(data["y"])),
+                   "timing_calls": config.timing_calls, "zoo": config.zoo,
+                   "tflite_peer": config.tflite_peer},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "python": platform.python_version(),
+                    "onnxruntime": onnxruntime.__version__},
+        "int8_macs_per_s": rate, "seconds": time.perf_counter() - t0, "models": models,
+    }

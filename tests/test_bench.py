@@ -1,0 +1,34 @@
+"""`ncc bench --smoke`: the report files appear and the integer targets stay bit-exact."""
+
+import json
+
+from ncc.compiler.cli import main
+
+
+def test_bench_smoke_writes_report_and_holds_exactness(tmp_path):
+    out = tmp_path / "results"
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- bench:start -->\nSTALE-TABLE\n<!-- bench:end -->\n\ntail\n")
+    assert main(["bench", "--smoke", "-o", str(out), "--readme", str(readme), "--json"]) == 0
+    for name in ("results.json", "report.md", "trace.png", "error_growth.png", "accuracy.png",
+                 "latency.png"):
+        assert (out / name).stat().st_size > 0, name
+    results = json.loads((out / "results.json").read_text())
+    models = {m["model"]: m for m in results["models"]}
+    assert set(models) == {"cfc16 (bundled)", "lif64 (bundled)"}
+    for m in models.values():
+        runtimes = m["runtimes"]
+        for label in ("onnx-int8", "tflite-int8 (litert)", "tflite-int8 (tflm)"):
+            assert runtimes[label]["identical"] == 1.0, (m["model"], label)
+            assert runtimes[label]["accuracy"] > 0.5
+        assert runtimes["onnx-float"]["max_abs_error"] <= 1e-4
+        assert m["macs_per_step"] > 0 and m["int8_bound_us"] > 0
+        assert "onnxruntime quantize_static (QDQ)" in m["peers"]
+        for target, entry in m["targets"].items():
+            assert entry["artifact_bytes"] > 0, target
+        assert m["targets"]["onnx-int8"]["weight_bytes"] < m["float_weight_bytes"]
+    spikes = models["lif64 (bundled)"]["spike_agreement"]
+    assert spikes and all(0.5 < v <= 1.0 for v in spikes.values())
+    text = readme.read_text()
+    assert "STALE-TABLE" not in text and "| cfc16 (bundled) | ncc onnx-int8 |" in text
+    assert text.endswith("<!-- bench:end -->\n\ntail\n")

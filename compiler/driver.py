@@ -28,6 +28,7 @@ from ncc.compiler.frontends import from_model
 from ncc.compiler.ir import Graph
 from ncc.compiler.load import load_model
 from ncc.compiler.passes import canonicalize
+from ncc.compiler.qat import strip_fake_quant
 from ncc.compiler.quantize import (
     DEFAULT_OPTIONS,
     QuantizationError,
@@ -35,14 +36,16 @@ from ncc.compiler.quantize import (
     annotate,
     prepare,
     quantize,
+    uncalibrated,
 )
 from ncc.compiler.trace import trace
 
 # target name -> module whose `lower(graph, ...)` returns an Artifact
 TARGETS = {"onnx-float": "ncc.targets.onnx", "onnx-int8": "ncc.targets.onnx_int8",
-           "onnx-qdq": "ncc.targets.onnx_qdq", "tflite-int8": "ncc.targets.tflite"}
+           "onnx-qdq": "ncc.targets.onnx_qdq", "tflite-int8": "ncc.targets.tflite",
+           "c": "ncc.targets.c"}
 ALIASES = {"onnx": "onnx-float"}
-QUANTIZED = {"onnx-int8", "onnx-qdq", "tflite-int8"}
+QUANTIZED = {"onnx-int8", "onnx-qdq", "tflite-int8", "c"}
 # quantized targets whose arithmetic is not ours: their deviation is measured, not required 0
 APPROXIMATE = {"onnx-qdq"}
 # a float target must match the float reference to this max abs error
@@ -84,10 +87,20 @@ def _source(ref: Any) -> dict[str, Any]:
 def quantize_graph(g: Graph, calibration: str | Path | dict[str, np.ndarray] | None,
                    options: QuantOptions = DEFAULT_OPTIONS,
                    progress: Progress | None = None) -> tuple[Graph, Graph]:
-    """(integer golden graph, float reference graph) for canonical float graph `g`."""
+    """(integer golden graph, float reference graph) for canonical float graph `g`.
+
+    A QAT model whose fake-quant points fix every parameter needs no calibration (it is
+    skipped even if given); otherwise the tensors without parameters are calibrated."""
     reference = prepare(g)
+    missing = uncalibrated(reference)
+    if not missing:
+        q = quantize(reference, {}, options)
+        return q, annotate(reference, q)
     if calibration is None:
-        raise QuantizationError("a quantized target needs calibration data: pass "
+        qat = (f" ({len(missing)} tensors have no fake-quant parameters, e.g. "
+               f"{', '.join(missing[:3])})" if any(op.kind == "fake_quant" for op in g.ops)
+               else "")
+        raise QuantizationError("a quantized target needs calibration data" + qat + ": pass "
                                 "--calibration data.npz with x shaped (N, T, features) "
                                 "(sequences the model will see, whole)")
     (x_name,) = reference.by_role("input")
@@ -122,9 +135,11 @@ def compile_model(model: Any, target: str, out_dir: str | Path, *,
         g, reference = quantize_graph(g, calibration, options, progress)
     elif calibration is not None:
         raise ValueError(f"--calibration applies to quantized targets; {target} is float")
+    else:
+        g = strip_fake_quant(g)  # a float target runs the float model
     module = importlib.import_module(TARGETS[target])
     if getattr(module, "LOWERS_REFERENCE", False):  # e.g. QDQ: float ops + our parameters
-        art = module.lower(g, reference, sequence_length=sequence_length)
+        art = module.lower(g, strip_fake_quant(reference), sequence_length=sequence_length)
     else:
         art = module.lower(g, sequence_length=sequence_length)
     path = write_artifact(Path(out_dir), g, art, _source(model), reference=reference)

@@ -62,6 +62,17 @@ KERNELS: dict[str, Kernel] = {
 }
 
 
+def _fake_quant(xp: Any, a: list[Any], at: dict[str, Any]) -> Any:
+    """dequantize(quantize(x)) with the numeric core's rounding (numpy, or JAX under jit)."""
+    from ncc.models import quantization as core
+
+    p = core.QuantParams.from_dict({k: at[k] for k in ("scale", "zero_point", "dtype", "axis")})
+    if xp is np:
+        return core.dequantize(core.quantize(a[0], p), p)
+    return core.fake_quant(a[0], p)
+
+
+KERNELS["fake_quant"] = _fake_quant
 KERNELS.update(INT_KERNELS)
 
 

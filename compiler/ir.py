@@ -54,6 +54,10 @@ OPS: dict[str, tuple[int | None, tuple[str, ...]]] = {
     "logical_not": (1, ()),
     "clip": (1, ("min", "max")),
     "cast": (1, ("dtype",)),
+    # QAT: dequantize(quantize(x)) on the grid (scale, zero_point, dtype, axis), float32 in
+    # and out, evaluated exactly like ncc.models.quantization.fake_quant. The quantizer turns
+    # it into preset parameters for its input and output; it never reaches a target.
+    "fake_quant": (1, ("scale", "zero_point", "dtype", "axis")),
     # selection: where(cond, a, b)
     "where": (3, ()),
     # shape ops
@@ -239,7 +243,7 @@ def infer(op: Op, ins: list[Tensor]) -> tuple[tuple[int, ...], str]:
     if kind == "logical_not":
         return ins[0].shape, "bool"
     if kind in ("identity", "neg", "abs", "exp", "log", "sqrt", "sigmoid", "tanh", "relu", "floor",
-                "sign", "clip"):
+                "sign", "clip", "fake_quant"):
         return ins[0].shape, ins[0].dtype
     if kind == "concat":
         _same_dtype(where, ins)

@@ -23,6 +23,11 @@ How float ops become integer ops:
 Constraints (`_Groups`): a state tensor uses the same parameters in and out (no
 requantize in the recurrence); concatenated tensors and data-movement ops share
 parameters with their inputs.
+
+QAT (`compiler/qat.py`): a `fake_quant` op joins its input's group and presets the group's
+parameters (two different presets in one group are an error naming the tensors); it then
+vanishes. Weights annotated with parameters keep exactly their integers; a table chain
+tagged `table=fn` is the core's `build_table(fn)`. Groups without a preset need ranges.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from ncc.compiler.calibrate import TensorRange
 from ncc.compiler.interpret import evaluate
 from ncc.compiler.ir import COMPARISONS, Graph, IRError, Op, QuantParams, Tensor, infer, verify
 from ncc.compiler.passes import canonicalize
+from ncc.models import quantization as core
 
 SHARE = ("concat", "reshape", "broadcast", "slice", "transpose", "identity", "max", "min")
 UNARY = ("neg", "abs", "exp", "log", "sqrt", "sigmoid", "tanh", "relu", "floor", "sign",
@@ -180,6 +186,8 @@ def _groups(g: Graph, plan: _Plan) -> _Groups:
     for op in g.ops:
         if op.output in plan.internal or op.output in plan.chain_of:
             continue
+        if op.kind == "fake_quant" and op.inputs[0] not in g.constants:
+            groups.union(op.inputs[0], op.output)
         if op.kind in SHARE or op.kind == "where":
             data = op.inputs[1:] if op.kind == "where" else op.inputs
             for name in data:
@@ -199,19 +207,55 @@ def _range_of(name: str, ranges: dict[str, TensorRange], opts: QuantOptions) -> 
     return min(r.lo, 0.0), max(r.hi, 0.0)
 
 
-def choose_params(g: Graph, plan: _Plan, ranges: dict[str, TensorRange],
-                  opts: QuantOptions) -> dict[str, QuantParams]:
-    """int8 asymmetric per-tensor parameters for every tensor that exists as integers."""
+def _presets(g: Graph) -> dict[str, QuantParams]:
+    """Parameters fixed by the model itself: each `fake_quant` op's output (QAT)."""
+    return {op.output: QuantParams(tuple(op.attrs["scale"]), tuple(op.attrs["zero_point"]),
+                                   op.attrs["dtype"], op.attrs["axis"])
+            for op in g.ops if op.kind == "fake_quant"}
+
+
+def _members(g: Graph, plan: _Plan) -> list[list[str]]:
+    """The groups of float tensors that exist as integers (sharing parameters)."""
     groups = _groups(g, plan)
-    spikes = {op.output for op in g.ops
-              if op.kind == "cast" and g.tensors[op.inputs[0]].dtype == "bool"}
     members: dict[str, list[str]] = {}
     for name, t in g.tensors.items():
         if t.dtype == "float32" and name not in g.constants and name not in plan.internal:
             members.setdefault(groups.find(name), []).append(name)
+    return list(members.values())
+
+
+def _spikes(g: Graph) -> set[str]:
+    return {op.output for op in g.ops
+            if op.kind == "cast" and g.tensors[op.inputs[0]].dtype == "bool"}
+
+
+def uncalibrated(g: Graph) -> list[str]:
+    """Tensors of float graph `g` (from `prepare`) whose parameters need calibrated ranges:
+    empty for a model whose fake-quant points cover it (QAT)."""
+    presets, spikes = _presets(g), _spikes(g)
+    return [n for names in _members(g, _plan(g))
+            if not (set(names) & (presets.keys() | spikes)) for n in names]
+
+
+def choose_params(g: Graph, plan: _Plan, ranges: dict[str, TensorRange],
+                  opts: QuantOptions) -> dict[str, QuantParams]:
+    """Parameters for every tensor that exists as integers: the model's own (QAT presets),
+    else int8 asymmetric per tensor from the calibrated ranges."""
+    spikes, presets = _spikes(g), _presets(g)
     params: dict[str, QuantParams] = {}
-    for names in members.values():
-        if spikes & set(names):
+    for names in _members(g, plan):
+        fixed = {n: presets[n] for n in names if n in presets}
+        if len(set(fixed.values())) > 1:
+            where = {op.output: op.source for op in g.ops}
+            listed = ", ".join(f"{n} at {where.get(n) or '?'} (scale {p.scale[0]:.6g}, zero "
+                               f"point {p.zero_point[0]}, {p.dtype})"
+                               for n, p in sorted(fixed.items()))
+            raise QuantizationError(f"tensors that must share one grid (state in/out, concat, "
+                                    f"data movement) carry different fake-quant parameters: "
+                                    f"{listed}; give them one FakeQuant point")
+        if fixed:
+            p = next(iter(fixed.values()))
+        elif spikes & set(names):
             p = QuantParams((1.0,), (0,), "int8")  # spikes stay exact 0/1
         else:
             lo = min(_range_of(n, ranges, opts)[0] for n in names)
@@ -230,6 +274,7 @@ class _IntBuilder:
         self.tensors: dict[str, Tensor] = {}
         self.constants: dict[str, np.ndarray] = {}
         self.ops: list[Op] = []
+        self.alias: dict[str, str] = {}  # dropped fake_quant output -> its input
 
     def declare_q(self, name: str) -> str:
         t, p = self.g.tensors[name], self.params[name]
@@ -253,6 +298,7 @@ class _IntBuilder:
 
     def operand(self, name: str, like: QuantParams | None = None) -> str:
         """A float tensor's integer twin; constants quantized (onto `like` if given)."""
+        name = self.alias.get(name, name)
         if name in self.tensors:
             return name
         value = self.g.constants.get(name)
@@ -267,7 +313,11 @@ class _IntBuilder:
 
 def _lut_table(g: Graph, start: str, ops: list[Op], p_in: QuantParams,
                p_out: QuantParams) -> np.ndarray:
-    """Evaluate a unary chain in float32 on every input level; quantize the results."""
+    """Evaluate a unary chain in float32 on every input level; quantize the results.
+    A chain the tracer tagged `table=fn` (a QAT table) is the core's `build_table(fn)`."""
+    fns = {op.attrs.get("table") for op in ops}
+    if len(fns) == 1 and None not in fns:
+        return core.build_table(fns.pop(), qn.to_core(p_in), qn.to_core(p_out))
     lo, hi = qn.dtype_range(p_in.dtype)
     x = qn.dequantize(np.arange(lo, hi + 1), p_in).astype(np.float32)
     env: dict[str, Any] = {start: x}
@@ -307,6 +357,14 @@ def _lower_op(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
         return
     if out in plan.internal or any(out == add.output for add, _ in plan.bias_of.values()):
         return  # inside a table, or a bias emitted with its matmul
+    if op.kind == "fake_quant":  # QAT: its input already has these parameters
+        x = b.operand(op.inputs[0])
+        if out in g.outputs:
+            b.declare_q(out)
+            b.emit("identity", [x], out, src)
+        else:
+            b.alias[out] = x
+        return
     if out in plan.chain_of:
         start, chain = plan.chain_of[out]
         x = b.operand(start)
@@ -362,7 +420,14 @@ def _lower_dense(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
     xq = b.operand(x)
     px, po = b.tensors[xq].quant, b.params[out]
     weights = g.constants[w]
-    pw = qn.symmetric_per_channel(weights, axis=1, dtype="int8")
+    pw = g.tensors[w].quant or qn.symmetric_per_channel(weights, axis=1, dtype="int8")
+    if any(z != 0 for z in pw.zero_point) or pw.axis not in (None, 1) or pw.dtype != "int8":
+        raise QuantizationError(f"matmul at {op.source or op.output}: weights {w!r} carry "
+                                "fake-quant parameters that are not int8 symmetric per output "
+                                "channel (axis 1) or per tensor")
+    if pw.axis is None:  # per tensor: the same scale for every output channel
+        n = weights.shape[1]
+        pw = QuantParams(pw.scale * n, (0,) * n, "int8", 1)
     wq = b.const(f"{w}_q", qn.quantize(weights, pw), pw)
     bias = (np.zeros(weights.shape[1], np.float32) if bias_name is None
             else g.constants[bias_name].reshape(-1))

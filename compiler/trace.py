@@ -377,3 +377,7 @@ def _rename(b: _Builder, old: str, new: str) -> None:
     b.tensors[new] = Tensor(new, t.shape, t.dtype, t.quant)
     b.ops = [Op(op.kind, tuple(new if n == old else n for n in op.inputs),
                 new if op.output == old else op.output, op.attrs, op.source) for op in b.ops]
+
+
+# fake-quant recognition (QAT) is always on; imported last: it registers into SPECIAL_CALLS
+from ncc.compiler import qat as _qat  # noqa: E402, F401

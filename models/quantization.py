@@ -866,3 +866,75 @@ class QuantConfig:
         if unknown:
             raise ValueError(f"unknown QuantConfig fields {sorted(unknown)}")
         return cls(**{**d, "keep_float": frozenset(d.get("keep_float", ()))})
+
+
+# --- the integer-exact fake-quant dense layer ----------------------------------------------
+# fake_quant(x @ fake_quant(W) + b) cannot equal the deployed fully-connected kernel: float
+# sums round, the float bias is not the int32 bias, and the kernel's requantization rounds
+# twice (TFLite). This computes the integer kernel itself, with a straight-through gradient.
+
+DENSE_MARKER = "ncc_fake_quant_dense"
+"""Name prefix of `fake_quant_dense`'s custom_jvp_call: JSON {"x", "w", "out"} follows."""
+_INT32_F32_MAX = 2147483520.0  # the largest float32 below 2^31
+
+
+def dense_multipliers(p_x: QuantParams, p_w: QuantParams,
+                      p_out: QuantParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bias scale (N,) float64, multiplier (N,), shift (N,)) exactly as the quantizer
+    computes them for a fully_connected op (`ncc.compiler.quantize._lower_dense`)."""
+    bias_scale = np.asarray(p_w.scale, np.float64) * p_x.scale[0]
+    pairs = [quantize_multiplier(float(s) / p_out.scale[0]) for s in bias_scale]
+    return (bias_scale, np.array([m for m, _ in pairs], np.int32),
+            np.array([s for _, s in pairs], np.int32))
+
+
+def quantize_dense_bias(bias: np.ndarray, bias_scale: np.ndarray) -> np.ndarray:
+    """int32 bias: round_half_away(fl32(b * fl32(1 / s))), saturated (numpy twin of the JAX
+    formula in `fake_quant_dense`, float32 so both give the same integers)."""
+    inv = (1.0 / bias_scale).astype(np.float32)
+    r = round_half_away(np.asarray(bias, np.float32).reshape(-1) * inv)
+    return np.clip(r, -_INT32_F32_MAX, _INT32_F32_MAX).astype(np.int32)
+
+
+@functools.lru_cache(maxsize=256)
+def _dense_fn(p_x: QuantParams, p_w: QuantParams, p_out: QuantParams) -> Any:
+    bias_scale, mult, shift = dense_multipliers(p_x, p_w, p_out)
+    inv_bias = (1.0 / bias_scale).astype(np.float32)  # numpy: no arrays cached across traces
+    name = DENSE_MARKER + json.dumps({"x": p_x.to_dict(), "w": p_w.to_dict(),
+                                      "out": p_out.to_dict()},
+                                     separators=(",", ":"), sort_keys=True)
+
+    def forward(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+        qx = quantize_jax(x, p_x) - p_x.zero_point[0]
+        wq = quantize_jax(kernel, p_w)
+        bq = round_half_away_jax(bias.reshape(-1) * jnp.asarray(inv_bias))
+        bq = jnp.clip(bq, -_INT32_F32_MAX, _INT32_F32_MAX).astype(jnp.int32)
+        acc = jnp.matmul(qx, wq, preferred_element_type=jnp.int32) + bq
+        out = multiply_by_quantized_multiplier_jax(acc, jnp.asarray(mult),
+                                                        jnp.asarray(shift))
+        out = saturate_jax(out + p_out.zero_point[0], p_out.bits, p_out.signed)
+        return dequantize_jax(out, p_out)
+
+    forward.__name__ = forward.__qualname__ = name
+    fq = jax.custom_jvp(forward)
+
+    @fq.defjvp
+    def _jvp(primals: tuple, tangents: tuple) -> tuple:
+        x, w, b = primals
+        tx, tw, tb = tangents
+        return fq(x, w, b), tx @ w + x @ tw + tb.reshape(-1)  # straight-through
+
+    return fq
+
+
+def fake_quant_dense(x: jax.Array, kernel: jax.Array, bias: jax.Array, p_x: QuantParams,
+                     p_w: QuantParams, p_out: QuantParams) -> jax.Array:
+    """The deployed int8 fully-connected kernel in float32, bit for bit.
+
+    x (..., K) float (quantized on p_x), kernel (K, N) (on p_w: symmetric, per tensor or per
+    output channel, axis 1), bias (N,) (int32 at s_x s_w) -> (..., N) on p_out's grid.
+    Gradient: that of x @ kernel + bias (straight-through).
+    """
+    return _dense_fn(p_x, p_w, p_out)(jnp.asarray(x, jnp.float32),
+                                      jnp.asarray(kernel, jnp.float32),
+                                      jnp.asarray(bias, jnp.float32))

@@ -1,0 +1,169 @@
+"""QAT: a model's own fake-quant parameters become the compiled model's parameters.
+
+The tracer calls `recognize` on every equation (`trace.SPECIAL_CALLS`). The fake-quant
+`custom_jvp_call`s of `ncc.models.quantization` become IR:
+
+- `fake_quant(x, p)` of an activation -> a `fake_quant` op carrying p (the quantizer gives
+  its input and output exactly p, then drops it);
+- `fake_quant(W, p)` of a constant -> the on-grid constant dequantize(quantize(W, p)),
+  its tensor annotated with p (the quantizer keeps exactly those integers);
+- `fake_quant_table(x, fn, p_in, p_out)` -> fake_quant(p_in), the nonlinearity ops tagged
+  `table=fn`, fake_quant(p_out): the quantizer builds that table with the core's
+  `build_table`, the very table the training forward looks up;
+- `fake_quant_dense(x, W, b, p_x, p_w, p_out)` (below) -> fake_quant(p_x), matmul by the
+  on-grid W, add of the on-grid bias, fake_quant(p_out);
+- `fake_quant_dynamic` (scale still a traced value) -> a TraceError: freeze first.
+
+Why `fake_quant_dense` exists: a float `fake_quant(x @ fake_quant(W) + b)` cannot equal the
+integer fully-connected kernel bit for bit. The float32 sum of products rounds (unless every
+scale is a power of two), the float bias is not the int32 bias, and above all the golden
+requantization (`multiply_by_quantized_multiplier`, TFLite's double rounding) is not the
+correctly rounded x / s_out that `fake_quant` computes: with s_x s_w / s_out = 2^-3 an
+accumulator of 3 gives 0 in float and 1 in the integer kernel. `fake_quant_dense` computes
+the integer kernel itself (int32 accumulation in JAX, the core's fixed-point multiplier) with
+a straight-through float gradient, so the training forward is the deployed arithmetic.
+It lives next to `fake_quant` in `ncc.models.quantization` (training code imports it there).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from ncc.compiler import numerics as qn
+from ncc.compiler.interpret import evaluate
+from ncc.compiler.ir import Graph, Op, Tensor
+from ncc.compiler.passes import canonicalize
+from ncc.compiler.trace import SPECIAL_CALLS, TraceError, _Builder
+from ncc.models import quantization as core
+from ncc.models.quantization import DENSE_MARKER, dense_multipliers, quantize_dense_bias
+
+# --- recognition (tracer side) ---------------------------------------------------------------
+
+
+def _call_name(eqn: Any) -> str | None:
+    if getattr(eqn.primitive, "name", None) != "custom_jvp_call":
+        return None
+    closed = eqn.params.get("call_jaxpr")
+    dbg = getattr(getattr(closed, "jaxpr", closed), "debug_info", None)
+    for text in (getattr(dbg, "func_name", None), getattr(dbg, "func_src_info", None)):
+        if isinstance(text, str) and text.startswith(DENSE_MARKER + "{"):
+            return text
+    return None
+
+
+def ir_params(p: core.QuantParams) -> qn.QuantParams:
+    return qn.from_core(p)
+
+
+def fake_quant_attrs(p: core.QuantParams) -> dict[str, Any]:
+    """Attributes of the IR `fake_quant` op for core parameters p."""
+    return {"scale": tuple(p.scale), "zero_point": tuple(p.zero_point), "dtype": p.dtype,
+            "axis": p.axis}
+
+
+def _constant_value(b: _Builder, name: str) -> np.ndarray | None:
+    """The value of `name` if it is a constant or computed from constants only."""
+    if name in b.constants:
+        return b.constants[name]
+    made = next((op for op in reversed(b.ops) if op.output == name), None)
+    if made is None:
+        return None
+    args = [_constant_value(b, n) for n in made.inputs]
+    if any(a is None for a in args):
+        return None
+    return np.asarray(evaluate(made, args)).astype(b.tensors[name].dtype)
+
+
+def _on_grid_constant(b: _Builder, value: np.ndarray, p: core.QuantParams, hint: str) -> str:
+    grid = core.dequantize(core.quantize(value, p), p).astype(np.float32)
+    name = b.constant(grid, hint)
+    t = b.tensors[name]
+    b.tensors[name] = Tensor(name, t.shape, t.dtype, ir_params(p))
+    return name
+
+
+def _activation(b: _Builder, x: str, p: core.QuantParams) -> str:
+    if p.per_axis:
+        raise TraceError(f"fake_quant at {b.source}: per-axis parameters on an activation; "
+                         "ncc quantizes activations per tensor")
+    if p.bits not in (8, 16) or not p.signed:
+        raise TraceError(f"fake_quant at {b.source}: a {p.bits}-bit "
+                         f"{'' if p.signed else 'un'}signed activation grid; the integer "
+                         "targets hold int8 or int16 activations")
+    return b.emit("fake_quant", [x], **fake_quant_attrs(p))
+
+
+def _table(b: _Builder, x: str, fn: str, p_in: core.QuantParams,
+           p_out: core.QuantParams) -> str:
+    y = _activation(b, x, p_in)
+    if fn == "lecun_tanh":
+        y = b.emit("mul", [y, b.constant(np.float32(0.666))], table=fn)
+        y = b.emit("tanh", [y], table=fn)
+        y = b.emit("mul", [y, b.constant(np.float32(1.7159))], table=fn)
+    elif fn in ("sigmoid", "tanh", "exp"):
+        y = b.emit(fn, [y], table=fn)
+    else:
+        raise TraceError(f"fake_quant_table at {b.source}: no IR form for table {fn!r}")
+    return _activation(b, y, p_out)
+
+
+def _dense(b: _Builder, payload: dict[str, Any], ins: list[str]) -> str:
+    p_x, p_w, p_out = (core.QuantParams.from_dict(payload[k]) for k in ("x", "w", "out"))
+    x, kernel, bias = ins
+    w_value, b_value = _constant_value(b, kernel), _constant_value(b, bias)
+    if w_value is None or b_value is None:
+        raise TraceError(f"fake_quant_dense at {b.source}: kernel and bias must be constants")
+    bias_scale, _, _ = dense_multipliers(p_x, p_w, p_out)
+    bq = quantize_dense_bias(b_value, bias_scale)
+    b_grid = (bq.astype(np.float64) * bias_scale).astype(np.float32)
+    if not np.array_equal(qn.quantize_bias(b_grid, bias_scale), bq):
+        raise TraceError(f"fake_quant_dense at {b.source}: the bias is too large for its "
+                         "int32 grid to survive float32 (|bias| / (s_x s_w) >= 2^23)")
+    w = _on_grid_constant(b, w_value, p_w, kernel)
+    bias_name = b.constant(b_grid, bias)
+    t = b.tensors[bias_name]
+    b.tensors[bias_name] = Tensor(bias_name, t.shape, t.dtype,
+                                  qn.QuantParams(tuple(bias_scale.tolist()),
+                                                 (0,) * len(bias_scale), "int32", 0))
+    y = b.emit("matmul", [_activation(b, x, p_x), w])
+    y = b.emit("add", [y, bias_name])
+    return _activation(b, y, p_out)
+
+
+def recognize(b: _Builder, eqn: Any, ins: list[str]) -> list[str] | None:
+    """IR for an ncc fake-quant call (see the module docstring), or None for other eqns."""
+    ins = ins[int(eqn.params.get("num_consts", 0)):]  # closed-over constants come first
+    dense = _call_name(eqn)
+    if dense is not None:
+        payload, _ = json.JSONDecoder().raw_decode(dense[len(DENSE_MARKER):])
+        return [_dense(b, payload, ins)]
+    spec = core.fake_quant_spec_from_jaxpr_eqn(eqn)
+    if spec is None:
+        return None
+    if spec.kind == "dynamic":
+        raise TraceError(f"fake_quant_dynamic at {b.source}: the weights' scale is still a "
+                         "traced value; freeze(model, weights=True) before compiling")
+    (x,) = ins
+    if spec.kind == "table":
+        return [_table(b, x, spec.fn, spec.in_params, spec.params)]
+    value = _constant_value(b, x)
+    if value is not None:
+        return [_on_grid_constant(b, value, spec.params, x)]
+    return [_activation(b, x, spec.params)]
+
+
+if recognize not in SPECIAL_CALLS:
+    SPECIAL_CALLS.append(recognize)
+
+
+def strip_fake_quant(g: Graph) -> Graph:
+    """`g` with every `fake_quant` op an identity (then removed): the float model, for float
+    targets and float lowerings of the reference. Quantized graphs have none."""
+    if not any(op.kind == "fake_quant" for op in g.ops):
+        return g
+    ops = [Op("identity", op.inputs, op.output, {}, op.source) if op.kind == "fake_quant"
+           else op for op in g.ops]
+    return canonicalize(g.replace(ops=ops))

@@ -1,0 +1,197 @@
+"""QAT: a fake-quant model compiles with its own parameters, and its forward is the golden model.
+
+The model: an Elman RNN step written with ncc's fake-quant points (calibrate, then
+`freeze(weights=True)`), its dense layers as `fake_quant_dense` (the integer kernel in JAX)
+and its tanh as the deployed table. No calibration data reaches the compiler.
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from ncc.compiler import numerics as qn  # noqa: E402
+from ncc.compiler.driver import compile_model, quantize_graph, to_graph  # noqa: E402
+from ncc.compiler.interpret import run_sequence  # noqa: E402
+from ncc.compiler.quantize import QuantizationError  # noqa: E402
+from ncc.compiler.trace import TraceError  # noqa: E402
+from ncc.models.nnx.fake_quant import FakeQuant, QuantDense, freeze, set_mode  # noqa: E402
+from ncc.models.quantization import (  # noqa: E402
+    fake_quant,
+    fake_quant_dense,  # noqa: E402
+    fake_quant_table,
+)
+
+F, U, N_OUT, STEPS = 6, 16, 3, 1000
+
+
+class QATRNN(nnx.Module):
+    """h' = tanh(W [x, h] + b), y = V h' + c; x and h share one grid (one point, q_h)."""
+
+    def __init__(self, *, rngs: nnx.Rngs, exact_dense: bool = True) -> None:
+        self.cell, self.head = QuantDense(F + U, U, rngs=rngs), QuantDense(U, N_OUT, rngs=rngs)
+        self.cell.bias[...] = 0.1 * jax.random.normal(rngs.params(), (U,))
+        self.head.bias[...] = 0.1 * jax.random.normal(rngs.params(), (N_OUT,))
+        self.q_h, self.q_pre, self.q_y = FakeQuant(8), FakeQuant(8), FakeQuant(8)
+        self.exact_dense = exact_dense
+
+    def initial_state(self, batch_size: int) -> jax.Array:
+        return jnp.zeros((batch_size, U))
+
+    def _dense(self, layer: QuantDense, z: jax.Array, p_in: FakeQuant,
+               p_out: FakeQuant) -> jax.Array:
+        if p_out.mode == "quant" and p_out.enabled and self.exact_dense:
+            return fake_quant_dense(z, layer.kernel[...], layer.bias[...], p_in.params,
+                                    layer.params, p_out.params)
+        return p_out(layer(z))
+
+    def __call__(self, x: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
+        z = jnp.concatenate([self.q_h(x), h], axis=-1)
+        pre = self._dense(self.cell, z, self.q_h, self.q_pre)
+        if self.q_pre.mode == "quant":
+            h = fake_quant_table(pre, "tanh", self.q_pre.params, self.q_h.params)
+        else:
+            h = self.q_h(jnp.tanh(pre))
+        return self._dense(self.head, h, self.q_h, self.q_y), h
+
+
+def inputs(n: int, steps: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, (n, steps, F)).astype(np.float32)
+
+
+def qat_model(exact_dense: bool = True) -> QATRNN:
+    model = QATRNN(rngs=nnx.Rngs(0), exact_dense=exact_dense)
+    set_mode(model, "calibrate")
+    xs = inputs(4, 40, 1)
+    h = model.initial_state(4)
+    for t in range(xs.shape[1]):
+        _, h = model(xs[:, t], h)
+    freeze(model, weights=True)
+    return model
+
+
+def forward(model: QATRNN, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The fake-quant forward in JAX float32: (y (T, N_OUT), h (T, U)) for xs (T, F)."""
+    step = nnx.jit(lambda m, x, h: m(x, h))
+    h, ys, hs = model.initial_state(1), [], []
+    for x in xs:
+        y, h = step(model, x[None], h)
+        ys.append(np.asarray(y)[0])
+        hs.append(np.asarray(h)[0])
+    return np.stack(ys), np.stack(hs)
+
+
+@pytest.fixture(scope="module")
+def model() -> QATRNN:
+    return qat_model()
+
+
+@pytest.fixture(scope="module")
+def compiled(model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("qat") / "onnx"
+    return compile_model(model, "onnx-int8", out, input_shape=(F,), verify_steps=STEPS)
+
+
+def test_compiles_with_its_own_parameters(model, compiled):
+    q, manifest = compiled.graph, compiled.manifest
+    io = {t["ir_name"]: t["quantization"] for t in manifest["tensors"]}
+    (state_in,), (state_out,) = q.by_role("state_in"), q.by_role("state_out")
+    expected = {"x": model.q_h.params, state_in: model.q_h.params,
+                state_out: model.q_h.params, "y": model.q_y.params}
+    for name, p in expected.items():
+        assert io[name] == qn.from_core(p).to_dict(), name
+    weights = {op.inputs[1]: op for op in q.ops if op.kind == "fully_connected"}
+    assert len(weights) == 2
+    for layer in (model.cell, model.head):
+        w = next(n for n in weights if q.constants[n].shape == layer.kernel[...].shape)
+        assert q.tensors[w].quant == qn.from_core(layer.params)
+        np.testing.assert_array_equal(q.constants[w],
+                                      qn.quantize(np.asarray(layer.kernel[...]),
+                                                  q.tensors[w].quant))
+    pre = {q.tensors[op.output].quant for op in weights.values()}
+    assert qn.from_core(model.q_pre.params) in pre
+
+
+def test_fake_quant_forward_equals_golden_bit_for_bit(model, compiled):
+    q = compiled.graph
+    xs = inputs(1, STEPS, 7)[0]
+    y_fq, h_fq = forward(model, xs)
+    xq = qn.quantize(xs, q.tensors["x"].quant)
+    out = run_sequence(q, xq[:, None])
+    (state_out,) = q.by_role("state_out")
+    y_gold = qn.dequantize(out["y"][:, 0], q.tensors["y"].quant)
+    h_gold = qn.dequantize(out[state_out][:, 0], q.tensors[state_out].quant)
+    assert y_fq.dtype == y_gold.dtype == np.float32
+    np.testing.assert_array_equal(y_fq.view(np.uint32), y_gold.view(np.uint32))
+    np.testing.assert_array_equal(h_fq.view(np.uint32), h_gold.view(np.uint32))
+    assert len(np.unique(out["y"])) > 20  # the outputs move over the grid
+
+
+def test_onnxruntime_is_bit_exact(compiled):
+    report = compiled.report
+    assert report["passed"], report
+    assert all(m["identical"] == 1.0 for m in report["golden"].values())
+
+
+def test_float_fake_quant_dense_is_not_the_integer_kernel():
+    """Why `fake_quant_dense`: fake_quant(x @ fake_quant(W) + b) rounds differently from
+    the int8 kernel (float32 sums, float bias, double-rounding requantization)."""
+    model = qat_model(exact_dense=False)
+    g = to_graph(model, (F,))
+    q, _ = quantize_graph(g, None)  # still fully covered by the model's own parameters
+    xs = inputs(1, 300, 7)[0]
+    y_fq, _ = forward(model, xs)
+    out = run_sequence(q, qn.quantize(xs, q.tensors["x"].quant)[:, None])
+    y_gold = qn.dequantize(out["y"][:, 0], q.tensors["y"].quant)
+    step = float(q.tensors["y"].quant.scale[0])
+    diff = np.abs(y_fq - y_gold)
+    assert np.max(diff) <= 8 * step  # close, but not the same bits
+    assert np.any(diff > 0)
+
+
+def test_partial_qat_needs_calibration():
+    model = QATRNN(rngs=nnx.Rngs(0))
+    model.q_y.enabled = False  # y left in float: its range must be calibrated
+    set_mode(model, "calibrate")
+    model(inputs(1, 1, 0)[:, 0], model.initial_state(1))
+    freeze(model, weights=True)
+    model.q_y.enabled = False
+    g = to_graph(model, (F,))
+    with pytest.raises(QuantizationError, match="no fake-quant parameters"):
+        quantize_graph(g, None)
+    q, _ = quantize_graph(g, {"x": inputs(2, 20, 3)})
+    assert q.tensors["x"].quant == qn.from_core(model.q_h.params)
+
+
+def test_conflicting_presets_are_named():
+    with pytest.raises(QuantizationError, match="different fake-quant parameters"):
+        quantize_graph(to_graph(QATConflict(qat_model()), (F,)), None)
+
+
+class QATConflict(nnx.Module):
+    """x fake-quantized on its own grid, concatenated with a state on another."""
+
+    def __init__(self, inner: QATRNN) -> None:
+        self.inner = inner
+
+    def initial_state(self, batch_size: int) -> jax.Array:
+        return self.inner.initial_state(batch_size)
+
+    def __call__(self, x: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
+        p = self.inner.q_pre.params
+        return fake_quant(x, p), fake_quant(jnp.concatenate([fake_quant(x, p), h], -1)[:, :U],
+                                            self.inner.q_h.params)
+
+
+def test_dynamic_weights_must_be_frozen():
+    model = QATRNN(rngs=nnx.Rngs(0), exact_dense=False)
+    set_mode(model, "calibrate")
+    model(inputs(1, 1, 0)[:, 0], model.initial_state(1))
+    freeze(model)  # weights still fake-quantized with live scales
+    with pytest.raises(TraceError, match="freeze"):
+        to_graph(model, (F,))

@@ -145,6 +145,33 @@ class TfliteMicroSession(_TfliteBase):
                 for i, name in enumerate(self.outputs)}
 
 
+class CSession(Session):
+    """The C artifact (target c) compiled by the system C compiler into a temporary shared
+    library, driven through ctypes; the host threads the state as for every session."""
+
+    def __init__(self, art_dir: str | Path, manifest: dict[str, Any]):
+        super().__init__(art_dir, manifest)
+        from ncc.runtime.cbuild import CModel, build_library
+
+        self.model = CModel(build_library(self.dir), bool(self.names("dt")))
+        by_name = {t["name"]: t for t in manifest["tensors"]}
+        self.outputs = [(n, by_name[n]["shape"], by_name[n]["dtype"])
+                        for n in self.names("output")]
+        self.state_dtypes = [by_name[s_in]["dtype"] for s_in, _, _ in self.state]
+
+    def _call(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for i, (s_in, _, _) in enumerate(self.state):
+            self.model.set_state(i, np.asarray(feeds[s_in]))
+        outs = [np.zeros(shape, dtype) for _, shape, dtype in self.outputs]
+        (x_name,) = self.names("input")
+        self.model.step(feeds[x_name], [feeds[d] for d in self.names("dt")], outs)
+        result = {name: out for (name, _, _), out in zip(self.outputs, outs, strict=True)}
+        for i, (s_in, s_out, _) in enumerate(self.state):
+            result[s_out] = self.model.get_state(i, self.state_dtypes[i]).reshape(
+                feeds[s_in].shape)
+        return result
+
+
 class ReferenceSession:
     """The float reference: the traced IR run in JAX (jit-compiled step)."""
 
@@ -175,7 +202,7 @@ class ReferenceSession:
 
 
 SESSIONS = {"onnx-float": OnnxSession, "onnx-int8": OnnxSession, "onnx-qdq": OnnxSession,
-            "tflite-int8": TfliteSession}
+            "tflite-int8": TfliteSession, "c": CSession}
 # target -> runtime name -> session, for targets that run in more than one runtime
 RUNTIMES = {"tflite-int8": {"litert": TfliteSession, "tflm": TfliteMicroSession}}
 

@@ -1,0 +1,523 @@
+"""C target: the golden integer graph as portable C99 over ncc's C runtime (`runtime/c`).
+
+The artifact folder builds alone: `model.h` (sizes, the context struct holding the
+recurrent state, the API), `model.c` (constants as `static const` arrays, one step
+function calling the runtime kernels in graph order over statically planned scratch
+arenas) and copies of the runtime sources `ncc.h`, `ncc_kernels.c`.
+
+API (model.h):
+
+- `void ncc_init(ncc_ctx *ctx)` / `void ncc_reset(ncc_ctx *ctx)`: state to its initial value;
+- `void ncc_step(ncc_ctx *ctx, const int8_t *x, int8_t *y)`: one timestep, state threaded
+  in `ctx`; models with a time delta also get
+  `ncc_step_dt(ctx, x, dt, y)` (`ncc_step` then feeds dt = 1.0 on dt's grid);
+- `void *ncc_state(ncc_ctx *ctx, int32_t i)`, `int32_t ncc_state_bytes(int32_t i)`,
+  `int32_t ncc_ctx_size(void)`: generic access for hosts (tests, the Python session).
+
+Scratch buffers are file-static in model.c: one model instance runs at a time per
+program (the state lives in each ctx, so contexts can be interleaved step by step).
+
+Weight matrices whose int8 density is below `SPARSE_DENSITY` (sparse NCP wirings,
+whose masked synapses are exact zeros) become synapse lists (CSR by output neuron);
+absent synapses are skipped, the bits are the same.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from ncc.compiler.artifact import Artifact
+from ncc.compiler.ir import COMPARISONS, Graph, Op, Tensor
+from ncc.compiler.numerics import quantize
+
+TARGET = "c"
+RUNTIME_FILES = ("ncc.h", "ncc_kernels.c")
+SPARSE_DENSITY = 0.5
+MAX_RANK = 6
+
+CTYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "uint8": "uint8_t",
+          "bool": "uint8_t"}
+DTYPE_ENUM = {"bool": "NCC_BOOL", "uint8": "NCC_UINT8", "int8": "NCC_INT8",
+              "int16": "NCC_INT16", "int32": "NCC_INT32"}
+SUFFIX = {"int8": "s8", "int16": "s16", "int32": "s32"}
+ALIASES = ("reshape", "identity")
+ELEMENTWISE = ("qadd", "qsub", "qmul", "max", "min", "where") + tuple(sorted(COMPARISONS))
+
+
+class CTargetError(ValueError):
+    """The integer graph uses something the C runtime does not implement; names the op."""
+
+
+def runtime_sources() -> dict[str, bytes]:
+    """The runtime files every C artifact carries: {file name: bytes}."""
+    folder = resources.files("ncc.runtime").joinpath("c")
+    return {name: folder.joinpath(name).read_bytes() for name in RUNTIME_FILES}
+
+
+def _itemsize(dtype: str) -> int:
+    return 1 if dtype == "bool" else np.dtype(dtype).itemsize
+
+
+def _literal(v: int) -> str:
+    return "(-2147483647 - 1)" if v == -(1 << 31) else str(int(v))
+
+
+def _array(ctype: str, name: str, values: np.ndarray, comment: str = "") -> str:
+    flat = [int(v) for v in np.asarray(values).reshape(-1)]
+    rows = [", ".join(_literal(v) for v in flat[i:i + 16]) for i in range(0, len(flat), 16)]
+    body = ",\n    ".join(rows) if rows else "0"
+    note = f"/* {comment} */\n" if comment else ""
+    return f"{note}static const {ctype} {name}[{max(len(flat), 1)}] = {{\n    {body}\n}};\n"
+
+
+@dataclass
+class _Buffer:
+    """A scratch region: `size` elements of `dtype` live over op indices [first, last]."""
+
+    dtype: str
+    size: int
+    first: int
+    last: int
+    offset: int = 0
+
+
+@dataclass
+class _Emitter:
+    """Walks the integer graph once, collecting constants, buffers and statements."""
+
+    g: Graph
+    idents: dict[str, str] = field(default_factory=dict)
+    decls: list[str] = field(default_factory=list)
+    emitted: set[str] = field(default_factory=set)
+    body: list[str] = field(default_factory=list)
+    storage: dict[str, str] = field(default_factory=dict)  # tensor -> storage key
+    buffers: dict[str, _Buffer] = field(default_factory=dict)
+    const_bytes: int = 0
+    macs: int = 0
+    sparse: list[dict[str, Any]] = field(default_factory=list)
+
+    # --- names ---------------------------------------------------------------------
+    def ident(self, name: str, prefix: str) -> str:
+        key = f"{prefix}:{name}"
+        if key not in self.idents:
+            base = f"{prefix}_{re.sub(r'[^A-Za-z0-9_]', '_', name)}"
+            ident, i = base, 1
+            while ident in self.idents.values():
+                i += 1
+                ident = f"{base}_{i}"
+            self.idents[key] = ident
+        return self.idents[key]
+
+    def const_array(self, ctype: str, name: str, values: np.ndarray, comment: str = "") -> str:
+        if name not in self.emitted:
+            self.emitted.add(name)
+            self.decls.append(_array(ctype, name, values, comment))
+            self.const_bytes += int(np.asarray(values).size) * {
+                "int8_t": 1, "uint8_t": 1, "int16_t": 2, "uint16_t": 2, "int32_t": 4}[ctype]
+        return name
+
+    def decl(self, text: str, bytes_: int = 0) -> None:
+        self.decls.append(text)
+        self.const_bytes += bytes_
+
+    # --- tensors -------------------------------------------------------------------
+    def t(self, name: str) -> Tensor:
+        return self.g.tensors[name]
+
+    def ptr(self, name: str) -> str:
+        """C expression of a pointer to tensor `name`'s first element."""
+        g = self.g
+        name = self.storage.get(name, name)
+        if name in g.constants:
+            t = self.t(name)
+            return self.const_array(CTYPES[t.dtype], self.ident(name, "k"), g.constants[name],
+                                    f"{name}: {t.dtype}{list(t.shape)}")
+        role = g.roles.get(name)
+        if role in ("input", "dt") and name in g.inputs:
+            return self.ident(name, "in")
+        if role == "state_in":
+            index = [s for s, _ in g.state_pairs].index(name)
+            return f"ctx->s{index}"
+        buf = self.buffers[name]
+        return f"({self.arena(buf.dtype)} + {buf.offset})"
+
+    @staticmethod
+    def arena(dtype: str) -> str:
+        return f"ncc_arena_{'u8' if dtype in ('bool', 'uint8') else SUFFIX[dtype]}"
+
+
+def _strides(shape: tuple[int, ...]) -> list[int]:
+    out, acc = [], 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return out[::-1]
+
+
+def _explicit_broadcasts(g: Graph) -> tuple[list[Op], dict[str, Tensor]]:
+    """Elementwise inputs neither of the output's size nor scalar get a `broadcast` op."""
+    ops: list[Op] = []
+    tensors = dict(g.tensors)
+    for op in g.ops:
+        out = tensors[op.output]
+        ins = list(op.inputs)
+        if op.kind in ELEMENTWISE:
+            for i, name in enumerate(ins):
+                t = tensors[name]
+                if t.size not in (1, out.size):  # equal sizes share the flat layout
+                    wide = f"{name}__bcast_{op.output}"
+                    tensors[wide] = Tensor(wide, out.shape, t.dtype, t.quant)
+                    ops.append(Op("broadcast", (name,), wide, {"shape": out.shape}))
+                    ins[i] = wide
+        ops.append(Op(op.kind, tuple(ins), op.output, op.attrs, op.source))
+    return ops, tensors
+
+
+def _plan(e: _Emitter, ops: list[Op]) -> dict[str, int]:
+    """Storage: aliases share their input's; other op results get arena offsets by
+    first-fit over live intervals, one arena per element type. Returns arena sizes."""
+    g = e.g
+    end = len(ops)
+    for i, op in enumerate(ops):
+        if op.kind in ALIASES:
+            e.storage[op.output] = e.storage.get(op.inputs[0], op.inputs[0])
+            continue
+        t = e.t(op.output)
+        e.buffers[op.output] = _Buffer(t.dtype, t.size, i, i)
+    for i, op in enumerate(ops):
+        for name in op.inputs:
+            root = e.storage.get(name, name)
+            if root in e.buffers:
+                e.buffers[root].last = max(e.buffers[root].last, i)
+    for name in g.outputs:
+        root = e.storage.get(name, name)
+        if root in e.buffers:
+            e.buffers[root].last = end
+    sizes: dict[str, int] = {}
+    placed: dict[str, list[_Buffer]] = {}
+    for buf in e.buffers.values():  # in definition order: deterministic
+        key = e.arena(buf.dtype)
+        live = sorted((b for b in placed.get(key, []) if b.first <= buf.last
+                       and buf.first <= b.last), key=lambda b: b.offset)
+        offset = 0
+        for other in live:
+            if offset + buf.size <= other.offset:
+                break
+            offset = max(offset, other.offset + other.size)
+        buf.offset = offset
+        placed.setdefault(key, []).append(buf)
+        sizes[key] = max(sizes.get(key, 0), offset + buf.size)
+    return sizes
+
+
+def _check(op: Op, e: _Emitter, dtypes: tuple[str, ...]) -> None:
+    got = tuple(e.t(n).dtype for n in (*op.inputs, op.output))
+    if any(d not in dtypes for d in got):
+        raise CTargetError(f"c target: op {op.kind} -> {op.output!r} on dtypes {list(got)}; "
+                           f"the C runtime implements it for {list(dtypes)} only")
+
+
+def _step(e: _Emitter, op: Op, name: str) -> str:
+    """1 if tensor `name` matches op's output elementwise, 0 if it is a scalar."""
+    return "1" if e.t(name).size == e.t(op.output).size else "0"
+
+
+def _emit_op(e: _Emitter, op: Op, index: int) -> None:
+    a, out = op.attrs, op.output
+    tag = f"o{index}"
+    y = e.ptr(out) if op.kind not in ALIASES else ""
+    n = e.t(out).size
+    comment = f"    /* {op.kind} -> {out} */"
+    lines: list[str] = []
+    if op.kind == "fully_connected":
+        _check(op, e, ("int8", "int32"))
+        x, w, bias = op.inputs
+        if e.t(x).dtype != "int8" or e.t(out).dtype != "int8" or e.t(w).dtype != "int8":
+            raise CTargetError(f"c target: fully_connected -> {out!r} needs int8 x, w and y")
+        depth, units = e.t(w).shape
+        rows = e.t(x).size // depth
+        mult = np.broadcast_to(np.asarray(a["multiplier"], np.int64), (units,))
+        shift = np.broadcast_to(np.asarray(a["shift"], np.int64), (units,))
+        m = e.const_array("int32_t", f"{tag}_multiplier", mult)
+        s = e.const_array("int32_t", f"{tag}_shift", shift)
+        e.decl(f"static const ncc_fc_params {tag}_params = {{{a['x_zp']}, {m}, {s}, "
+               f"{a['out_zp']}}};\n")
+        weights = e.g.constants.get(e.storage.get(w, w))
+        density = (np.count_nonzero(weights) / weights.size if weights is not None
+                   and weights.size else 1.0)
+        if weights is not None and density < SPARSE_DENSITY and depth <= 0xFFFF:
+            cols = [np.flatnonzero(weights[:, j]) for j in range(units)]
+            start = np.concatenate([[0], np.cumsum([len(c) for c in cols])])
+            pre = np.concatenate(cols) if start[-1] else np.zeros(0, np.int64)
+            wv = np.concatenate([weights[c, j] for j, c in enumerate(cols)]) if start[-1] \
+                else np.zeros(0, np.int8)
+            ps = e.const_array("int32_t", f"{tag}_post_start", start)
+            pp = e.const_array("uint16_t", f"{tag}_pre", pre)
+            pw = e.const_array("int8_t", f"{tag}_weight", wv,
+                               f"{w}: {int(start[-1])} of {weights.size} synapses")
+            lines.append(f"    ncc_sparse_fully_connected_s8({e.ptr(x)}, {ps}, {pp}, {pw}, "
+                         f"{e.ptr(bias)}, {rows}, {depth}, {units}, &{tag}_params, {y});")
+            e.macs += rows * int(start[-1])
+            e.sparse.append({"tensor": out, "synapses": int(start[-1]),
+                             "dense_size": int(weights.size)})
+        else:
+            lines.append(f"    ncc_fully_connected_s8({e.ptr(x)}, {e.ptr(w)}, {e.ptr(bias)}, "
+                         f"{rows}, {depth}, {units}, &{tag}_params, {y});")
+            e.macs += rows * depth * units
+    elif op.kind in ("qadd", "qsub"):
+        _check(op, e, ("int8",))
+        fields = ", ".join(str(int(a[k])) for k in (
+            "a_zp", "b_zp", "a_multiplier", "a_shift", "b_multiplier", "b_shift",
+            "multiplier", "shift", "out_zp", "left_shift"))
+        e.decl(f"static const ncc_add_params {tag}_params = {{{fields}}};\n")
+        fn = "ncc_add_s8" if op.kind == "qadd" else "ncc_sub_s8"
+        p, q = op.inputs
+        lines.append(f"    {fn}({e.ptr(p)}, {_step(e, op, p)}, {e.ptr(q)}, {_step(e, op, q)}, "
+                     f"{n}, &{tag}_params, {y});")
+    elif op.kind in ("qmul", "requantize"):
+        _check(op, e, ("int8",))
+        if op.kind == "qmul":
+            fields = [a["a_zp"], a["b_zp"], a["multiplier"], a["shift"], a["out_zp"]]
+        else:
+            fields = [a["in_zp"], 0, a["multiplier"], a["shift"], a["out_zp"]]
+        e.decl(f"static const ncc_mul_params {tag}_params = "
+               f"{{{', '.join(str(int(v)) for v in fields)}}};\n")
+        if op.kind == "qmul":
+            p, q = op.inputs
+            lines.append(f"    ncc_mul_s8({e.ptr(p)}, {_step(e, op, p)}, {e.ptr(q)}, "
+                         f"{_step(e, op, q)}, {n}, &{tag}_params, {y});")
+        else:
+            lines.append(f"    ncc_requantize_s8({e.ptr(op.inputs[0])}, {n}, &{tag}_params, {y});")
+    elif op.kind == "lut":
+        _check(op, e, ("int8",))
+        x, table = op.inputs
+        lines.append(f"    ncc_lut_s8({e.ptr(x)}, {n}, {e.ptr(table)}, {y});")
+    elif op.kind in ("max", "min") or op.kind in COMPARISONS:
+        dtype = e.t(op.inputs[0]).dtype
+        if dtype not in SUFFIX:
+            raise CTargetError(f"c target: {op.kind} -> {out!r} on {dtype}: int8/16/32 only")
+        p, q = op.inputs
+        args = f"{e.ptr(p)}, {_step(e, op, p)}, {e.ptr(q)}, {_step(e, op, q)}, {n}, {y}"
+        if op.kind in COMPARISONS:
+            lines.append(f"    ncc_compare_{SUFFIX[dtype]}(NCC_{op.kind.upper()}, {args});")
+        else:
+            lines.append(f"    ncc_{op.kind}_{SUFFIX[dtype]}({args});")
+    elif op.kind == "where":
+        c, p, q = op.inputs
+        lines.append(f"    ncc_select({e.ptr(c)}, {_step(e, op, c)}, {e.ptr(p)}, "
+                     f"{_step(e, op, p)}, {e.ptr(q)}, {_step(e, op, q)}, {n}, "
+                     f"{_itemsize(e.t(out).dtype)}, {y});")
+    elif op.kind == "logical_not":
+        lines.append(f"    ncc_logical_not({e.ptr(op.inputs[0])}, {n}, {y});")
+    elif op.kind == "cast":
+        src = e.t(op.inputs[0]).dtype
+        dst = e.t(out).dtype
+        if src not in DTYPE_ENUM or dst not in DTYPE_ENUM:
+            raise CTargetError(f"c target: cast -> {out!r} from {src} to {dst} unsupported")
+        lines.append(f"    ncc_cast({e.ptr(op.inputs[0])}, {DTYPE_ENUM[src]}, {y}, "
+                     f"{DTYPE_ENUM[dst]}, {n});")
+    elif op.kind == "concat":
+        shape = e.t(out).shape
+        axis = a["axis"] % len(shape)
+        outer = int(np.prod(shape[:axis], dtype=np.int64))
+        y_inner = e.t(out).size // max(outer, 1)
+        at = 0
+        for name in op.inputs:
+            x_inner = e.t(name).size // max(outer, 1)
+            lines.append(f"    ncc_concat_part({e.ptr(name)}, {_itemsize(e.t(out).dtype)}, "
+                         f"{outer}, {x_inner}, {y_inner}, {at}, {y});")
+            at += x_inner
+    elif op.kind in ("slice", "transpose", "broadcast"):
+        x = op.inputs[0]
+        in_shape, out_shape = e.t(x).shape, e.t(out).shape
+        base = _strides(in_shape)
+        offset = 0
+        if op.kind == "slice":
+            strides = []
+            for d, (s0, s1, st) in enumerate(zip(a["starts"], a["stops"], a["steps"],
+                                                 strict=True)):
+                start = slice(s0, s1, st).indices(in_shape[d])[0]
+                offset += start * base[d]
+                strides.append(st * base[d])
+        elif op.kind == "transpose":
+            strides = [base[p] for p in a["perm"]]
+        else:
+            pad = len(out_shape) - len(in_shape)
+            strides = [0] * pad + [0 if dim == 1 else s for dim, s in zip(in_shape, base,
+                                                                           strict=True)]
+        if len(out_shape) > MAX_RANK:
+            raise CTargetError(f"c target: {op.kind} -> {out!r} has rank {len(out_shape)} "
+                               f"> {MAX_RANK}")
+        sh = e.const_array("int32_t", f"{tag}_shape", np.asarray(out_shape, np.int64))
+        sd = e.const_array("int32_t", f"{tag}_strides", np.asarray(strides, np.int64))
+        lines.append(f"    ncc_strided_copy({e.ptr(x)}, {_itemsize(e.t(out).dtype)}, "
+                     f"{len(out_shape)}, {sh}, {sd}, {offset}, {y});")
+    elif op.kind in ALIASES:
+        lines.append(f"    /* {op.kind}: {out} shares {e.storage[out]}'s storage */")
+        comment = ""
+    else:
+        raise CTargetError(f"c target: op {op.kind} -> {out!r} has no C kernel")
+    e.body.extend(([comment] if comment else []) + lines)
+
+
+def _dt_one(t: Tensor) -> np.ndarray:
+    """dt = 1.0 on dt's grid (what `ncc_step` feeds), as the Python session does."""
+    if t.quant is None:
+        raise CTargetError(f"c target: dt input {t.name!r} is not quantized")
+    return quantize(np.ones(t.shape, np.float32), t.quant)
+
+
+def lower(g: Graph, sequence_length: int | None = None) -> Artifact:
+    """C artifact of integer graph `g`: files model.h, model.c, ncc.h, ncc_kernels.c."""
+    if not g.metadata.get("quantized"):
+        raise CTargetError("the c target lowers a quantized graph; pass --calibration data")
+    if sequence_length is not None:
+        raise CTargetError("c artifacts run one step per call; drop --sequence-length")
+    for name in g.inputs + g.outputs:
+        if g.tensors[name].dtype not in CTYPES:
+            raise CTargetError(f"c target: tensor {name!r} is {g.tensors[name].dtype}; "
+                               f"the C runtime stores {sorted(CTYPES)}")
+    e = _Emitter(g)
+    ops, tensors = _explicit_broadcasts(g)
+    e.g = g.replace(tensors=tensors)
+    arenas = _plan(e, ops)
+    for i, op in enumerate(ops):
+        _emit_op(e, op, i)
+    (x_name,) = g.by_role("input")
+    dt_names = g.by_role("dt")
+    outputs = g.by_role("output")
+    states = g.state_pairs
+    out_params = ["y"] if len(outputs) == 1 else [f"y{i}" for i in range(len(outputs))]
+
+    def sig(name: str, const: bool) -> str:
+        return f"{'const ' if const else ''}{CTYPES[g.tensors[name].dtype]} *"
+
+    x_param = f"{sig(x_name, True)}{e.ident(x_name, 'in')}"
+    dt_params = [f"{sig(d, True)}{e.ident(d, 'in')}" for d in dt_names]
+    y_params = [f"{sig(o, False)}{p}" for o, p in zip(outputs, out_params, strict=True)]
+    step_name = "ncc_step_dt" if dt_names else "ncc_step"
+    step_sig = f"void {step_name}(ncc_ctx *ctx, {', '.join([x_param, *dt_params, *y_params])})"
+    plain_sig = f"void ncc_step(ncc_ctx *ctx, {', '.join([x_param, *y_params])})"
+
+    state_bytes = sum(g.tensors[s].size * _itemsize(g.tensors[s].dtype) for s, _ in states)
+    scratch_bytes = sum(size * {"s8": 1, "u8": 1, "s16": 2, "s32": 4}[k.rsplit("_", 1)[1]]
+                        for k, size in arenas.items())
+
+    # --- model.h -------------------------------------------------------------------
+    h = ["/* Generated by ncc (target c): do not edit. */",
+         "#ifndef NCC_MODEL_H", "#define NCC_MODEL_H", "", '#include "ncc.h"', "",
+         "#ifdef __cplusplus", 'extern "C" {', "#endif", "",
+         f"/* model {g.name} */"]
+
+    def sizes(macro: str, name: str) -> None:
+        t = g.tensors[name]
+        h.append(f"#define {macro}_SIZE {t.size} /* {name}: {t.dtype}{list(t.shape)} */")
+        if t.quant is not None and len(t.quant.zero_point) == 1:
+            h.append(f"#define {macro}_ZERO_POINT {t.quant.zero_point[0]} "
+                     f"/* scale {t.quant.scale[0]:.9g} */")
+
+    sizes("NCC_INPUT", x_name)
+    for i, d in enumerate(dt_names):
+        sizes("NCC_DT" if len(dt_names) == 1 else f"NCC_DT{i}", d)
+    for i, o in enumerate(outputs):
+        sizes("NCC_OUTPUT" if len(outputs) == 1 else f"NCC_OUTPUT{i}", o)
+    h.append(f"#define NCC_STATE_COUNT {len(states)}")
+    for i, (s, _) in enumerate(states):
+        sizes(f"NCC_STATE{i}", s)
+    h.append(f"#define NCC_STATE_BYTES {state_bytes}")
+    h.append(f"#define NCC_SCRATCH_BYTES {scratch_bytes}")
+    h.append(f"#define NCC_HAS_DT {1 if dt_names else 0}")
+    h += ["", "/* the recurrent state of one model instance */", "typedef struct {"]
+    for i, (s, _) in enumerate(states):
+        t = g.tensors[s]
+        h.append(f"    {CTYPES[t.dtype]} s{i}[{t.size}]; /* {s} */")
+    if not states:
+        h.append("    int32_t unused; /* stateless model */")
+    h += ["} ncc_ctx;", "",
+          "/* state to its initial value (ncc_init: the same, for a fresh ctx) */",
+          "void ncc_init(ncc_ctx *ctx);", "void ncc_reset(ncc_ctx *ctx);",
+          "/* one timestep: reads x, writes y, advances ctx's state */", plain_sig + ";"]
+    if dt_names:
+        h += ["/* one timestep with an explicit time delta (ncc_step feeds dt = 1.0) */",
+              step_sig + ";"]
+    h += ["/* generic access (hosts, tests): state i's storage and size, sizeof(ncc_ctx) */",
+          "void *ncc_state(ncc_ctx *ctx, int32_t index);",
+          "int32_t ncc_state_bytes(int32_t index);", "int32_t ncc_ctx_size(void);", "",
+          "#ifdef __cplusplus", "}", "#endif", "", "#endif /* NCC_MODEL_H */", ""]
+
+    # --- model.c -------------------------------------------------------------------
+    c = ["/* Generated by ncc (target c): do not edit. */", '#include "model.h"', ""]
+    for i, (s, _) in enumerate(states):
+        t = g.tensors[s]
+        e.const_array(CTYPES[t.dtype], f"ncc_initial_s{i}", g.initial_state[s],
+                      f"initial value of {s}")
+    c += e.decls
+    c.append("/* scratch: op results, placed by liveness */")
+    for key in sorted(arenas):
+        ctype = {"s8": "int8_t", "u8": "uint8_t", "s16": "int16_t", "s32": "int32_t"}[
+            key.rsplit("_", 1)[1]]
+        c.append(f"static {ctype} {key}[{arenas[key]}];")
+    c += ["", "void ncc_reset(ncc_ctx *ctx) {"]
+    for i in range(len(states)):
+        c.append(f"    ncc_copy(ncc_initial_s{i}, (int32_t)sizeof(ctx->s{i}), ctx->s{i});")
+    if not states:
+        c.append("    ctx->unused = 0;")
+    c += ["}", "", "void ncc_init(ncc_ctx *ctx) {", "    ncc_reset(ctx);", "}", "",
+          step_sig + " {"]
+    c += e.body
+    for o, p in zip(outputs, out_params, strict=True):
+        t = g.tensors[o]
+        c.append(f"    ncc_copy({e.ptr(o)}, {t.size * _itemsize(t.dtype)}, {p});")
+    staged = []
+    for i, (_s_in, s_out) in enumerate(states):
+        src = e.ptr(s_out)
+        if src.startswith("ctx->"):  # a state passed through: read it before any write
+            t = g.tensors[s_out]
+            staged.append(f"    {CTYPES[t.dtype]} stage{i}[{t.size}];")
+            c.append(f"    ncc_copy({src}, (int32_t)sizeof(stage{i}), stage{i});")
+            src = f"stage{i}"
+        c.append(f"    ncc_copy({src}, (int32_t)sizeof(ctx->s{i}), ctx->s{i});")
+    if staged:
+        at = c.index(step_sig + " {") + 1
+        c[at:at] = staged
+    if not states:
+        c.append("    (void)ctx;")
+    c += ["}", ""]
+    if dt_names:
+        for d in dt_names:
+            c.append(_array(CTYPES[g.tensors[d].dtype], f"ncc_dt_one_{e.ident(d, 'in')}",
+                            _dt_one(g.tensors[d]), f"dt = 1.0 on {d}'s grid"))
+        args = ", ".join([e.ident(x_name, "in"),
+                          *[f"ncc_dt_one_{e.ident(d, 'in')}" for d in dt_names], *out_params])
+        c += [plain_sig + " {", f"    {step_name}(ctx, {args});", "}", ""]
+    c += ["void *ncc_state(ncc_ctx *ctx, int32_t index) {", "    (void)ctx;",
+          "    switch (index) {"]
+    c += [f"    case {i}: return ctx->s{i};" for i in range(len(states))]
+    c += ["    default: return 0;", "    }", "}", "",
+          "int32_t ncc_state_bytes(int32_t index) {", "    switch (index) {"]
+    c += [f"    case {i}: return (int32_t)sizeof(((ncc_ctx *)0)->s{i});"
+          for i in range(len(states))]
+    c += ["    default: return 0;", "    }", "}", "",
+          "int32_t ncc_ctx_size(void) {", "    return (int32_t)sizeof(ncc_ctx);", "}", ""]
+
+    files = {"model.h": "\n".join(h).encode(), "model.c": "\n".join(c).encode(),
+             **runtime_sources()}
+    details = {
+        "exact": "bit-exact with the golden integer model",
+        "language": "C99, no malloc, no libm, no floating point",
+        "api": {"step": plain_sig, "step_dt": step_sig if dt_names else None,
+                "init": "void ncc_init(ncc_ctx *ctx)", "reset": "void ncc_reset(ncc_ctx *ctx)"},
+        "build": "cc -std=c99 -O2 -c model.c ncc_kernels.c",
+        "memory": {"weights_bytes": e.const_bytes, "state_bytes": state_bytes,
+                   "scratch_bytes": scratch_bytes},
+        "macs_per_step": e.macs,
+        "sparse_layers": e.sparse,
+        "sparse_density_threshold": SPARSE_DENSITY,
+    }
+    return Artifact(target=TARGET, entry="model.c", files=files,
+                    io_names={n: n for n in g.inputs + g.outputs}, details=details)

@@ -1,7 +1,11 @@
-"""Build a C artifact folder (target c) with the system compiler and drive it with ctypes.
+"""Build a C artifact folder (target c) with the system compiler and drive it.
 
 `build_library(dir)` compiles model.c + ncc_kernels.c into a shared library;
 `CModel` wraps its API (ncc_init, ncc_step / ncc_step_dt, ncc_state) over numpy arrays.
+`build_executable(dir)` links the same sources with the stdin/stdout driver
+`runtime/c/host/ncc_main.c` into a program (what sanitizers and valgrind run);
+`run_executable` feeds it a sequence. `encode_steps` / `decode_trace` are the byte
+formats of that driver and of the Cortex-M one (`ncc.runtime.cortex_m`).
 """
 
 from __future__ import annotations
@@ -11,9 +15,14 @@ import os
 import shutil
 import subprocess
 import tempfile
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from ncc.compiler.ir import QuantParams
+from ncc.compiler.numerics import quantize
 
 SOURCES = ("model.c", "ncc_kernels.c")
 WARNINGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic")
@@ -41,6 +50,89 @@ def build_library(art_dir: str | Path, out: str | Path | None = None, cc: str | 
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr}")
     return out
+
+
+def runtime_file(*parts: str) -> Path:
+    """Path of a file of the C runtime folder (`runtime/c/...`), installed or not."""
+    return Path(str(resources.files("ncc.runtime").joinpath("c", *parts)))
+
+
+def build_executable(art_dir: str | Path, out: str | Path, cc: str | None = None,
+                     flags: tuple[str, ...] = ("-O2",)) -> Path:
+    """Compile the artifact with the host driver (runtime/c/host/ncc_main.c) into the
+    program `out`; warnings are errors. flags: e.g. sanitizers, -g."""
+    art_dir, out = Path(art_dir), Path(out)
+    cmd = [find_compiler(cc), *WARNINGS, *flags, "-I", str(art_dir), "-o", str(out),
+           *(str(art_dir / s) for s in SOURCES), str(runtime_file("host", "ncc_main.c"))]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr}")
+    return out
+
+
+def _nbytes(t: dict[str, Any]) -> int:
+    return int(np.prod(t["shape"], dtype=np.int64)) * _dtype(t["dtype"]).itemsize
+
+
+def _dtype(name: str) -> np.dtype:
+    return np.dtype(np.uint8 if name == "bool" else name)
+
+
+def trace_layout(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tensors a driver writes per step, in order: every output (manifest order),
+    then every state after the step (manifest state order)."""
+    by_name = {t["name"]: t for t in manifest["tensors"]}
+    outputs = [t for t in manifest["tensors"] if t["role"] == "output"]
+    return outputs + [by_name[s["state_out"]] for s in manifest["state"]]
+
+
+def encode_steps(manifest: dict[str, Any], xs: np.ndarray,
+                 dts: np.ndarray | None = None) -> np.ndarray:
+    """(T, step bytes) uint8: per step x's bytes, then dt's (1.0 on dt's grid if None)."""
+    tensors = manifest["tensors"]
+    (x,) = [t for t in tensors if t["role"] == "input"]
+    steps = len(xs)
+    parts = [np.asarray(xs, x["dtype"]).reshape(steps, -1).view(np.uint8)]
+    for t in (t for t in tensors if t["role"] == "dt"):
+        if dts is not None:
+            value = np.asarray(dts).reshape(steps, -1).astype(t["dtype"])
+        else:
+            one = (quantize(np.ones(t["shape"], np.float32),
+                            QuantParams.from_dict(t["quantization"]))
+                   if t["quantization"] else np.ones(t["shape"], t["dtype"]))
+            value = np.broadcast_to(np.asarray(one, t["dtype"]).reshape(1, -1),
+                                    (steps, one.size))
+        parts.append(np.ascontiguousarray(value).view(np.uint8))
+    return np.ascontiguousarray(np.concatenate(parts, axis=1))
+
+
+def decode_trace(manifest: dict[str, Any], raw: bytes, steps: int) -> dict[str, np.ndarray]:
+    """A driver's output bytes -> {ir_name: (steps, *shape)} for outputs and states."""
+    layout = trace_layout(manifest)
+    widths = [_nbytes(t) for t in layout]
+    if len(raw) != steps * sum(widths):
+        raise RuntimeError(f"driver wrote {len(raw)} bytes, expected {steps} steps of "
+                           f"{sum(widths)}")
+    rows = np.frombuffer(raw, np.uint8).reshape(steps, sum(widths))
+    result, at = {}, 0
+    for t, width in zip(layout, widths, strict=True):
+        chunk = np.ascontiguousarray(rows[:, at:at + width]).view(_dtype(t["dtype"]))
+        result[t["ir_name"]] = chunk.reshape(steps, *t["shape"])
+        at += width
+    return result
+
+
+def run_executable(exe: str | Path, manifest: dict[str, Any], xs: np.ndarray,
+                   dts: np.ndarray | None = None, wrapper: tuple[str, ...] = (),
+                   timeout: float = 300) -> dict[str, np.ndarray]:
+    """Run a `build_executable` program (under `wrapper`, e.g. valgrind) over xs."""
+    steps = encode_steps(manifest, xs, dts)
+    done = subprocess.run([*wrapper, str(exe)], input=steps.tobytes(), capture_output=True,
+                          timeout=timeout)
+    if done.returncode:
+        raise RuntimeError(f"{exe} exited {done.returncode}:\n"
+                           f"{done.stderr.decode(errors='replace')[-4000:]}")
+    return decode_trace(manifest, done.stdout, len(xs))
 
 
 class CModel:

@@ -12,14 +12,24 @@ API (model.h):
   in `ctx`; models with a time delta also get
   `ncc_step_dt(ctx, x, dt, y)` (`ncc_step` then feeds dt = 1.0 on dt's grid);
 - `void *ncc_state(ncc_ctx *ctx, int32_t i)`, `int32_t ncc_state_bytes(int32_t i)`,
-  `int32_t ncc_ctx_size(void)`: generic access for hosts (tests, the Python session).
+  `int32_t ncc_ctx_size(void)`: generic access for hosts (tests, the Python session);
+- `void ncc_step_bytes(ncc_ctx *ctx, const void *x, const void *dt, void *y)`: one step on
+  byte buffers, for generic drivers (`runtime/c/host`, `runtime/c/cortex_m`): every output
+  concatenated in manifest order (`NCC_OUTPUTS_BYTES`), dt NULL for 1.0.
 
 Scratch buffers are file-static in model.c: one model instance runs at a time per
 program (the state lives in each ctx, so contexts can be interleaved step by step).
 
-Weight matrices whose int8 density is below `SPARSE_DENSITY` (sparse NCP wirings,
+Weight matrices whose int8 density is at most `SPARSE_DENSITY` (sparse NCP wirings,
 whose masked synapses are exact zeros) become synapse lists (CSR by output neuron);
-absent synapses are skipped, the bits are the same.
+absent synapses are skipped, the bits are the same, and `macs_per_step` counts present
+synapses only. The trade: a present synapse costs 3 bytes of flash (int8 weight, uint16
+presynaptic index) instead of 1, an absent one nothing, so at NCP densities (1/2 to 2/3)
+the step does a third to a half fewer MACs for up to twice the weight bytes.
+
+A dense layer fed by spikes (an int8 cast of a bool comparison, zero point 0) is listed in
+`details["spiking_layers"]`: its synaptic events per step are the present synapses of the
+neurons that spiked, at most `synapses` (the figure a neuromorphic core is sized by).
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ from ncc.compiler.numerics import quantize
 
 TARGET = "c"
 RUNTIME_FILES = ("ncc.h", "ncc_kernels.c")
-SPARSE_DENSITY = 0.5
+SPARSE_DENSITY = 0.75  # at least a quarter of the synapses absent
 MAX_RANK = 6
 
 CTYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "uint8": "uint8_t",
@@ -100,6 +110,8 @@ class _Emitter:
     const_bytes: int = 0
     macs: int = 0
     sparse: list[dict[str, Any]] = field(default_factory=list)
+    spiking: list[dict[str, Any]] = field(default_factory=list)
+    producers: dict[str, Op] = field(default_factory=dict)  # tensor -> the op computing it
 
     # --- names ---------------------------------------------------------------------
     def ident(self, name: str, prefix: str) -> str:
@@ -128,6 +140,13 @@ class _Emitter:
     # --- tensors -------------------------------------------------------------------
     def t(self, name: str) -> Tensor:
         return self.g.tensors[name]
+
+    def is_spikes(self, name: str) -> bool:
+        """True if `name` is 0/1 spikes: an integer cast of a bool (through reshapes)."""
+        op = self.producers.get(name)
+        while op is not None and op.kind in ALIASES:
+            op = self.producers.get(op.inputs[0])
+        return op is not None and op.kind == "cast" and self.t(op.inputs[0]).dtype == "bool"
 
     def ptr(self, name: str) -> str:
         """C expression of a pointer to tensor `name`'s first element."""
@@ -250,7 +269,11 @@ def _emit_op(e: _Emitter, op: Op, index: int) -> None:
         weights = e.g.constants.get(e.storage.get(w, w))
         density = (np.count_nonzero(weights) / weights.size if weights is not None
                    and weights.size else 1.0)
-        if weights is not None and density < SPARSE_DENSITY and depth <= 0xFFFF:
+        if e.is_spikes(x) and a["x_zp"] == 0 and weights is not None:
+            # an input spike drives its present synapses: events = spikes x fan-out
+            e.spiking.append({"tensor": out, "spikes": x, "neurons": e.t(x).size,
+                              "synapses": rows * int(np.count_nonzero(weights))})
+        if weights is not None and density <= SPARSE_DENSITY and depth <= 0xFFFF:
             cols = [np.flatnonzero(weights[:, j]) for j in range(units)]
             start = np.concatenate([[0], np.cumsum([len(c) for c in cols])])
             pre = np.concatenate(cols) if start[-1] else np.zeros(0, np.int64)
@@ -372,6 +395,41 @@ def _dt_one(t: Tensor) -> np.ndarray:
     return quantize(np.ones(t.shape, np.float32), t.quant)
 
 
+def _step_bytes(g: Graph, x_name: str, dt_names: list[str], outputs: list[str],
+                step_name: str) -> list[str]:
+    """`ncc_step_bytes`: copies through typed locals, so byte buffers need no alignment."""
+    def local(name: str, ident: str) -> str:
+        t = g.tensors[name]
+        return f"    {CTYPES[t.dtype]} {ident}[{t.size}];"
+
+    def size(name: str) -> int:
+        return g.tensors[name].size * _itemsize(g.tensors[name].dtype)
+
+    c = ["void ncc_step_bytes(ncc_ctx *ctx, const void *x, const void *dt, void *y) {",
+         "    unsigned char *out = (unsigned char *)y;", local(x_name, "xv")]
+    c += [local(d, f"dt{i}") for i, d in enumerate(dt_names)]
+    c += [local(o, f"y{i}") for i, o in enumerate(outputs)]
+    c.append(f"    ncc_copy(x, {size(x_name)}, xv);")
+    ys = ", ".join(f"y{i}" for i in range(len(outputs)))
+    if dt_names:
+        c.append("    if (dt == 0) {")
+        c.append(f"        ncc_step(ctx, xv, {ys});")
+        c.append("    } else {")
+        at = 0
+        for i, d in enumerate(dt_names):
+            c.append(f"        ncc_copy((const unsigned char *)dt + {at}, {size(d)}, dt{i});")
+            at += size(d)
+        dts = ", ".join(f"dt{i}" for i in range(len(dt_names)))
+        c += [f"        {step_name}(ctx, xv, {dts}, {ys});", "    }"]
+    else:
+        c += ["    (void)dt;", f"    ncc_step(ctx, xv, {ys});"]
+    at = 0
+    for i, o in enumerate(outputs):
+        c.append(f"    ncc_copy(y{i}, {size(o)}, out + {at});")
+        at += size(o)
+    return c + ["}", ""]
+
+
 def lower(g: Graph, sequence_length: int | None = None) -> Artifact:
     """C artifact of integer graph `g`: files model.h, model.c, ncc.h, ncc_kernels.c."""
     if not g.metadata.get("quantized"):
@@ -386,6 +444,7 @@ def lower(g: Graph, sequence_length: int | None = None) -> Artifact:
     ops, tensors = _explicit_broadcasts(g)
     e.g = g.replace(tensors=tensors)
     arenas = _plan(e, ops)
+    e.producers = {op.output: op for op in ops}
     for i, op in enumerate(ops):
         _emit_op(e, op, i)
     (x_name,) = g.by_role("input")
@@ -403,6 +462,9 @@ def lower(g: Graph, sequence_length: int | None = None) -> Artifact:
     step_name = "ncc_step_dt" if dt_names else "ncc_step"
     step_sig = f"void {step_name}(ncc_ctx *ctx, {', '.join([x_param, *dt_params, *y_params])})"
     plain_sig = f"void ncc_step(ncc_ctx *ctx, {', '.join([x_param, *y_params])})"
+
+    def nbytes(name: str) -> int:
+        return g.tensors[name].size * _itemsize(g.tensors[name].dtype)
 
     state_bytes = sum(g.tensors[s].size * _itemsize(g.tensors[s].dtype) for s, _ in states)
     scratch_bytes = sum(size * {"s8": 1, "u8": 1, "s16": 2, "s32": 4}[k.rsplit("_", 1)[1]]
@@ -430,6 +492,10 @@ def lower(g: Graph, sequence_length: int | None = None) -> Artifact:
     for i, (s, _) in enumerate(states):
         sizes(f"NCC_STATE{i}", s)
     h.append(f"#define NCC_STATE_BYTES {state_bytes}")
+    h.append(f"#define NCC_INPUT_BYTES {nbytes(x_name)}")
+    h.append(f"#define NCC_DT_BYTES {sum(nbytes(d) for d in dt_names)} /* 0: no time delta */")
+    h.append(f"#define NCC_OUTPUTS_BYTES {sum(nbytes(o) for o in outputs)} "
+             "/* every output, concatenated */")
     h.append(f"#define NCC_SCRATCH_BYTES {scratch_bytes}")
     h.append(f"#define NCC_HAS_DT {1 if dt_names else 0}")
     h += ["", "/* the recurrent state of one model instance */", "typedef struct {"]
@@ -445,6 +511,10 @@ def lower(g: Graph, sequence_length: int | None = None) -> Artifact:
     if dt_names:
         h += ["/* one timestep with an explicit time delta (ncc_step feeds dt = 1.0) */",
               step_sig + ";"]
+    h += ["/* one step on byte buffers (generic drivers): x holds NCC_INPUT_BYTES, dt",
+          "   NCC_DT_BYTES (or NULL: dt = 1.0), y receives NCC_OUTPUTS_BYTES, every output",
+          "   in manifest order; no alignment needed */",
+          "void ncc_step_bytes(ncc_ctx *ctx, const void *x, const void *dt, void *y);"]
     h += ["/* generic access (hosts, tests): state i's storage and size, sizeof(ncc_ctx) */",
           "void *ncc_state(ncc_ctx *ctx, int32_t index);",
           "int32_t ncc_state_bytes(int32_t index);", "int32_t ncc_ctx_size(void);", "",
@@ -495,6 +565,7 @@ def lower(g: Graph, sequence_length: int | None = None) -> Artifact:
         args = ", ".join([e.ident(x_name, "in"),
                           *[f"ncc_dt_one_{e.ident(d, 'in')}" for d in dt_names], *out_params])
         c += [plain_sig + " {", f"    {step_name}(ctx, {args});", "}", ""]
+    c += _step_bytes(g, x_name, dt_names, outputs, step_name)
     c += ["void *ncc_state(ncc_ctx *ctx, int32_t index) {", "    (void)ctx;",
           "    switch (index) {"]
     c += [f"    case {i}: return ctx->s{i};" for i in range(len(states))]
@@ -517,6 +588,8 @@ def lower(g: Graph, sequence_length: int | None = None) -> Artifact:
                    "scratch_bytes": scratch_bytes},
         "macs_per_step": e.macs,
         "sparse_layers": e.sparse,
+        "spiking_layers": e.spiking,
+        "max_synaptic_events_per_step": sum(s["synapses"] for s in e.spiking),
         "sparse_density_threshold": SPARSE_DENSITY,
     }
     return Artifact(target=TARGET, entry="model.c", files=files,

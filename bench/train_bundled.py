@@ -34,57 +34,26 @@ def digits() -> dict[str, np.ndarray]:
 
 
 def train_cfc(data: dict[str, np.ndarray]) -> tuple[object, float]:
-    import keras
-
     from ncc.models import zoo
+    from ncc.runtime.bench_models import train_keras
 
-    model = zoo.cfc(units=16)
-    tr, te = data["train"], data["test"]
-    y_seq = np.repeat(data["y"][:, None], 8, axis=1)  # the label at every step
-    weights = np.zeros((len(data["y"]), 8), np.float32)
-    weights[:, -1] = 1.0  # ... but only the last step counts
-    model.compile(keras.optimizers.Adam(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(data["x"][tr], y_seq[tr], sample_weight=weights[tr], batch_size=64,
-              epochs=60, verbose=0)
-    logits = np.asarray(model(data["x"][te]))[:, -1]
-    return model, float(np.mean(logits.argmax(-1) == data["y"][te]))
+    model = train_keras(zoo.cfc(units=16), data, epochs=60)
+    logits = np.asarray(model(data["x"][data["test"]]))[:, -1]
+    return model, float(np.mean(logits.argmax(-1) == data["y"][data["test"]]))
 
 
 def train_lif(data: dict[str, np.ndarray]) -> tuple[object, float]:
-    import jax
     import jax.numpy as jnp
-    import optax
-    from flax import nnx
 
     from ncc.models import zoo
+    from ncc.runtime.bench_models import train_snn
 
-    net = zoo.lif(hidden=64)
-    tr, te = data["train"], data["test"]
-
-    def run(model: object, x: jax.Array) -> jax.Array:
-        state = model.initial_state(x.shape[0])
-        for t in range(x.shape[1]):
-            out, state = model(x[:, t], state)
-        return out
-
-    def loss_fn(model: object, x: jax.Array, y: jax.Array) -> jax.Array:
-        return optax.softmax_cross_entropy_with_integer_labels(run(model, x), y).mean()
-
-    opt = nnx.Optimizer(net, optax.adam(1e-2), wrt=nnx.Param)
-
-    @nnx.jit
-    def step(model: object, opt: object, x: jax.Array, y: jax.Array) -> jax.Array:
-        loss, grads = nnx.value_and_grad(loss_fn)(model, x, y)
-        opt.update(model, grads)
-        return loss
-
-    rng = np.random.default_rng(0)
-    for _ in range(800):
-        idx = rng.choice(tr, 128, replace=False)
-        step(net, opt, jnp.asarray(data["x"][idx]), jnp.asarray(data["y"][idx]))
-    logits = np.asarray(run(net, jnp.asarray(data["x"][te])))
-    return net, float(np.mean(logits.argmax(-1) == data["y"][te]))
+    net = train_snn(zoo.lif(hidden=64), data, steps=800)
+    x = jnp.asarray(data["x"][data["test"]])
+    state = net.initial_state(x.shape[0])
+    for t in range(x.shape[1]):
+        logits, state = net(x[:, t], state)
+    return net, float(np.mean(np.asarray(logits).argmax(-1) == data["y"][data["test"]]))
 
 
 def main() -> int:

@@ -25,19 +25,9 @@ from typing import Any
 import numpy as np
 
 from ncc.compiler.ir import Graph
+from ncc.runtime.bench_models import Case
 
 Log = Callable[[str], None]
-
-
-@dataclass
-class Case:
-    """One benchmarked model: `make()` returns a model object or a MODEL reference."""
-
-    name: str
-    make: Callable[[], Any]
-    spiking: bool
-    trained: bool
-    keras_ref: str | None = None  # a MODEL reference the TFLite converter peer can load
 
 
 @dataclass
@@ -45,7 +35,8 @@ class Config:
     long_steps: int = 10_000
     test_sequences: int | None = None  # None: the whole test split
     timing_calls: int = 2000
-    zoo: bool = True
+    zoo: bool = True  # the full suite (trained here), not only the bundled models
+    batch: int = 256  # sequences per call for the throughput figures
     tflite_peer: bool = True
 
 
@@ -54,71 +45,38 @@ FULL = Config()
 SMOKE = Config(long_steps=200, test_sequences=40, timing_calls=100, zoo=False, tflite_peer=False)
 
 
-def _bundled(file: str) -> str:
-    from ncc.compiler.demo import bundled_dir
+def task_data(task: str, config: Config) -> dict[str, np.ndarray]:
+    """calib (train split), test (+ labels) and one long sequence: the test sequences
+    read one after another, repeated to `config.long_steps`; dt alongside for a dt task."""
+    from ncc.runtime.bench_models import TASKS
 
-    return str(bundled_dir() / file)
-
-
-def _cfc_autoncp(units: int) -> Any:
-    import keras
-
-    from ncc.models.keras import CfC
-    from ncc.models.wirings import AutoNCP
-
-    keras.utils.set_random_seed(0)
-    return keras.Sequential([keras.Input((None, 8)), CfC(AutoNCP(units, output_size=10))],
-                            name=f"cfc{units}_autoncp")
-
-
-def _cuba_lif() -> Any:
-    import spyx.nn
-    from flax import nnx
-
-    return spyx.nn.Sequential(
-        nnx.Linear(8, 64, rngs=nnx.Rngs(0)),
-        spyx.nn.CuBaLIF((64,), alpha=0.7, beta=0.8, rngs=nnx.Rngs(1)),
-        nnx.Linear(64, 10, rngs=nnx.Rngs(2)),
-        spyx.nn.LI((10,), beta=0.9, rngs=nnx.Rngs(3)),
-    )
-
-
-def suite(config: Config) -> list[Case]:
-    from ncc.models import zoo
-
-    cases = [Case("cfc16 (bundled)", lambda: _bundled("cfc_digits.ckpt"), False, True,
-                  _bundled("cfc_digits.ckpt")),
-             Case("lif64 (bundled)", lambda: _bundled("lif_digits.ckpt"), True, True)]
-    if config.zoo:
-        cases += [Case("cfc32 fully connected", lambda: zoo.cfc(units=32), False, False),
-                  Case("cfc64 AutoNCP", lambda: _cfc_autoncp(64), False, False),
-                  Case("ltc32 AutoNCP", lambda: zoo.ltc(units=32), False, False),
-                  Case("cuba-lif64 (spyx)", _cuba_lif, True, False)]
-    return cases
-
-
-def digits_data(config: Config) -> dict[str, np.ndarray]:
-    """calib (train split), test (+ labels) and one long sequence (test rows, repeated)."""
-    from ncc.compiler.demo import bundled_dir
-    from ncc.models.archive import read_npz
-
-    d = read_npz(bundled_dir() / "digits.npz")
+    d = TASKS[task]()
     test = d["test"][:config.test_sequences]
-    rows = d["x"][d["test"]].reshape(-1, d["x"].shape[-1])
-    reps = -(-config.long_steps // len(rows))
-    long = np.tile(rows, (reps, 1))[:config.long_steps][None]
-    return {"calib": d["x"][d["train"]], "test": d["x"][test], "y": d["y"][test], "long": long}
+    out = {"calib": d["x"][d["train"]], "test": d["x"][test], "y": d["y"][test]}
+    n_rows = int(np.prod(d["x"][d["test"]].shape[:2]))
+    reps = -(-config.long_steps // n_rows)
+    keys = ["x", "dt"] if "dt" in d else ["x"]
+    for k in keys:
+        rows = d[k][d["test"]].reshape(-1, *d[k].shape[2:])
+        out["long" if k == "x" else "long_dt"] = np.tile(
+            rows, (reps,) + (1,) * (rows.ndim - 1))[:config.long_steps][None]
+    if "dt" in d:
+        out["calib_dt"], out["test_dt"] = d["dt"][d["train"]], d["dt"][test]
+    return out
 
 
 # ---- measurements ---------------------------------------------------------------------------
 
 def count_macs(g: Graph) -> int:
-    """Multiply-accumulates per step: K*N per fully_connected / matmul (batch 1)."""
+    """Multiply-accumulates per step (batch 1): K*N per fully_connected / matmul, and one
+    per summed element of a reduce_sum (LTC's synapses are products summed that way)."""
     macs = 0
     for op in g.ops:
         if op.kind in ("matmul", "fully_connected"):
             a, w = (g.tensors[n].shape for n in op.inputs[:2])
             macs += int(np.prod(a[:-1], dtype=np.int64)) * int(w[-2]) * int(w[-1])
+        elif op.kind == "reduce_sum":
+            macs += g.tensors[op.inputs[0]].size
     return macs
 
 
@@ -253,6 +211,59 @@ def _weight_bytes(g: Graph) -> int:
     return int(sum(np.asarray(v).nbytes for v in g.constants.values()))
 
 
+def keras_eager_us(model: Any, x0: np.ndarray, dt: bool, calls: int) -> float | None:
+    """Median µs of a Keras model called eagerly on one step (1, 1, F) [and dt (1, 1)]:
+    what a user's Python loop does per step. None for a model that is not Keras."""
+    if not hasattr(model, "layers") or not hasattr(model, "predict"):
+        return None
+    x = x0.reshape(1, 1, -1)
+    inputs = [x, np.ones((1, 1), np.float32)] if dt else x
+    return step_latency_us(lambda: model(inputs), max(calls // 10, 20))
+
+
+def batch_throughput(g: Graph, target: str, batch: int, calls: int) -> float:
+    """Steps per second of onnxruntime (one thread) running `g` rebatched to `batch`
+    sequences per call (target onnx-float or onnx-int8)."""
+    import importlib
+
+    import onnxruntime as ort
+
+    from ncc.compiler.batch import rebatch
+    from ncc.compiler.driver import TARGETS
+
+    gb = rebatch(g, batch)
+    art = importlib.import_module(TARGETS[target]).lower(gb)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    sess = ort.InferenceSession(art.files[art.entry], options,
+                                providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for name in gb.inputs:
+        t = gb.tensors[name]
+        feeds[art.io_names[name]] = (rng.integers(-128, 128, t.shape).astype(t.dtype)
+                                     if t.dtype.startswith("int")
+                                     else rng.standard_normal(t.shape).astype(t.dtype))
+    us = step_latency_us(lambda: sess.run(None, feeds), max(calls // 10, 20))
+    return batch / (us * 1e-6)
+
+
+def test_split_sqnr(reference: Graph, golden: Graph, data: dict[str, np.ndarray]
+                    ) -> float:
+    """SQNR (dB) of the golden model's output against float over the test sequences,
+    each from the initial state: the figure that means something for a spiking readout
+    whose membrane integrates without bound over one endless sequence."""
+    from ncc.compiler.interpret import run_batch
+    from ncc.compiler.numerics import dequantize
+    from ncc.runtime.validate import _quantized_inputs, compare
+
+    xq, dtq = _quantized_inputs(golden, data["test"], data.get("test_dt"))
+    y = [n for n in golden.outputs if golden.roles[n] == "output"][0]
+    gold = run_batch(golden, xq, dtq)[y]
+    ref = run_batch(reference, data["test"], data.get("test_dt"))[y]
+    return compare(ref, dequantize(gold, golden.tensors[y].quant))["sqnr_db"]
+
+
 def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Path,
                mac_rate: float, log: Log) -> dict[str, Any]:
     """Every measurement for one model (see the module doc)."""
@@ -262,18 +273,27 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
     from ncc.compiler.driver import APPROXIMATE, QUANTIZED, TARGETS, compile_model
     from ncc.compiler.interpret import run_batch
     from ncc.compiler.load import load_model
-    from ncc.compiler.numerics import dequantize, quantize
+    from ncc.compiler.numerics import dequantize
     from ncc.runtime.session import RUNTIMES, ReferenceSession, open_session
-    from ncc.runtime.validate import compare
+    from ncc.runtime.validate import _quantized_inputs, compare
 
-    model = case.make()
-    if isinstance(model, str):
-        model = load_model(model)
-    long = data["long"][0]
-    calib = {"x": data["calib"]}
-    test = {"x": data["test"], "y": data["y"]}
     res: dict[str, Any] = {"model": case.name, "spiking": case.spiking, "trained": case.trained,
-                           "targets": {}, "runtimes": {}, "traces": {}}
+                           "task": case.task, "targets": {}, "runtimes": {}, "traces": {},
+                           "throughput": {}}
+    from ncc.runtime.bench_models import TASKS
+
+    log(f"{case.name}: model")
+    t0 = time.perf_counter()
+    model = case.make(TASKS[case.task]())
+    res["train_s"] = time.perf_counter() - t0
+    source = load_model(model) if isinstance(model, str) else model
+    long, long_dt = data["long"][0], data.get("long_dt", [None])[0]
+    calib = {"x": data["calib"], **({"dt": data["calib_dt"]} if "calib_dt" in data else {})}
+    test = {"x": data["test"], "y": data["y"],
+            **({"dt": data["test_dt"]} if "test_dt" in data else {})}
+    eager = keras_eager_us(source, long[0], long_dt is not None, config.timing_calls)
+    if eager is not None:
+        res["runtimes"]["Keras eager float"] = {"step_us": eager}
     float_dir = None
     golden_cache: dict[str, dict[str, np.ndarray]] = {}
     for target in TARGETS:
@@ -283,7 +303,7 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
         res["targets"][target] = entry
         try:
             t0 = time.perf_counter()
-            compile_model(model, target, out, verify_steps=0,
+            compile_model(source, target, out, verify_steps=0,
                           calibration=calib if target in QUANTIZED else None)
             entry["compile_s"] = time.perf_counter() - t0
         except Exception as e:  # a target that cannot take this model is a result
@@ -297,7 +317,7 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
             res["macs_per_step"] = count_macs(g)
             res["float_weight_bytes"] = _weight_bytes(g)
             ref_session = ReferenceSession(g)
-            float_long = ref_session.run(long)
+            float_long = ref_session.run(long, long_dt)
             (y_name,) = [n for n in g.outputs if g.roles[n] == "output"][:1]
             res["traces"]["float"] = float_long[y_name].reshape(len(long), -1)[:, 0]
             step = ref_session._step
@@ -308,18 +328,29 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
                 feeds0[name] = np.ones(g.tensors[name].shape, np.float32)
             res["runtimes"]["jax.jit float"] = {"step_us": step_latency_us(
                 lambda f=feeds0, s=step: jax.block_until_ready(s(f)), config.timing_calls)}
+        if target in ("onnx-float", "onnx-int8"):
+            try:
+                res["throughput"][target] = {
+                    "batch": config.batch, "steps_per_s": batch_throughput(
+                        g, target, config.batch, config.timing_calls)}
+            except Exception as e:
+                res["throughput"][target] = {"error": f"{type(e).__name__}: {e}"[:300]}
         entry.update({"artifact_bytes": _artifact_bytes(out), "weight_bytes": _weight_bytes(g),
-                      "ops": len(g.ops)})
+                      "ops": len(g.ops), **_target_details(out)})
         outputs = [n for n in g.outputs if g.roles[n] == "output"]
-        xq = quantize(long, g.tensors[g.by_role("input")[0]].quant) if quantized else long
+        xq, dtq = _quantized_inputs(g, long[None], None if long_dt is None else long_dt[None]) \
+            if quantized else (long[None], None if long_dt is None else long_dt[None])
+        xq, dtq = xq[0], None if dtq is None else dtq[0]
         if quantized:
             from ncc.compiler.serialize import graph_hash
 
             h = graph_hash(g)
             if h not in golden_cache:
-                golden_cache[h] = {k: v[0] for k, v in run_batch(g, xq[None]).items()}
+                golden_cache[h] = {k: v[0] for k, v in run_batch(
+                    g, xq[None], None if dtq is None else dtq[None]).items()}
             gold = golden_cache[h]
-            float_ref = ReferenceSession(reference).run(long)
+            float_ref = ReferenceSession(reference).run(long, long_dt)
+            entry["test_sqnr_db"] = test_split_sqnr(reference, g, data)
             if case.spiking and "spike_agreement" not in res:
                 res["spike_agreement"] = spike_agreement(reference, g, long)
             if "golden" not in res["traces"]:
@@ -342,7 +373,7 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
                     rep = verify_artifact(out, data=test, runtime=rt)
                     r["accuracy"] = rep["accuracy"]["artifact"]
                     r["accuracy_float"] = rep["accuracy"]["reference"]
-                got = session.run(xq)
+                got = session.run(xq, dtq)
                 if quantized:
                     r["golden"] = _golden_metrics(got, gold)
                     r["identical"] = min(m["identical"] for m in r["golden"].values())
@@ -370,6 +401,14 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
     return res
 
 
+def _target_details(art: Path) -> dict[str, Any]:
+    """What a target reports about itself that the bench shows (memory, MACs)."""
+    from ncc.compiler.artifact import read_manifest
+
+    details = read_manifest(art).get("details", {})
+    return {k: details[k] for k in ("memory", "macs_per_step", "cortex_m") if k in details}
+
+
 def bench_peers(case: Case, config: Config, data: dict[str, np.ndarray], float_dir: Path,
                 work: Path, float_long: dict[str, np.ndarray], y_name: str,
                 log: Log) -> dict[str, Any]:
@@ -379,22 +418,26 @@ def bench_peers(case: Case, config: Config, data: dict[str, np.ndarray], float_d
     from ncc.runtime.validate import compare
 
     peers: dict[str, Any] = {}
-    long = data["long"][0]
+    long, long_dt = data["long"][0], data.get("long_dt", [None])[0]
     ref = float_long[y_name].reshape(len(long), -1)
     log(f"{case.name}: peer onnxruntime quantize_static")
     p: dict[str, Any] = {}
     peers["onnxruntime quantize_static (QDQ)"] = p
     try:
         qfile = ort_quantize_static(float_dir, data["calib"][:200],
-                                    work / f"peer_{case.name.split()[0]}_qdq.onnx")
+                                    work / f"peer_{case.name.split()[0]}_qdq.onnx",
+                                    data["calib_dt"][:200] if "calib_dt" in data else None)
         s = open_peer_session(float_dir, qfile)
-        got = s.run(long)[y_name].reshape(len(long), -1)
+        got = s.run(long, long_dt)[y_name].reshape(len(long), -1)
         m = compare(ref[None], got[None])
         from ncc.compiler.artifact import load_artifact_graph
 
         fref = ReferenceSession(load_artifact_graph(float_dir))
-        preds = [s.run(x)[y_name][-1].argmax() for x in data["test"]]
-        fpred = [fref.run(x)[y_name][-1].argmax() for x in data["test"]]
+        test_dt = data.get("test_dt", [None] * len(data["test"]))
+        preds = [s.run(x, d)[y_name][-1].argmax() for x, d in zip(data["test"], test_dt,
+                                                                  strict=True)]
+        fpred = [fref.run(x, d)[y_name][-1].argmax() for x, d in zip(data["test"], test_dt,
+                                                                     strict=True)]
         p.update(accuracy=float(np.mean(np.array(preds) == data["y"])),
                  accuracy_float=float(np.mean(np.array(fpred) == data["y"])),
                  sqnr_db=m["sqnr_db"], max_abs_error=m["max_abs_error"],
@@ -433,14 +476,18 @@ def run_bench(out: Path, config: Config, log: Log | None = None) -> dict[str, An
     import onnxruntime
 
     log = log or (lambda msg: None)
-    data = digits_data(config)
+    from ncc.runtime.bench_models import suite
+
+    cases = suite(config.zoo)
+    data = {task: task_data(task, config) for task in {c.task for c in cases}}
     log("measuring the int8 MAC rate")
     rate = int8_mac_rate()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ncc-bench-") as tmp:  # artifacts are not kept
-        models = [bench_case(c, config, data, Path(tmp), rate, log) for c in suite(config)]
+        models = [bench_case(c, config, data[c.task], Path(tmp), rate, log) for c in cases]
     return {
-        "config": {"long_steps": config.long_steps, "test_sequences": int(len(data["y"])),
+        "config": {"long_steps": config.long_steps,
+                   "test_sequences": int(len(data["digits"]["y"])), "batch": config.batch,
                    "timing_calls": config.timing_calls, "zoo": config.zoo,
                    "tflite_peer": config.tflite_peer},
         "machine": {"platform": platform.platform(), "processor": platform.processor(),

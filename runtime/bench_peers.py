@@ -22,14 +22,16 @@ from typing import Any
 import numpy as np
 
 
-def ort_quantize_static(float_art: Path, calib: np.ndarray, out: Path) -> Path:
-    """QDQ-quantize `float_art`/model.onnx with onnxruntime; returns the quantized file."""
+def ort_quantize_static(float_art: Path, calib: np.ndarray, out: Path,
+                        calib_dt: np.ndarray | None = None) -> Path:
+    """QDQ-quantize `float_art`/model.onnx with onnxruntime, calibrated on sequences
+    calib (N, T, F) [and their dt (N, T)]; returns the quantized file."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
     from ncc.runtime.session import open_session
 
     session = open_session(float_art)
-    feeds = _step_feeds(session, calib)
+    feeds = _step_feeds(session, calib, calib_dt)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -45,17 +47,20 @@ def ort_quantize_static(float_art: Path, calib: np.ndarray, out: Path) -> Path:
     return out
 
 
-def _step_feeds(session: Any, xs: np.ndarray) -> list[dict[str, np.ndarray]]:
-    """Every step's feeds (x, state, dt) over sequences xs (N, T, F), state threaded."""
+def _step_feeds(session: Any, xs: np.ndarray, dts: np.ndarray | None = None
+                ) -> list[dict[str, np.ndarray]]:
+    """Every step's feeds (x, state, dt) over sequences xs (N, T, F) and dts (N, T) (1.0
+    when absent), state threaded."""
     by_name = {t["name"]: t for t in session.manifest["tensors"]}
     (x_name,) = session.names("input")
     feeds = []
-    for seq in xs:
+    dts = np.ones(xs.shape[:2], np.float32) if dts is None else dts
+    for seq, seq_dt in zip(xs, dts, strict=True):
         state = {s_in: init.astype(by_name[s_in]["dtype"]) for s_in, _, init in session.state}
-        for x in seq:
+        for x, dt in zip(seq, seq_dt, strict=True):
             f = {x_name: x.reshape(by_name[x_name]["shape"]).astype(np.float32), **state}
             for name in session.names("dt"):
-                f[name] = np.ones(by_name[name]["shape"], np.float32)
+                f[name] = np.full(by_name[name]["shape"], dt, np.float32)
             feeds.append(f)
             out = session._call(f)
             state = {s_in: out[s_out] for s_in, s_out, _ in session.state}

@@ -70,7 +70,10 @@ def markdown(results: dict[str, Any]) -> str:
              f"{cfg['timing_calls']} single-step calls at batch 1, one thread, as a ratio to "
              f"onnxruntime float. int8 MAC rate (onnxruntime MatMulInteger, 1 thread): "
              f"{results['int8_macs_per_s'] / 1e9:.2f} GMAC/s. Machine: "
-             f"{results['machine']['platform']}.", ""]
+             f"{results['machine']['platform']}. The full suite trains its models here "
+             "first; SQNR on the test split runs each test sequence from the initial state "
+             "(the long-sequence SQNR of a spiking readout that integrates without bound "
+             "means little).", ""]
     for m in results["models"]:
         lines += [f"## {m['model']}" + ("" if m["trained"] else " (untrained, fixed seed)"), "",
                   f"MACs per step: {m.get('macs_per_step', 0)}; int8 bound at the measured "
@@ -106,20 +109,42 @@ def markdown(results: dict[str, Any]) -> str:
         if m.get("spike_agreement"):
             agree = ", ".join(f"{k} {v:.4%}" for k, v in m["spike_agreement"].items())
             lines.append(f"\nspikes golden = float: {agree}")
-        lines += ["", "| target | compile s | artifact bytes | weight bytes | weights vs float |",
-                  "|---|---|---|---|---|"]
+        tput = [f"{t} {r['steps_per_s']:,.0f}" for t, r in m.get("throughput", {}).items()
+                if "steps_per_s" in r]
+        if tput:
+            batch = results["config"].get("batch")
+            lines.append(f"\nthroughput at batch {batch} (onnxruntime, one thread), steps/s: "
+                         + ", ".join(tput))
+        lines += ["", "| target | compile s | artifact bytes | weight bytes | weights vs float "
+                  "| SQNR dB, test split | RAM / flash bytes | MACs/step |",
+                  "|---|---|---|---|---|---|---|---|"]
         for t, e in m["targets"].items():
             if "error" in e:
-                lines.append(f"| {t} | error: {e['error'][:80]} | | | |")
+                lines.append(f"| {t} | error: {e['error'][:80]} | | | | | | |")
                 continue
             fw = m.get("float_weight_bytes")
             rel = e["weight_bytes"] / fw if fw else None
             lines.append(f"| {t} | {e['compile_s']:.2f} | {e['artifact_bytes']} | "
-                         f"{e['weight_bytes']} | {_num(rel, '.2f')} |")
+                         f"{e['weight_bytes']} | {_num(rel, '.2f')} | "
+                         f"{_num(e.get('test_sqnr_db'))} | {_memory(e)} | "
+                         f"{e.get('macs_per_step', '–')} |")
         lines.append("")
     lines += ["![traces](trace.png)", "![error growth](error_growth.png)",
               "![accuracy](accuracy.png)", "![latency](latency.png)", ""]
     return "\n".join(lines)
+
+
+def _memory(entry: dict[str, Any]) -> str:
+    """RAM / flash of a target that reports them: the Cortex-M build's figures when
+    present, else the artifact's own memory estimate (state + scratch / weights)."""
+    cm = entry.get("cortex_m") or {}
+    if "ram_bytes" in cm and "flash_bytes" in cm:
+        return f"{cm['ram_bytes']} / {cm['flash_bytes']} (Cortex-M4)"
+    mem = entry.get("memory") or {}
+    if mem:
+        ram = mem.get("state_bytes", 0) + mem.get("scratch_bytes", 0)
+        return f"{ram} / {mem.get('weights_bytes', '–')}"
+    return "–"
 
 
 def plots(results: dict[str, Any], out: Path) -> list[Path]:

@@ -18,14 +18,17 @@ def test_bench_smoke_writes_report_and_holds_exactness(tmp_path):
     assert set(models) == {"cfc16 (bundled)", "lif64 (bundled)"}
     for m in models.values():
         runtimes = m["runtimes"]
-        for label in ("onnx-int8", "tflite-int8 (litert)", "tflite-int8 (tflm)"):
+        for label in ("onnx-int8", "tflite-int8 (litert)", "tflite-int8 (tflm)", "c"):
             assert runtimes[label]["identical"] == 1.0, (m["model"], label)
             assert runtimes[label]["accuracy"] > 0.5
         assert runtimes["onnx-float"]["max_abs_error"] <= 1e-4
         assert m["macs_per_step"] > 0 and m["int8_bound_us"] > 0
         assert "onnxruntime quantize_static (QDQ)" in m["peers"]
-        for target, entry in m["targets"].items():
-            assert entry["artifact_bytes"] > 0, target
+        for target in ("onnx-float", "onnx-int8", "onnx-qdq", "tflite-int8", "c"):
+            assert m["targets"][target]["artifact_bytes"] > 0, target
+            if target != "onnx-float":
+                assert m["targets"][target]["test_sqnr_db"] > 10, target
+        assert m["throughput"]["onnx-int8"]["steps_per_s"] > 0
         assert m["targets"]["onnx-int8"]["weight_bytes"] < m["float_weight_bytes"]
     spikes = models["lif64 (bundled)"]["spike_agreement"]
     assert spikes and all(0.5 < v <= 1.0 for v in spikes.values())

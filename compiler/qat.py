@@ -12,6 +12,9 @@ The tracer calls `recognize` on every equation (`trace.SPECIAL_CALLS`). The fake
   `build_table`, the very table the training forward looks up;
 - `fake_quant_dense(x, W, b, p_x, p_w, p_out)` (below) -> fake_quant(p_x), matmul by the
   on-grid W, add of the on-grid bias, fake_quant(p_out);
+- `fake_quant_binary(kind, a, b, p_a, p_b, p_out)` -> fake_quant(p_a), fake_quant(p_b), the
+  add / sub / mul, fake_quant(p_out): the quantizer's qadd / qsub / qmul, whose fixed-point
+  arithmetic the training forward computes (same reason as `fake_quant_dense` below);
 - `fake_quant_dynamic` (scale still a traced value) -> a TraceError: freeze first.
 
 Why `fake_quant_dense` exists: a float `fake_quant(x @ fake_quant(W) + b)` cannot equal the
@@ -38,19 +41,25 @@ from ncc.compiler.ir import Graph, Op, Tensor
 from ncc.compiler.passes import canonicalize
 from ncc.compiler.trace import SPECIAL_CALLS, TraceError, _Builder
 from ncc.models import quantization as core
-from ncc.models.quantization import DENSE_MARKER, dense_multipliers, quantize_dense_bias
+from ncc.models.quantization import (
+    BINARY_MARKER,
+    DENSE_MARKER,
+    dense_multipliers,
+    quantize_dense_bias,
+)
 
 # --- recognition (tracer side) ---------------------------------------------------------------
 
 
-def _call_name(eqn: Any) -> str | None:
+def _call_payload(eqn: Any, marker: str) -> dict[str, Any] | None:
+    """The JSON payload of a `custom_jvp_call` named `marker{...}`, else None."""
     if getattr(eqn.primitive, "name", None) != "custom_jvp_call":
         return None
     closed = eqn.params.get("call_jaxpr")
     dbg = getattr(getattr(closed, "jaxpr", closed), "debug_info", None)
     for text in (getattr(dbg, "func_name", None), getattr(dbg, "func_src_info", None)):
-        if isinstance(text, str) and text.startswith(DENSE_MARKER + "{"):
-            return text
+        if isinstance(text, str) and text.startswith(marker + "{"):
+            return json.JSONDecoder().raw_decode(text[len(marker):])[0]
     return None
 
 
@@ -133,13 +142,22 @@ def _dense(b: _Builder, payload: dict[str, Any], ins: list[str]) -> str:
     return _activation(b, y, p_out)
 
 
+def _binary(b: _Builder, payload: dict[str, Any], ins: list[str]) -> str:
+    p_a, p_b, p_out = (core.QuantParams.from_dict(payload[k]) for k in ("a", "b", "out"))
+    a, c = ins
+    y = b.emit(payload["kind"], [_activation(b, a, p_a), _activation(b, c, p_b)])
+    return _activation(b, y, p_out)
+
+
 def recognize(b: _Builder, eqn: Any, ins: list[str]) -> list[str] | None:
     """IR for an ncc fake-quant call (see the module docstring), or None for other eqns."""
     ins = ins[int(eqn.params.get("num_consts", 0)):]  # closed-over constants come first
-    dense = _call_name(eqn)
+    dense = _call_payload(eqn, DENSE_MARKER)
     if dense is not None:
-        payload, _ = json.JSONDecoder().raw_decode(dense[len(DENSE_MARKER):])
-        return [_dense(b, payload, ins)]
+        return [_dense(b, dense, ins)]
+    binary = _call_payload(eqn, BINARY_MARKER)
+    if binary is not None:
+        return [_binary(b, binary, ins)]
     spec = core.fake_quant_spec_from_jaxpr_eqn(eqn)
     if spec is None:
         return None

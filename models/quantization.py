@@ -55,7 +55,8 @@ __all__ = [
     "rounding_divide_by_pot_jax", "multiply_by_quantized_multiplier_jax", "quantize_jax",
     "dequantize_jax", "requantize_jax", "lookup_jax", "fake_quant", "fake_quant_table",
     "fake_quant_dynamic", "fake_quant_spec_from_jaxpr_eqn", "fake_quant_params_from_jaxpr_eqn",
-    "keras_fake_quant", "keras_fake_quant_table",
+    "keras_fake_quant", "keras_fake_quant_table", "fake_quant_dense", "fake_quant_binary",
+    "BINARY_MARKER",
 ]
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -938,3 +939,82 @@ def fake_quant_dense(x: jax.Array, kernel: jax.Array, bias: jax.Array, p_x: Quan
     return _dense_fn(p_x, p_w, p_out)(jnp.asarray(x, jnp.float32),
                                       jnp.asarray(kernel, jnp.float32),
                                       jnp.asarray(bias, jnp.float32))
+
+
+# --- the integer-exact fake-quant add / sub / mul of two activations -----------------------
+# fake_quant(a * b) rounds a float product once; the deployed int8 MUL (and ADD/SUB, which
+# first rescale both inputs with a left shift of 20) requantize through fixed-point
+# multipliers, which round differently near half-steps. These compute the TFLite int8
+# kernels themselves (`ncc.compiler.golden.qmul / qadd / qsub`), straight-through gradient.
+
+BINARY_MARKER = "ncc_fake_quant_binary"
+"""Name prefix of `fake_quant_binary`'s custom_jvp_call: JSON {"kind", "a", "b", "out"}."""
+ADD_LEFT_SHIFT = 20  # TFLite's int8 ADD/SUB input left shift
+BINARY_KINDS = ("add", "sub", "mul")
+
+
+def binary_multipliers(kind: str, p_a: QuantParams, p_b: QuantParams,
+                       p_out: QuantParams) -> dict[str, int]:
+    """Fixed-point parameters of the int8 kernel for `kind`, exactly as the quantizer
+    chooses them (`ncc.compiler.numerics.add_params`, `quantize._lower_op` for mul)."""
+    if kind == "mul":
+        m, s = quantize_multiplier(p_a.scale[0] * p_b.scale[0] / p_out.scale[0])
+        return {"multiplier": m, "shift": s}
+    twice_max = 2 * max(p_a.scale[0], p_b.scale[0])
+    a_m, a_s = quantize_multiplier(p_a.scale[0] / twice_max)
+    b_m, b_s = quantize_multiplier(p_b.scale[0] / twice_max)
+    o_m, o_s = quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * p_out.scale[0]))
+    return {"a_multiplier": a_m, "a_shift": a_s, "b_multiplier": b_m, "b_shift": b_s,
+            "multiplier": o_m, "shift": o_s}
+
+
+@functools.lru_cache(maxsize=512)
+def _binary_fn(kind: str, p_a: QuantParams, p_b: QuantParams, p_out: QuantParams) -> Any:
+    at = binary_multipliers(kind, p_a, p_b, p_out)
+    name = BINARY_MARKER + _json({"kind": kind, "a": p_a.to_dict(), "b": p_b.to_dict(),
+                                  "out": p_out.to_dict()})
+
+    def mbqm(x: jax.Array, m: int, s: int) -> jax.Array:
+        return multiply_by_quantized_multiplier_jax(x, jnp.int32(m), jnp.int32(s))
+
+    def forward(a: jax.Array, b: jax.Array) -> jax.Array:
+        qa = quantize_jax(a, p_a) - p_a.zero_point[0]
+        qb = quantize_jax(b, p_b) - p_b.zero_point[0]
+        if kind == "mul":
+            out = mbqm(qa * qb, at["multiplier"], at["shift"])
+        else:
+            sa = mbqm(qa * (1 << ADD_LEFT_SHIFT), at["a_multiplier"], at["a_shift"])
+            sb = mbqm(qb * (1 << ADD_LEFT_SHIFT), at["b_multiplier"], at["b_shift"])
+            out = mbqm(sa + sb if kind == "add" else sa - sb, at["multiplier"], at["shift"])
+        out = saturate_jax(out + p_out.zero_point[0], p_out.bits, p_out.signed)
+        return dequantize_jax(out, p_out)
+
+    fq = jax.custom_jvp(_named(forward, name))
+
+    @fq.defjvp
+    def _jvp(primals: tuple, tangents: tuple) -> tuple:
+        (a, b), (ta, tb) = primals, tangents
+        if kind == "mul":
+            return fq(a, b), ta * b + a * tb
+        return fq(a, b), ta + tb if kind == "add" else ta - tb
+
+    return fq
+
+
+def fake_quant_binary(kind: str, a: jax.Array, b: jax.Array, p_a: QuantParams,
+                      p_b: QuantParams, p_out: QuantParams) -> jax.Array:
+    """The deployed int8 ADD / SUB / MUL of two activations in float32, bit for bit.
+
+    kind: "add", "sub" or "mul". a on p_a's grid, b on p_b's (same shape, 8-bit, per
+    tensor) -> a (op) b on p_out's grid. Gradient: that of the float op (straight-through).
+    """
+    if kind not in BINARY_KINDS:
+        raise ValueError(f"kind must be one of {BINARY_KINDS}, got {kind!r}")
+    for p in (p_a, p_b, p_out):
+        if p.bits != 8 or p.per_axis:
+            raise ValueError("fake_quant_binary models the int8 per-tensor kernels; got "
+                             f"{p.bits}-bit{' per-axis' if p.per_axis else ''} parameters")
+    a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
+    if a.shape != b.shape:
+        raise ValueError(f"fake_quant_binary needs equal shapes, got {a.shape} and {b.shape}")
+    return _binary_fn(kind, p_a, p_b, p_out)(a, b)

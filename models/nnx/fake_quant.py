@@ -34,7 +34,8 @@ from ncc.models.quantization import (
     symmetric_params,
 )
 
-__all__ = ["ObserverStat", "FakeQuant", "QuantDense", "table_or_float", "set_mode", "freeze"]
+__all__ = ["ObserverStat", "FakeQuant", "QuantDense", "table_or_float", "table_out_params",
+           "set_mode", "freeze"]
 
 MODES = ("float", "calibrate", "quant")
 
@@ -91,18 +92,25 @@ class FakeQuant(nnx.Module):
         return self.params
 
 
+def table_out_params(fn: str, p_in: QuantParams, out_bits: int = 8) -> QuantParams:
+    """Output grid of the table for monotone `fn` on input grid p_in: asymmetric over
+    f(lo), f(hi) and f(0), lo / hi the ends of p_in's range."""
+    from ncc.models.quantization import TABLE_FUNCTIONS
+
+    lo, hi = (float(v[0]) for v in p_in.real_range())
+    ends = TABLE_FUNCTIONS[fn][0](np.array([lo, hi, 0.0]))
+    return asymmetric_params(ends.min(), ends.max(), out_bits)
+
+
 def table_or_float(x: jax.Array, fn: str, point: FakeQuant, out_bits: int = 8) -> jax.Array:
     """f(x) through its deployed table when `point` (x's fake-quant) is in "quant" mode.
 
-    The output parameters cover f over the input grid's range (asymmetric, `out_bits`).
+    The output parameters cover f over the input grid's range (`table_out_params`).
     """
     from ncc.models.quantization import TABLE_FUNCTIONS
 
     if point.mode == "quant" and point.enabled and point.params is not None:
-        lo, hi = (float(v[0]) for v in point.params.real_range())
-        f = TABLE_FUNCTIONS[fn][0]
-        ends = f(np.array([lo, hi, 0.0]))
-        p_out = asymmetric_params(ends.min(), ends.max(), out_bits)
+        p_out = table_out_params(fn, point.params, out_bits)
         return fake_quant_table(point(x), fn, point.params, p_out)
     return TABLE_FUNCTIONS[fn][1](point(x))
 
@@ -119,6 +127,7 @@ class QuantDense(nnx.Module):
     def __init__(self, in_features: int, out_features: int, *, bits: int = 8,
                  per_channel: bool = True, enabled: bool = True, mask: Any = None,
                  rngs: nnx.Rngs) -> None:
+        self.in_features, self.out_features = int(in_features), int(out_features)
         self.kernel = nnx.Param(nnx.initializers.glorot_uniform()(rngs.params(),
                                                                   (in_features, out_features)))
         self.bias = nnx.Param(jnp.zeros((out_features,)))
@@ -127,10 +136,19 @@ class QuantDense(nnx.Module):
         self.mode = "float"
         self.params: QuantParams | None = None
 
-    def weight(self) -> jax.Array:
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments (for `ncc.models.save_checkpoint`)."""
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bits": self.bits, "per_channel": self.per_channel, "enabled": self.enabled,
+                "mask": None if self.mask is None else [list(r) for r in self.mask]}
+
+    def masked_kernel(self) -> jax.Array:
+        """kernel * mask (in, out) in float: what the weight fake-quant sees."""
         w = self.kernel[...]
-        if self.mask is not None:
-            w = w * jnp.asarray(self.mask, w.dtype)
+        return w if self.mask is None else w * jnp.asarray(self.mask, w.dtype)
+
+    def weight(self) -> jax.Array:
+        w = self.masked_kernel()
         if self.mode != "quant" or not self.enabled:
             return w
         if self.params is not None:

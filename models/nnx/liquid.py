@@ -1,19 +1,20 @@
-"""Flax NNX CfC cell (closed-form continuous-time), numerically equal to `ncps.keras.CfCCell`.
+"""Flax NNX liquid cells, numerically equal to the Keras layers of `ncc.models.keras`.
 
-Step: `cell(x, h, dt=1.0) -> (h', h')`, x (B, input_dim), h (B, units), dt scalar or (B,).
-Modes (ncps): "default"  h' = ff1 (1 - g) + g ff2,  "no_gate"  h' = ff1 + g ff2,
-"pure"  h' = -A exp(-dt (|w_tau| + |ff1|)) ff1 + A, with g = sigmoid(-t_a dt + t_b),
-ff1 = z W1 + b1, ff2 = z W2 + b2 (no tanh: ncps.keras, unlike ncps.torch), t_a, t_b
-dense, z = backbone([x, h]).
+`CfCCell` (closed-form continuous-time, the ncps.keras maths, dense or wired) and
+`LTCCell` (liquid time-constant, semi-implicit ODE solve) share the framework-neutral
+wirings of `ncc.models.wirings`. Step: `cell(x, h, dt=1.0) -> (y, h')`, x (B, input_dim),
+h (B, units), y (B, output_dim), dt a scalar, (B,) or (B, 1).
 
-With a QuantConfig every matmul input, output and the recurrent state pass through
-observed fake-quant points (`ncc.models.nnx.fake_quant`), and tanh / sigmoid /
-lecun_tanh go through the deployed 256-entry tables once the points are frozen.
-Backbone dropout is not modelled (inference semantics).
+With a QuantConfig the cells carry observed fake-quant points (`ncc.models.nnx.fake_quant`):
+`set_mode(cell, "calibrate")`, run data, `freeze(cell, weights=True)`. A frozen int8 CfC
+cell (modes "default" and "no_gate", tables on) then computes the deployed integer
+arithmetic itself, bit for bit (`CfCCell.exact`), so what training sees is what ncc
+compiles. Backbone dropout is not modelled (inference semantics).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -21,103 +22,271 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ncc.models.nnx.fake_quant import FakeQuant, QuantDense, table_or_float
-from ncc.models.quantization import QuantConfig
+from ncc.models import wirings
+from ncc.models.nnx.fake_quant import (
+    FakeQuant,
+    QuantDense,
+    table_or_float,
+    table_out_params,
+)
+from ncc.models.quantization import (
+    QuantConfig,
+    QuantParams,
+    fake_quant_binary,
+    fake_quant_dense,
+    fake_quant_table,
+)
 
 __all__ = ["CfCCell", "run_cell"]
 
-_ACTIVATIONS = {"lecun_tanh": "lecun_tanh", "tanh": "tanh", "sigmoid": "sigmoid"}
+_TABLES = ("lecun_tanh", "tanh", "sigmoid")
+Grid = QuantParams | None  # the grid a value lies on (exact path), None otherwise
+
+
+def _freeze_matrix(m: np.ndarray) -> tuple[tuple[float, ...], ...]:
+    """A static (hashable) copy of a 0/1 mask for an nnx attribute."""
+    return tuple(map(tuple, np.asarray(m, np.float32).tolist()))
+
+
+def _config_of(quantization: QuantConfig | dict | None) -> QuantConfig | None:
+    if isinstance(quantization, dict):
+        return QuantConfig.from_dict(quantization)
+    return quantization
+
+
+def _backbone_widths(backbone_units: int | Sequence[int], backbone_layers: int) -> list[int]:
+    if isinstance(backbone_units, (list, tuple)):
+        if backbone_layers not in (0, len(backbone_units)):
+            raise ValueError(f"backbone_layers ({backbone_layers}) must equal "
+                             f"len(backbone_units) ({len(backbone_units)})")
+        return [int(w) for w in backbone_units]
+    return [int(backbone_units)] * int(backbone_layers)
 
 
 class CfCCell(nnx.Module):
-    """CfC cell over `units` neurons (dense wiring), ncps.keras weight layout.
+    """CfC cell over a wiring, `ncc.models.keras.CfCCell` (and ncps.keras) weight layout.
 
-    input_dim: features per step. mode: "default" | "pure" | "no_gate".
-    activation: backbone activation ("lecun_tanh", "tanh", "sigmoid", or "relu").
-    backbone_units / backbone_layers: the backbone MLP (0 layers = none).
-    quantization: a QuantConfig to enable fake-quant points (None = float only).
+    One sub-cell per wiring layer i (one for FullyConnected / Random, inter -> command ->
+    motor for NCP), u_0 = x, u_{i+1} = h_i':
+    ```
+    z = [u_i, h_i]          ff1 = z (W1 * M_i) + b1      ff2 = z (W2 * M_i) + b2
+    g = sigmoid(time_b(z) - time_a(z) dt)                M_i: the wiring's 0/1 synapses
+    default: h_i' = ff1 (1 - g) + g ff2   no_gate: h_i' = ff1 + g ff2
+    pure:    h_i' = A - A exp(-dt (|w_tau| + |ff1|)) ff1
+    y = h_last'[:, :output_dim]       h' = [h_0', h_1', ...]   (state ordered by layer)
+    ```
+    A backbone (dense layers with `activation` on z) needs a dense wiring, as in Keras.
+
+    Args:
+        input_dim: features per step.
+        units: an int (FullyConnected(units)), a `ncc.models.wirings.Wiring` or its
+            serialized dict.
+        mode: "default" | "pure" | "no_gate".
+        activation: backbone activation ("lecun_tanh", "tanh", "sigmoid" or "relu").
+        backbone_units, backbone_layers: the backbone (an int width per layer, or a list);
+            backbone_layers None = 1 layer for a dense wiring (ncps default), else 0.
+        fully_recurrent: each sub-cell sees all of its own layer's neurons (ncps default).
+        quantization: a QuantConfig (or its dict) to enable fake-quant (None = float only).
     """
 
-    def __init__(self, input_dim: int, units: int, *, mode: str = "default",
-                 activation: str = "lecun_tanh", backbone_units: int = 128,
-                 backbone_layers: int = 1, quantization: QuantConfig | None = None,
-                 rngs: nnx.Rngs) -> None:
+    def __init__(self, input_dim: int, units: Any, *, mode: str = "default",
+                 activation: str = "lecun_tanh", backbone_units: int | Sequence[int] = 128,
+                 backbone_layers: int | None = None, fully_recurrent: bool = True,
+                 quantization: QuantConfig | dict | None = None, rngs: nnx.Rngs) -> None:
         if mode not in ("default", "pure", "no_gate"):
             raise ValueError(f"unknown mode {mode!r}; valid: default, pure, no_gate")
-        if activation not in (*_ACTIVATIONS, "relu"):
+        if activation not in (*_TABLES, "relu"):
             raise ValueError(f"unsupported backbone activation {activation!r}")
-        self.input_dim, self.units, self.mode = int(input_dim), int(units), mode
-        self.activation = activation
+        wiring = wirings.as_wiring(units)
+        wiring.build(int(input_dim))
+        dense_wiring = isinstance(wiring, wirings.FullyConnected) and (
+            fully_recurrent or wiring.self_connections)
+        if backbone_layers is None:
+            backbone_layers = 1 if dense_wiring else 0
+        widths = _backbone_widths(backbone_units, backbone_layers)
+        if widths and not dense_wiring:
+            raise ValueError("a backbone needs a dense wiring (FullyConnected); a sparse "
+                             "wiring masks the CfC kernels instead: pass backbone_layers=0")
+        self.input_dim, self.mode, self.activation = int(input_dim), mode, activation
+        self.units, self.output_size = wiring.units, int(wiring.output_dim)
+        self.wiring_spec = _freeze_spec(wirings.serialize(wiring))
+        self.fully_recurrent = bool(fully_recurrent)
+        self.backbone_units = tuple(widths)
+        quantization = _config_of(quantization)
         self.config = quantization if quantization is not None else QuantConfig()
-        cfg, wb = self.config, self.config.weight_bits
-        dense = {"bits": wb, "per_channel": cfg.per_channel,
-                 "enabled": quantization is not None and cfg.quantizes("weights")}
-        width = self.input_dim + self.units
-        self.backbone = nnx.List()
-        for _ in range(backbone_layers):
-            self.backbone.append(QuantDense(width, backbone_units, rngs=rngs, **dense))
-            width = backbone_units
-        self.ff1 = QuantDense(width, self.units, rngs=rngs, **dense)
-        if mode == "pure":
-            self.w_tau = nnx.Param(jnp.zeros((1, self.units)))
-            self.A = nnx.Param(jnp.ones((1, self.units)))
-        else:
-            self.ff2 = QuantDense(width, self.units, rngs=rngs, **dense)
-            self.time_a = QuantDense(width, self.units, rngs=rngs, **dense)
-            self.time_b = QuantDense(width, self.units, rngs=rngs, **dense)
-            for d in (self.time_a, self.time_b):  # keras Dense default init
-                d.kernel[...] = nnx.initializers.glorot_uniform()(rngs.params(),
-                                                                  d.kernel[...].shape)
         on = quantization is not None
+        cfg = self.config
+        dense = {"bits": cfg.weight_bits, "per_channel": cfg.per_channel,
+                 "enabled": on and cfg.quantizes("weights")}
 
         def point(part: str, bits: int) -> FakeQuant:
             fq = FakeQuant.for_part(cfg, part, bits)
             fq.enabled = on and fq.enabled
             return fq
 
-        ab, sb = cfg.activation_bits, cfg.state_bits
-        self.q_input = point("inputs", ab)
-        self.q_state = point("state", sb)
-        self.q_backbone = nnx.List([point("activations", ab) for _ in range(backbone_layers)])
-        self.q_backbone_out = point("activations", ab)
-        self.q_ff1, self.q_ff2 = point("activations", ab), point("activations", ab)
-        self.q_gate = point("activations", ab)
-        self.q_mix = point("activations", ab)
+        def points(*modes: str) -> nnx.List:  # one per wiring layer, if `mode` uses them
+            used = mode in modes
+            return nnx.List([point("activations", cfg.activation_bits)
+                             for _ in self.layer_sizes if used])
+
+        self.layer_sizes = tuple(len(wiring.get_neurons_of_layer(i))
+                                 for i in range(wiring.num_layers))
+        masks = _layer_masks(wiring, self.fully_recurrent)
+        width = self.input_dim + self.layer_sizes[0]
+        self.backbone = nnx.List()
+        self.q_backbone = nnx.List()
+        for w in widths:
+            self.backbone.append(QuantDense(width, w, rngs=rngs, **dense))
+            self.q_backbone.append(point("activations", cfg.activation_bits))
+            width = w
+        self.ff1, self.ff2, self.time_a, self.time_b = (nnx.List() for _ in range(4))
+        self.w_tau, self.A = nnx.List(), nnx.List()
+        in_width = self.input_dim
+        for i, n in enumerate(self.layer_sizes):
+            width = widths[-1] if widths else in_width + n
+            self.ff1.append(QuantDense(width, n, mask=masks[i], rngs=rngs, **dense))
+            if mode == "pure":
+                self.w_tau.append(nnx.Param(jnp.zeros((1, n))))
+                self.A.append(nnx.Param(jnp.ones((1, n))))
+            else:
+                self.ff2.append(QuantDense(width, n, mask=masks[i], rngs=rngs, **dense))
+                self.time_a.append(QuantDense(width, n, rngs=rngs, **dense))
+                self.time_b.append(QuantDense(width, n, rngs=rngs, **dense))
+            in_width = n
+        # One grid for x, the state and every concatenation of them: the integer IR
+        # needs concatenated tensors (and state in / out) on one grid.
+        self.q_state = point("state", cfg.state_bits)
+        self.q_dt = point("inputs", cfg.activation_bits)
+        every, gated = ("default", "no_gate", "pure"), ("default", "no_gate")
+        self.q_ff1, self.q_ff2 = points(*every), points(*gated)
+        self.q_time_a, self.q_time_b = points(*gated), points(*gated)
+        self.q_time_a_dt, self.q_gate_in = points(*gated), points(*gated)  # t_a dt; sigmoid in
+        self.q_one_minus_gate = points("default")  # 1 - g
+        self.q_mix = points(*gated)  # both products
         self.nonlinear_tables = on and cfg.quantizes("nonlinearities")
+
+    # --- configuration ---------------------------------------------------------------------
+
+    @property
+    def wiring(self) -> wirings.Wiring:
+        """The wiring (rebuilt from its exact matrices)."""
+        return wirings.deserialize(_thaw_spec(self.wiring_spec))
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments (for `ncc.models.save_checkpoint`)."""
+        return {"input_dim": self.input_dim, "units": _thaw_spec(self.wiring_spec),
+                "mode": self.mode, "activation": self.activation,
+                "backbone_units": list(self.backbone_units),
+                "backbone_layers": len(self.backbone_units),
+                "fully_recurrent": self.fully_recurrent,
+                "quantization": self.config.to_dict() if self._quantized() else None}
+
+    def _quantized(self) -> bool:
+        return any(p.enabled for _, p in nnx.iter_modules(self)
+                   if isinstance(p, FakeQuant | QuantDense))
 
     def initial_state(self, batch_size: int) -> jax.Array:
         return jnp.zeros((batch_size, self.units))
 
-    def _act(self, x: jax.Array, fn: str, point: FakeQuant) -> jax.Array:
-        if fn == "relu":
-            return jax.nn.relu(point(x))
-        if self.nonlinear_tables:
-            return table_or_float(x, fn, point)
-        x = point(x)
-        return {"lecun_tanh": lambda v: 1.7159 * jnp.tanh(0.666 * v), "tanh": jnp.tanh,
-                "sigmoid": jax.nn.sigmoid}[fn](x)
+    def exact(self) -> bool:
+        """True when the forward is the deployed integer arithmetic, bit for bit: every
+        point and weight frozen and in "quant" mode, int8 grids, tables on, not "pure"."""
+        modules = [m for _, m in nnx.iter_modules(self) if isinstance(m, FakeQuant | QuantDense)]
+        return (self.mode != "pure" and self.nonlinear_tables and all(
+            m.enabled and m.mode == "quant" and m.params is not None
+            and (isinstance(m, QuantDense) or m.bits == 8) for m in modules))
+
+    # --- the step ---------------------------------------------------------------------------
 
     def __call__(self, x: jax.Array, h: jax.Array, dt: Any = 1.0) -> tuple[jax.Array, jax.Array]:
+        exact = self.exact()
         t = jnp.reshape(jnp.asarray(dt, jnp.float32), (-1, 1))
-        z = jnp.concatenate([self.q_input(x), self.q_state(h)], axis=-1)
-        for layer, point in zip(self.backbone, self.q_backbone, strict=True):
-            z = self._act(layer(z), self.activation, point)
-        if len(self.backbone):
-            z = self.q_backbone_out(z)
-        ff1 = self.q_ff1(self.ff1(z))
+        u, p_u = x, None
+        new_states, start = [], 0
+        for i, n in enumerate(self.layer_sizes):
+            z, p_z = _point(self.q_state, jnp.concatenate([u, h[:, start:start + n]], -1),
+                            exact)
+            start += n
+            for layer, point in zip(self.backbone, self.q_backbone, strict=True):
+                pre, p_pre = _dense(layer, z, p_z, point, exact)
+                z, p_z = self._activate(pre, p_pre, self.activation, point, exact)
+            u, p_u = self._subcell(i, z, p_z, t, exact)
+            new_states.append(u)
+        del p_u  # on the state grid
+        y = u[:, :self.output_size] if self.output_size < self.layer_sizes[-1] else u
+        state = new_states[0] if len(new_states) == 1 else jnp.concatenate(new_states, -1)
+        return y, state
+
+    def _subcell(self, i: int, z: jax.Array, p_z: Grid, t: jax.Array,
+                 exact: bool) -> tuple[jax.Array, Grid]:
+        """One wiring layer: z (B, width) -> h_i' (B, n_i) on the state grid."""
+        ff1, p1 = _dense(self.ff1[i], z, p_z, self.q_ff1[i], exact)
         if self.mode == "pure":
-            new = (-self.A[...] * jnp.exp(-t * (jnp.abs(self.w_tau[...]) + jnp.abs(ff1))) * ff1
-                   + self.A[...])
-            new = self.q_state(new)
-            return new, new
-        ff2 = self.q_ff2(self.ff2(z))
-        gate = self._act(-self.time_a(z) * t + self.time_b(z), "sigmoid", self.q_gate)
+            A = self.A[i][...]
+            new = -A * jnp.exp(-t * (jnp.abs(self.w_tau[i][...]) + jnp.abs(ff1))) * ff1 + A
+            return _point(self.q_state, new, exact)
+        ff2, p2 = _dense(self.ff2[i], z, p_z, self.q_ff2[i], exact)
+        ta, p_ta = _dense(self.time_a[i], z, p_z, self.q_time_a[i], exact)
+        tb, p_tb = _dense(self.time_b[i], z, p_z, self.q_time_b[i], exact)
+        dt, p_dt = _point(self.q_dt, jnp.broadcast_to(t, ta.shape), exact)
+        ta_dt, p_ta_dt = _binary("mul", ta, p_ta, dt, p_dt, self.q_time_a_dt[i], exact)
+        pre, p_pre = _binary("sub", tb, p_tb, ta_dt, p_ta_dt, self.q_gate_in[i], exact)
+        gate, p_g = self._activate(pre, p_pre, "sigmoid", self.q_gate_in[i], exact)
         if self.mode == "no_gate":
-            new = ff1 + self.q_mix(gate * ff2)
-        else:
-            new = self.q_mix(ff1 * (1.0 - gate)) + self.q_mix(gate * ff2)
-        new = self.q_state(new)
-        return new, new
+            mix, p_mix = _binary("mul", gate, p_g, ff2, p2, self.q_mix[i], exact)
+            return _binary("add", ff1, p1, mix, p_mix, self.q_state, exact)
+        keep, p_keep = _point(self.q_one_minus_gate[i], 1.0 - gate, exact)
+        old, p_old = _binary("mul", ff1, p1, keep, p_keep, self.q_mix[i], exact)
+        mix, p_mix = _binary("mul", gate, p_g, ff2, p2, self.q_mix[i], exact)
+        return _binary("add", old, p_old, mix, p_mix, self.q_state, exact)
+
+    def _activate(self, x: jax.Array, p_x: Grid, fn: str, point: FakeQuant,
+                  exact: bool) -> tuple[jax.Array, Grid]:
+        """fn(x); `point` is x's fake-quant (a table's input grid when tables are on)."""
+        if fn == "relu":
+            y = jax.nn.relu(point(x))
+            return (point(y), p_x) if exact else (y, None)
+        if exact:
+            p_out = table_out_params(fn, p_x)
+            return fake_quant_table(x, fn, p_x, p_out), p_out
+        if self.nonlinear_tables:
+            return table_or_float(x, fn, point), None
+        from ncc.models.quantization import TABLE_FUNCTIONS
+
+        return TABLE_FUNCTIONS[fn][1](point(x)), None
+
+    # --- weights from Keras -----------------------------------------------------------------
+
+    def load_keras(self, layer: Any) -> CfCCell:
+        """Copy the weights of a built `ncc.models.keras` CfC layer or CfCCell (same wiring,
+        mode and backbone)."""
+        cell = getattr(layer, "cell", layer)
+        if tuple(cell.layer_sizes) != self.layer_sizes or cell.mode != self.mode:
+            raise ValueError(f"Keras cell (layers {cell.layer_sizes}, mode {cell.mode}) does "
+                             f"not match this cell (layers {self.layer_sizes}, {self.mode})")
+        for ours, theirs in zip(self.backbone, cell.backbone, strict=True):
+            _set(ours, theirs.kernel, theirs.bias)
+        for i in range(len(self.layer_sizes)):
+            _set(self.ff1[i], cell.ff1_kernel[i], cell.ff1_bias[i])
+            if self.mode == "pure":
+                self.w_tau[i][...] = jnp.asarray(np.asarray(cell.w_tau[i]))
+                self.A[i][...] = jnp.asarray(np.asarray(cell.A[i]))
+                continue
+            _set(self.ff2[i], cell.ff2_kernel[i], cell.ff2_bias[i])
+            _set(self.time_a[i], cell.time_a[i].kernel, cell.time_a[i].bias)
+            _set(self.time_b[i], cell.time_b[i].kernel, cell.time_b[i].bias)
+        return self
+
+    @classmethod
+    def from_keras(cls, layer: Any, *, quantization: QuantConfig | None = None) -> CfCCell:
+        """An NNX cell with the configuration and weights of a built Keras CfC / CfCCell."""
+        cell = getattr(layer, "cell", layer)
+        act = getattr(cell.activation, "__name__", cell.activation)
+        return cls(cell.wiring.input_dim, cell.wiring, mode=cell.mode, activation=act,
+                   backbone_units=list(cell.backbone_units),
+                   backbone_layers=len(cell.backbone_units),
+                   fully_recurrent=cell.fully_recurrent, quantization=quantization,
+                   rngs=nnx.Rngs(0)).load_keras(cell)
 
     def load_ncps_keras(self, cell: Any) -> CfCCell:
         """Copy the weights of a built `ncps.keras.CfCCell` (or a `CfC` layer's cell)."""
@@ -132,23 +301,85 @@ class CfCCell(nnx.Module):
             raise KeyError(f"no ncps weight matching {names} among {sorted(weights)}")
 
         for i, layer in enumerate(self.backbone):
-            layer.kernel[...] = jnp.asarray(find(f"backbone{i}", "kernel"))
-            layer.bias[...] = jnp.asarray(find(f"backbone{i}", "bias"))
-        self.ff1.kernel[...], self.ff1.bias[...] = find("ff1_weight"), find("ff1_bias")
+            _set(layer, find(f"backbone{i}", "kernel"), find(f"backbone{i}", "bias"))
+        _set(self.ff1[0], find("ff1_weight"), find("ff1_bias"))
         if self.mode == "pure":
-            self.w_tau[...], self.A[...] = find("w_tau"), find("/A") if any(
-                k.endswith("/A") for k in weights) else find("A")
+            self.w_tau[0][...] = find("w_tau")
+            self.A[0][...] = find("/A") if any(k.endswith("/A") for k in weights) else find("A")
             return self
-        self.ff2.kernel[...], self.ff2.bias[...] = find("ff2_weight"), find("ff2_bias")
+        _set(self.ff2[0], find("ff2_weight"), find("ff2_bias"))
         for name in ("time_a", "time_b"):
-            dense = getattr(self, name)
-            dense.kernel[...], dense.bias[...] = find(name, "kernel"), find(name, "bias")
+            _set(getattr(self, name)[0], find(name, "kernel"), find(name, "bias"))
         return self
+
+
+# --- helpers shared by the cells ---------------------------------------------------------------
+
+
+def _point(point: FakeQuant, x: jax.Array, exact: bool) -> tuple[jax.Array, Grid]:
+    """x through an observed fake-quant point; the grid it lands on when exact."""
+    return point(x), (point.params if exact else None)
+
+
+def _dense(layer: QuantDense, z: jax.Array, p_z: Grid, point: FakeQuant,
+           exact: bool) -> tuple[jax.Array, Grid]:
+    """layer(z) onto `point`'s grid: the int8 fully-connected kernel when exact."""
+    if exact:
+        return fake_quant_dense(z, layer.masked_kernel(), layer.bias[...], p_z, layer.params,
+                                point.params), point.params
+    return point(layer(z)), None
+
+
+def _binary(kind: str, a: jax.Array, p_a: Grid, b: jax.Array, p_b: Grid, point: FakeQuant,
+            exact: bool) -> tuple[jax.Array, Grid]:
+    """a (add | sub | mul) b onto `point`'s grid: the int8 kernel when exact."""
+    if exact:
+        return fake_quant_binary(kind, a, b, p_a, p_b, point.params), point.params
+    return point({"add": jnp.add, "sub": jnp.subtract, "mul": jnp.multiply}[kind](a, b)), None
+
+
+def _set(layer: QuantDense, kernel: Any, bias: Any) -> None:
+    layer.kernel[...] = jnp.asarray(np.asarray(kernel))
+    layer.bias[...] = jnp.asarray(np.asarray(bias))
+
+
+def _layer_masks(wiring: wirings.Wiring, fully_recurrent: bool) -> list[Any]:
+    """Per CfC sub-cell (in_i + n_i, n_i) 0/1 masks (None where every synapse exists),
+    as `ncc.models.keras.CfCCell._layer_masks`."""
+    sensory = np.abs(wiring.sensory_adjacency_matrix).astype(np.float32)
+    internal = np.abs(wiring.adjacency_matrix).astype(np.float32)
+    masks = []
+    for i in range(wiring.num_layers):
+        ids = wiring.get_neurons_of_layer(i)
+        feed = sensory[:, ids] if i == 0 else internal[np.ix_(
+            wiring.get_neurons_of_layer(i - 1), ids)]
+        rec = np.ones((len(ids), len(ids)), np.float32) if fully_recurrent \
+            else internal[np.ix_(ids, ids)]
+        mask = np.concatenate([feed, rec], axis=0)
+        masks.append(None if mask.all() else mask)
+    return masks
+
+
+def _freeze_spec(obj: Any) -> Any:
+    """JSON-like data -> nested tuples (hashable: nnx keeps it as a static attribute)."""
+    if isinstance(obj, dict):
+        return ("__dict__", tuple((k, _freeze_spec(v)) for k, v in sorted(obj.items())))
+    if isinstance(obj, (list, tuple)):
+        return tuple(_freeze_spec(v) for v in obj)
+    return obj
+
+
+def _thaw_spec(obj: Any) -> Any:
+    if isinstance(obj, tuple) and len(obj) == 2 and obj[0] == "__dict__":
+        return {k: _thaw_spec(v) for k, v in obj[1]}
+    if isinstance(obj, tuple):
+        return [_thaw_spec(v) for v in obj]
+    return obj
 
 
 def run_cell(cell: nnx.Module, xs: jax.Array, dts: Any = None,
              h0: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    """Unrolled loop over time (batch-major xs (B, T, F)): -> (outputs (B, T, U), last h).
+    """Unrolled loop over time (batch-major xs (B, T, F)): -> (outputs (B, T, out), last h).
 
     A Python loop so calibration observers may update; wrap in `nnx.jit` for speed.
     """

@@ -195,3 +195,84 @@ def test_dynamic_weights_must_be_frozen():
     freeze(model)  # weights still fake-quantized with live scales
     with pytest.raises(TraceError, match="freeze"):
         to_graph(model, (F,))
+
+
+# --- fake_quant_binary: the int8 ADD / SUB / MUL kernels in JAX ------------------------------
+
+
+@pytest.mark.parametrize("kind", ["add", "sub", "mul"])
+def test_fake_quant_binary_is_the_golden_kernel(kind):
+    from ncc.compiler import golden
+    from ncc.models.quantization import asymmetric_params, fake_quant_binary
+
+    rng = np.random.default_rng({"add": 0, "sub": 1, "mul": 2}[kind])
+    p_a, p_b = asymmetric_params(-1.3, 0.7, 8), asymmetric_params(-0.2, 2.9, 8)
+    p_out = asymmetric_params(-2.5, 3.1, 8) if kind != "mul" else asymmetric_params(-1, 1, 8)
+    a = rng.uniform(-1.5, 1.0, (64, 33)).astype(np.float32)
+    b = rng.uniform(-0.5, 3.2, (64, 33)).astype(np.float32)
+    ours = np.asarray(fake_quant_binary(kind, a, b, p_a, p_b, p_out))
+    ia, ib, io = (qn.from_core(p) for p in (p_a, p_b, p_out))
+    qa, qb = qn.quantize(a, ia), qn.quantize(b, ib)
+    if kind == "mul":
+        m, s = qn.quantize_multiplier(ia.scale[0] * ib.scale[0] / io.scale[0])
+        gold = golden.qmul(qa, qb, a_zp=ia.zero_point[0], b_zp=ib.zero_point[0],
+                           multiplier=m, shift=s, out_zp=io.zero_point[0])
+    else:
+        gold = getattr(golden, "q" + kind)(qa, qb, **qn.add_params(ia, ib, io))
+    np.testing.assert_array_equal(ours.view(np.uint32),
+                                  qn.dequantize(gold, io).view(np.uint32))
+    grads = jax.grad(lambda u, v: fake_quant_binary(kind, u, v, p_a, p_b, p_out).sum(),
+                     (0, 1))(a, b)
+    expected = {"add": (1, 1), "sub": (1, -1), "mul": (b, a)}[kind]
+    for g, e in zip(grads, expected, strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.broadcast_to(e, a.shape))
+
+
+# --- a QAT CfC cell: compiles with its own parameters, its forward is the golden model -------
+
+
+def qat_cfc(wiring, **kwargs):
+    from ncc.models.nnx.liquid import CfCCell, run_cell
+    from ncc.models.quantization import QuantConfig
+
+    cell = CfCCell(4, wiring, quantization=QuantConfig(), rngs=nnx.Rngs(0), **kwargs)
+    rng = np.random.default_rng(1)
+    set_mode(cell, "calibrate")
+    run_cell(cell, jnp.asarray(rng.uniform(-1, 1, (4, 40, 4)), jnp.float32),
+             jnp.asarray(rng.uniform(0.2, 2.0, (4, 40)), jnp.float32))
+    freeze(cell, weights=True)
+    assert cell.exact()
+    return cell
+
+
+@pytest.mark.parametrize("name", ["dense_backbone", "ncp_no_gate"])
+def test_qat_cfc_cell_forward_equals_golden_over_1000_steps(name, tmp_path):
+    from ncc.models.wirings import AutoNCP
+
+    cell = qat_cfc(8, backbone_units=8) if name == "dense_backbone" else \
+        qat_cfc(AutoNCP(10, 3, seed=1), mode="no_gate")
+    compiled = compile_model(cell, "onnx-int8", tmp_path / name, input_shape=(4,),
+                             verify_steps=200)  # no calibration data: the cell's own grids
+    q = compiled.graph
+    assert compiled.report["passed"], compiled.report
+    (state_in,), (state_out,) = q.by_role("state_in"), q.by_role("state_out")
+    for tensor in ("x", state_in, state_out):
+        assert q.tensors[tensor].quant == qn.from_core(cell.q_state.params)  # one grid
+    assert q.tensors["dt"].quant == qn.from_core(cell.q_dt.params)
+
+    rng = np.random.default_rng(7)
+    xs = rng.uniform(-1, 1, (STEPS, 4)).astype(np.float32)
+    dts = rng.uniform(0.2, 2.0, STEPS).astype(np.float32)  # irregular time spans
+    step = nnx.jit(lambda m, x, h, dt: m(x, h, dt))
+    h, ys, hs = cell.initial_state(1), [], []
+    for x, dt in zip(xs, dts, strict=True):
+        y, h = step(cell, x[None], h, dt[None])
+        ys.append(np.asarray(y)[0])
+        hs.append(np.asarray(h)[0])
+    out = run_sequence(q, qn.quantize(xs, q.tensors["x"].quant)[:, None],
+                       qn.quantize(dts, q.tensors["dt"].quant)[:, None, None])
+    y_gold = qn.dequantize(out["y"][:, 0], q.tensors["y"].quant)
+    h_gold = qn.dequantize(out[state_out][:, 0], q.tensors[state_out].quant)
+    np.testing.assert_array_equal(np.stack(ys).view(np.uint32), y_gold.view(np.uint32))
+    np.testing.assert_array_equal(np.stack(hs).view(np.uint32), h_gold.view(np.uint32))
+    assert len(np.unique(out[state_out])) > 20  # the state moves over the grid

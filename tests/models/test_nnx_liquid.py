@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 from ncc.models import quantization as q
+from ncc.models import wirings
 from ncc.models.nnx.fake_quant import FakeQuant, freeze, set_mode
 from ncc.models.nnx.liquid import CfCCell, run_cell
 
@@ -52,6 +53,7 @@ def test_quantized_cfc_jaxpr_carries_readable_fake_quants(xs):
     set_mode(cell, "calibrate")
     nnx.jit(run_cell)(cell, jnp.asarray(xs))
     freeze(cell, weights=True)
+    assert cell.exact()  # frozen int8: the forward is the integer arithmetic
     graphdef, params = nnx.split(cell)
 
     def step(p, x, h):
@@ -61,8 +63,43 @@ def test_quantized_cfc_jaxpr_carries_readable_fake_quants(xs):
     specs = [q.fake_quant_spec_from_jaxpr_eqn(e) for e in jaxpr.eqns]
     kinds = [s.kind for s in specs if s is not None]
     assert kinds.count("table") == 2  # lecun_tanh backbone, sigmoid gate
-    assert kinds.count("quant") >= 10  # input, state, weights, activations
     assert cell.q_state.params in [s.params for s in specs if s is not None]
+    names = [str(e.params["call_jaxpr"].jaxpr.debug_info.func_name) for e in jaxpr.eqns
+             if e.primitive.name == "custom_jvp_call"]
+    assert sum(n.startswith(q.DENSE_MARKER) for n in names) == 5  # backbone, ff1, ff2, t_a, t_b
+    assert sum(n.startswith(q.BINARY_MARKER) for n in names) == 5  # t_a dt, gate in, 2 mul, add
+
+
+@pytest.mark.parametrize("wiring,kwargs", [
+    (wirings.AutoNCP(12, 3, seed=3), {}),
+    (wirings.NCP(4, 3, 2, 2, 2, 2, 2, seed=5), {"mode": "no_gate"}),
+    (wirings.NCP(4, 3, 2, 2, 2, 2, 2, seed=5), {"mode": "pure"}),
+    (wirings.Random(8, 3, 0.5, random_seed=2), {"fully_recurrent": False}),
+    (wirings.FullyConnected(8, 5), {"backbone_units": [8, 6], "backbone_layers": 2}),
+])
+def test_wired_cfc_cell_equals_ncc_keras_cfc(wiring, kwargs, xs, dts):
+    from ncc.models.keras import CfC
+
+    layer = CfC(wiring, **kwargs)
+    expected = np.asarray(layer([xs, dts]))
+    cell = CfCCell.from_keras(layer)
+    assert cell.layer_sizes == tuple(layer.cell.layer_sizes)
+    out, h = run_cell(cell, jnp.asarray(xs), jnp.asarray(dts))
+    assert out.shape == expected.shape and h.shape == (3, wiring.units)
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=0, atol=1e-5)
+    assert np.abs(expected).max() > 0.05
+    # the masks are real: a masked-out synapse has no effect
+    if cell.ff1[0].mask is not None:
+        assert 0 < np.asarray(cell.ff1[0].mask).mean() < 1
+
+
+def test_cfc_cell_wiring_round_trips_through_its_config():
+    cell = CfCCell(4, wirings.AutoNCP(10, 2, seed=1), rngs=nnx.Rngs(0))
+    again = CfCCell(**cell.get_config(), rngs=nnx.Rngs(1))
+    assert again.wiring == cell.wiring and again.layer_sizes == cell.layer_sizes
+    assert again.ff1[1].mask == cell.ff1[1].mask
+    with pytest.raises(ValueError, match="dense wiring"):
+        CfCCell(4, wirings.AutoNCP(10, 2), backbone_layers=1, rngs=nnx.Rngs(0))
 
 
 def test_fake_quant_point_needs_calibration_before_quant_mode():

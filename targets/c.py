@@ -526,6 +526,9 @@ def lower(g: Graph, sequence_length: int | None = None) -> Artifact:
         t = g.tensors[s]
         e.const_array(CTYPES[t.dtype], f"ncc_initial_s{i}", g.initial_state[s],
                       f"initial value of {s}")
+    # resolve the pointers the step's epilogue copies from now: a constant output or state
+    # declares its array here, before the declarations are written out
+    result_ptr = {name: e.ptr(name) for name in [*outputs, *(s for _, s in states)]}
     c += e.decls
     c.append("/* scratch: op results, placed by liveness */")
     for key in sorted(arenas):
@@ -542,10 +545,10 @@ def lower(g: Graph, sequence_length: int | None = None) -> Artifact:
     c += e.body
     for o, p in zip(outputs, out_params, strict=True):
         t = g.tensors[o]
-        c.append(f"    ncc_copy({e.ptr(o)}, {t.size * _itemsize(t.dtype)}, {p});")
+        c.append(f"    ncc_copy({result_ptr[o]}, {t.size * _itemsize(t.dtype)}, {p});")
     staged = []
     for i, (_s_in, s_out) in enumerate(states):
-        src = e.ptr(s_out)
+        src = result_ptr[s_out]
         if src.startswith("ctx->"):  # a state passed through: read it before any write
             t = g.tensors[s_out]
             staged.append(f"    {CTYPES[t.dtype]} stage{i}[{t.size}];")

@@ -37,7 +37,7 @@ from ncc.models.quantization import (
     fake_quant_table,
 )
 
-__all__ = ["CfCCell", "run_cell"]
+__all__ = ["CfCCell", "LTCCell", "run_cell"]
 
 _TABLES = ("lecun_tanh", "tanh", "sigmoid")
 Grid = QuantParams | None  # the grid a value lies on (exact path), None otherwise
@@ -311,6 +311,244 @@ class CfCCell(nnx.Module):
         for name in ("time_a", "time_b"):
             _set(getattr(self, name)[0], find(name, "kernel"), find(name, "bias"))
         return self
+
+
+# --- LTC ---------------------------------------------------------------------------------------
+
+LTC_INIT_RANGES = {
+    "gleak": (0.001, 1.0), "vleak": (-0.2, 0.2), "cm": (0.4, 0.6),
+    "w": (0.001, 1.0), "sigma": (3.0, 8.0), "mu": (0.3, 0.8),
+    "sensory_w": (0.001, 1.0), "sensory_sigma": (3.0, 8.0), "sensory_mu": (0.3, 0.8),
+}
+"""Uniform initialization ranges, as `ncc.models.keras.ltc.INIT_RANGES` (and ncps)."""
+LTC_POSITIVE = ("gleak", "cm", "w", "sensory_w")
+"""Conductances and capacitance: kept >= 0 (Keras: a NonNeg constraint)."""
+_LTC_POINTS = ("x", "x_w", "x_mapped", "dt", "dt_k", "cm_t_inv", "cm_t", "s_diff", "s_arg",
+               "s_syn", "s_act", "s_act_erev", "num_sensory", "den_sensory", "diff", "arg",
+               "syn", "act", "act_erev", "sum_act_erev", "sum_act", "cm_v", "num_leak",
+               "num_syn", "num", "den_leak", "den_syn", "den", "den_inv", "y_w", "y")
+"""LTC fake-quant points (one grid per intermediate, shared by the ODE unfolds)."""
+
+
+class LTCCell(nnx.Module):
+    """LTC cell (Hasani et al. 2021) over a wiring, `ncc.models.keras.LTCCell` maths/layout.
+
+    ```
+    x' = backbone(x) * input_w + input_b                 (input_mapping affine | linear | None)
+    s  = sensory_w sigmoid(sensory_sigma (x' - sensory_mu)) * |sensory adjacency|  (B, F, n)
+    ode_unfolds x:  a = w sigmoid(sigma (v - mu)) * |adjacency|                  (B, n, n)
+        v <- (cm_t v + gleak vleak + sum_src a erev + sum s sensory_erev)
+             / (cm_t + gleak + sum_src a + sum s + epsilon),   cm_t = cm / (dt / ode_unfolds)
+    y = v[:, :output_dim] * output_w + output_b          (output_mapping)
+    ```
+    gleak, cm, w and sensory_w are used as max(., 0) (Keras keeps them >= 0 with a NonNeg
+    constraint after each update: call `constrain()` after an optimizer step for the same).
+
+    Args:
+        input_dim: features per step. units: an int (FullyConnected), a Wiring or its dict.
+        activation, backbone_units, backbone_layers: optional dense layers on x (default
+            none; activation "tanh", "lecun_tanh", "sigmoid" or "relu").
+        input_mapping, output_mapping: "affine", "linear" or None.
+        ode_unfolds: solver steps per time step (>= 1). epsilon: added to the denominator.
+        initialization_ranges: {name: (low, high)} overrides of `LTC_INIT_RANGES`.
+        quantization: a QuantConfig (or its dict) for fake-quant points (None = float).
+    """
+
+    def __init__(self, input_dim: int, units: Any, *, activation: str = "tanh",
+                 backbone_units: int | Sequence[int] = 128, backbone_layers: int = 0,
+                 input_mapping: str | None = "affine", output_mapping: str | None = "affine",
+                 ode_unfolds: int = 6, epsilon: float = 1e-8,
+                 initialization_ranges: dict[str, Any] | None = None,
+                 quantization: QuantConfig | dict | None = None, rngs: nnx.Rngs) -> None:
+        for name, value in (("input_mapping", input_mapping), ("output_mapping", output_mapping)):
+            if value not in ("affine", "linear", None):
+                raise ValueError(f"{name} must be 'affine', 'linear' or None, got {value!r}")
+        if isinstance(ode_unfolds, bool) or not isinstance(ode_unfolds, int) or ode_unfolds < 1:
+            raise ValueError(f"ode_unfolds must be an integer >= 1, got {ode_unfolds!r}")
+        if activation not in (*_TABLES, "relu"):
+            raise ValueError(f"unsupported backbone activation {activation!r}")
+        ranges = {**LTC_INIT_RANGES, **{k: tuple(map(float, v)) for k, v in
+                                        (initialization_ranges or {}).items()}}
+        unknown = set(ranges) - set(LTC_INIT_RANGES)
+        if unknown:
+            raise ValueError(f"initialization_ranges: unknown parameters {sorted(unknown)}")
+        widths = _backbone_widths(backbone_units, backbone_layers)
+        self.input_dim, self.activation = int(input_dim), activation
+        self.backbone_units = tuple(widths)
+        self.input_mapping, self.output_mapping = input_mapping, output_mapping
+        self.ode_unfolds, self.epsilon = ode_unfolds, float(epsilon)
+        self.initialization_ranges = _freeze_spec(initialization_ranges or {})
+        quantization = _config_of(quantization)
+        self.config = quantization if quantization is not None else QuantConfig()
+        on, cfg = quantization is not None, self.config
+        dense = {"bits": cfg.weight_bits, "per_channel": cfg.per_channel,
+                 "enabled": on and cfg.quantizes("weights")}
+        self.backbone, self.q_backbone = nnx.List(), nnx.List()
+        width = self.input_dim
+        for w in widths:
+            self.backbone.append(QuantDense(width, w, rngs=rngs, **dense))
+            self.q_backbone.append(self._point(cfg, on, "activations"))
+            width = w
+        wiring = wirings.as_wiring(units)
+        wiring.build(width)
+        self.wiring_spec = _freeze_spec(wirings.serialize(wiring))
+        n, m = wiring.units, int(wiring.output_dim)
+        self.units, self.output_size, self.sensory_size = n, m, width
+        self.sensory_mask = _freeze_matrix(np.abs(wiring.sensory_adjacency_matrix))
+        self.mask = _freeze_matrix(np.abs(wiring.adjacency_matrix))
+
+        def uniform(name: str, shape: tuple[int, ...]) -> nnx.Param:
+            low, high = ranges[name]
+            return nnx.Param(jax.random.uniform(rngs.params(), shape, jnp.float32, low, high))
+
+        self.gleak, self.vleak, self.cm = (uniform(k, (n,)) for k in ("gleak", "vleak", "cm"))
+        self.sigma, self.mu, self.w = (uniform(k, (n, n)) for k in ("sigma", "mu", "w"))
+        self.erev = nnx.Param(jnp.asarray(wiring.erev_initializer()))
+        self.sensory_sigma, self.sensory_mu, self.sensory_w = (
+            uniform(k, (width, n)) for k in ("sensory_sigma", "sensory_mu", "sensory_w"))
+        self.sensory_erev = nnx.Param(jnp.asarray(wiring.sensory_erev_initializer()))
+        if input_mapping in ("affine", "linear"):
+            self.input_w = nnx.Param(jnp.ones((width,)))
+        if input_mapping == "affine":
+            self.input_b = nnx.Param(jnp.zeros((width,)))
+        if output_mapping in ("affine", "linear"):
+            self.output_w = nnx.Param(jnp.ones((m,)))
+        if output_mapping == "affine":
+            self.output_b = nnx.Param(jnp.zeros((m,)))
+        self.q_state = self._point(cfg, on, "state")
+        for name in _LTC_POINTS:
+            setattr(self, f"q_{name}", self._point(cfg, on, "inputs" if name in ("x", "dt")
+                                                   else "activations"))
+        self.nonlinear_tables = on and cfg.quantizes("nonlinearities")
+
+    @staticmethod
+    def _point(cfg: QuantConfig, on: bool, part: str) -> FakeQuant:
+        bits = cfg.state_bits if part == "state" else cfg.activation_bits
+        fq = FakeQuant.for_part(cfg, part, bits)
+        fq.enabled = on and fq.enabled
+        return fq
+
+    @property
+    def wiring(self) -> wirings.Wiring:
+        return wirings.deserialize(_thaw_spec(self.wiring_spec))
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments (for `ncc.models.save_checkpoint`)."""
+        quantized = any(p.enabled for _, p in nnx.iter_modules(self)
+                        if isinstance(p, FakeQuant | QuantDense))
+        return {"input_dim": self.input_dim, "units": _thaw_spec(self.wiring_spec),
+                "activation": self.activation, "backbone_units": list(self.backbone_units),
+                "backbone_layers": len(self.backbone_units),
+                "input_mapping": self.input_mapping, "output_mapping": self.output_mapping,
+                "ode_unfolds": self.ode_unfolds, "epsilon": self.epsilon,
+                "initialization_ranges": _thaw_spec(self.initialization_ranges) or None,
+                "quantization": self.config.to_dict() if quantized else None}
+
+    def initial_state(self, batch_size: int) -> jax.Array:
+        return jnp.zeros((batch_size, self.units))
+
+    def constrain(self) -> None:
+        """Project gleak, cm, w, sensory_w onto >= 0 (Keras' NonNeg, after an update)."""
+        for name in LTC_POSITIVE:
+            param = getattr(self, name)
+            param[...] = jnp.maximum(param[...], 0.0)
+
+    def _positive(self, name: str) -> jax.Array:
+        return jnp.maximum(getattr(self, name)[...], 0.0)
+
+    def _sigmoid(self, x: jax.Array, point_in: FakeQuant, point_out: FakeQuant) -> jax.Array:
+        if self.nonlinear_tables:  # the table's output grid follows from its input's
+            return table_or_float(x, "sigmoid", point_in)
+        return point_out(jax.nn.sigmoid(point_in(x)))
+
+    def _divide(self, a: jax.Array, b: jax.Array, inv: FakeQuant,
+                out: FakeQuant) -> jax.Array:
+        """a / b; quantized as a * (1 / b) with a grid for the reciprocal (the integer form)."""
+        if inv.mode == "quant" and inv.enabled:
+            return out(a * inv(1.0 / b))
+        inv(1.0 / b)  # calibrate: observe the reciprocal's range
+        return out(a / b)
+
+    def __call__(self, x: jax.Array, v: jax.Array, dt: Any = 1.0) -> tuple[jax.Array, jax.Array]:
+        t = jnp.reshape(jnp.asarray(dt, jnp.float32), (-1, 1))
+        x = self.q_x(x)
+        for layer, point in zip(self.backbone, self.q_backbone, strict=True):
+            x = self._activate(layer(x), point)
+        if self.input_mapping in ("affine", "linear"):
+            x = self.q_x_w(x * self.input_w[...])
+        if self.input_mapping == "affine":
+            x = self.q_x_mapped(x + self.input_b[...])
+        sensory_mask = jnp.asarray(self.sensory_mask)
+        mask = jnp.asarray(self.mask)
+        syn = self._sigmoid(self.q_s_arg(self.sensory_sigma[...] * self.q_s_diff(
+            x[:, :, None] - self.sensory_mu[...])), self.q_s_arg, self.q_s_syn)
+        s_act = self.q_s_act(self._positive("sensory_w") * sensory_mask * syn)
+        num_sensory = self.q_num_sensory(jnp.sum(
+            self.q_s_act_erev(s_act * self.sensory_erev[...]), axis=1))
+        den_sensory = self.q_den_sensory(jnp.sum(s_act, axis=1))
+        t = self.q_dt(jnp.broadcast_to(t, v.shape))
+        cm_t = self._divide(self._positive("cm"), self.q_dt_k(t / self.ode_unfolds),
+                            self.q_cm_t_inv, self.q_cm_t)
+        gleak = self._positive("gleak")
+        w = self._positive("w") * mask
+        for _ in range(self.ode_unfolds):  # unrolled: a fixed number of solver steps
+            syn = self._sigmoid(self.q_arg(self.sigma[...] * self.q_diff(
+                v[:, :, None] - self.mu[...])), self.q_arg, self.q_syn)
+            act = self.q_act(w * syn)
+            numerator = self.q_num(self.q_num_syn(
+                self.q_num_leak(self.q_cm_v(cm_t * v) + gleak * self.vleak[...])
+                + self.q_sum_act_erev(jnp.sum(self.q_act_erev(act * self.erev[...]), axis=1)))
+                + num_sensory)
+            denominator = self.q_den(self.q_den_syn(self.q_den_leak(cm_t + gleak)
+                                                    + self.q_sum_act(jnp.sum(act, axis=1)))
+                                     + den_sensory)
+            v = self._divide(numerator, denominator + self.epsilon, self.q_den_inv,
+                             self.q_state)
+        y = v[:, :self.output_size] if self.output_size < self.units else v
+        if self.output_mapping in ("affine", "linear"):
+            y = self.q_y_w(y * self.output_w[...])
+        if self.output_mapping == "affine":
+            y = self.q_y(y + self.output_b[...])
+        return y, v
+
+    def _activate(self, x: jax.Array, point: FakeQuant) -> jax.Array:
+        if self.activation == "relu":
+            return jax.nn.relu(point(x))
+        if self.nonlinear_tables:
+            return table_or_float(x, self.activation, point)
+        from ncc.models.quantization import TABLE_FUNCTIONS
+
+        return TABLE_FUNCTIONS[self.activation][1](point(x))
+
+    # --- weights from Keras -----------------------------------------------------------------
+
+    def load_keras(self, layer: Any) -> LTCCell:
+        """Copy the weights of a built `ncc.models.keras` LTC layer or LTCCell (same wiring,
+        mappings and backbone)."""
+        cell = getattr(layer, "cell", layer)
+        for ours, theirs in zip(self.backbone, cell.backbone, strict=True):
+            _set(ours, theirs.kernel, theirs.bias)
+        for name, value in cell.params.items():
+            param = getattr(self, name, None)
+            if param is None or tuple(param[...].shape) != tuple(value.shape):
+                raise ValueError(f"Keras LTC weight {name} {tuple(value.shape)} has no match "
+                                 "in this cell: build both with the same wiring and mappings")
+            param[...] = jnp.asarray(np.asarray(value))
+        return self
+
+    @classmethod
+    def from_keras(cls, layer: Any, *, quantization: QuantConfig | None = None) -> LTCCell:
+        """An NNX cell with the configuration and weights of a built Keras LTC / LTCCell."""
+        cell = getattr(layer, "cell", layer)
+        act = getattr(cell.activation, "__name__", cell.activation)
+        input_dim = cell.backbone[0].kernel.shape[0] if cell.backbone else \
+            cell.wiring.input_dim
+        return cls(input_dim, cell.wiring, activation=act,
+                   backbone_units=list(cell.backbone_units),
+                   backbone_layers=len(cell.backbone_units),
+                   input_mapping=cell.input_mapping, output_mapping=cell.output_mapping,
+                   ode_unfolds=cell.ode_unfolds, epsilon=cell.epsilon,
+                   quantization=quantization, rngs=nnx.Rngs(0)).load_keras(cell)
 
 
 # --- helpers shared by the cells ---------------------------------------------------------------

@@ -276,3 +276,47 @@ def test_qat_cfc_cell_forward_equals_golden_over_1000_steps(name, tmp_path):
     np.testing.assert_array_equal(np.stack(ys).view(np.uint32), y_gold.view(np.uint32))
     np.testing.assert_array_equal(np.stack(hs).view(np.uint32), h_gold.view(np.uint32))
     assert len(np.unique(out[state_out])) > 20  # the state moves over the grid
+
+
+# --- the NNX liquid cells compile: float cells from calibration data, QAT cells alone --------
+
+
+def _sequences(n: int, steps: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, (n, steps, 4)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["cfc", "ltc"])
+def test_nnx_liquid_cells_compile_from_calibration(kind, tmp_path):
+    from ncc.models.nnx.liquid import CfCCell, LTCCell
+    from ncc.models.wirings import AutoNCP
+
+    cls = CfCCell if kind == "cfc" else LTCCell
+    cell = cls(4, AutoNCP(8, 2, seed=1), rngs=nnx.Rngs(0))
+    compiled = compile_model(cell, "onnx-int8", tmp_path / kind, input_shape=(4,),
+                             calibration={"x": _sequences(4, 30, 1)}, verify_steps=50)
+    assert compiled.report["passed"], compiled.report
+    assert compiled.graph.tensors["y"].shape == (1, 2)
+
+
+def test_qat_ltc_cell_compiles_with_its_own_parameters(tmp_path):
+    from ncc.models.nnx.liquid import LTCCell, run_cell
+    from ncc.models.quantization import QuantConfig
+    from ncc.models.wirings import AutoNCP
+
+    cell = LTCCell(4, AutoNCP(8, 2, seed=1), quantization=QuantConfig(), rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(3)  # trained mappings (all-ones / zeros would fold away)
+    for name in ("input_w", "input_b", "output_w", "output_b"):
+        p = getattr(cell, name)
+        p[...] = jnp.asarray(rng.uniform(0.5, 1.5, p[...].shape) if name.endswith("w")
+                             else rng.uniform(-0.3, 0.3, p[...].shape), jnp.float32)
+    set_mode(cell, "calibrate")
+    run_cell(cell, jnp.asarray(_sequences(4, 30, 1)))
+    freeze(cell, weights=True)
+    compiled = compile_model(cell, "onnx-int8", tmp_path / "ltc", input_shape=(4,),
+                             verify_steps=50)  # no calibration data
+    q = compiled.graph
+    assert compiled.report["passed"], compiled.report
+    (state_out,) = q.by_role("state_out")
+    assert q.tensors[state_out].quant == qn.from_core(cell.q_state.params)
+    assert q.tensors["y"].quant == qn.from_core(cell.q_y.params)
+    assert q.tensors["x"].quant == qn.from_core(cell.q_x.params)

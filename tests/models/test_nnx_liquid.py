@@ -10,7 +10,7 @@ from flax import nnx
 from ncc.models import quantization as q
 from ncc.models import wirings
 from ncc.models.nnx.fake_quant import FakeQuant, freeze, set_mode
-from ncc.models.nnx.liquid import CfCCell, run_cell
+from ncc.models.nnx.liquid import CfCCell, LTCCell, run_cell
 
 
 @pytest.mark.parametrize("mode,backbone_layers", [("default", 1), ("pure", 1), ("no_gate", 2),
@@ -109,3 +109,59 @@ def test_fake_quant_point_needs_calibration_before_quant_mode():
         fq(jnp.ones(3))
     with pytest.raises(ValueError):
         CfCCell(4, 6, mode="fast", rngs=nnx.Rngs(0))
+
+
+def _randomize_keras_ltc(layer, seed: int) -> None:
+    """Move every LTC weight off its initial value (mappings included), keeping the
+    positive ones positive, as training would."""
+    from ncc.models.keras.ltc import POSITIVE
+
+    rng = np.random.default_rng(seed)
+    for name, var in layer.cell.params.items():
+        value = np.asarray(var) + rng.uniform(-0.3, 0.3, var.shape)
+        var.assign(np.abs(value).astype(np.float32) if name in POSITIVE
+                   else value.astype(np.float32))
+
+
+@pytest.mark.parametrize("wiring,kwargs", [
+    (wirings.AutoNCP(12, 3, seed=3), {}),
+    (wirings.FullyConnected(6), {"input_mapping": "linear", "output_mapping": None,
+                                 "ode_unfolds": 3, "epsilon": 0.1}),
+    (wirings.Random(8, 3, 0.5, random_seed=4), {"backbone_units": [6], "backbone_layers": 1,
+                                                "input_mapping": None,
+                                                "output_mapping": "linear"}),
+    (wirings.NCP(4, 3, 2, 2, 2, 2, 2, seed=5), {"ode_unfolds": 1}),
+])
+def test_ltc_cell_equals_ncc_keras_ltc(wiring, kwargs, xs, dts):
+    from ncc.models.keras import LTC
+
+    layer = LTC(wiring, **kwargs)
+    layer([xs, dts])
+    _randomize_keras_ltc(layer, 0)
+    expected = np.asarray(layer([xs, dts]))
+    cell = LTCCell.from_keras(layer)
+    out, v = run_cell(cell, jnp.asarray(xs), jnp.asarray(dts))
+    assert out.shape == expected.shape and v.shape == (3, wiring.units)
+    assert np.abs(np.asarray(out) - expected).max() <= 1e-5
+    assert np.abs(expected).max() > 0.05
+    again = LTCCell(**cell.get_config(), rngs=nnx.Rngs(1)).load_keras(layer)  # config round trip
+    np.testing.assert_array_equal(np.asarray(run_cell(again, jnp.asarray(xs),
+                                                      jnp.asarray(dts))[0]), np.asarray(out))
+
+
+def test_ltc_cell_keeps_conductances_non_negative(xs):
+    cell = LTCCell(4, 5, rngs=nnx.Rngs(0))
+    before, _ = run_cell(cell, jnp.asarray(xs))
+    gleak = cell.gleak[...]
+    cell.gleak[...] = gleak.at[0].set(-0.5)  # an optimizer step went below zero
+    cell.cm[...] = cell.cm[...].at[1].set(-0.1)
+    clipped, _ = run_cell(cell, jnp.asarray(xs))  # used as 0 in the forward
+    cell.constrain()  # projected to 0, as Keras' NonNeg does
+    assert float(cell.gleak[0]) == 0.0 and float(cell.cm[1]) == 0.0
+    projected, _ = run_cell(cell, jnp.asarray(xs))
+    np.testing.assert_array_equal(np.asarray(clipped), np.asarray(projected))
+    assert not np.allclose(np.asarray(before), np.asarray(projected))
+    with pytest.raises(ValueError, match="ode_unfolds"):
+        LTCCell(4, 5, ode_unfolds=0, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="input_mapping"):
+        LTCCell(4, 5, input_mapping="cubic", rngs=nnx.Rngs(0))

@@ -23,9 +23,7 @@ import numpy as np
 
 from ncc.compiler.ir import QuantParams
 from ncc.compiler.numerics import quantize
-
-SOURCES = ("model.c", "ncc_kernels.c")
-WARNINGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic")
+from ncc.targets.c import SOURCES, WARNINGS
 
 
 def find_compiler(name: str | None = None) -> str:

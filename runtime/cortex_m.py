@@ -25,14 +25,15 @@ from typing import Any
 import numpy as np
 
 from ncc.compiler.artifact import read_manifest
-from ncc.runtime.cbuild import SOURCES, WARNINGS, decode_trace, encode_steps, runtime_file
+from ncc.runtime.cbuild import decode_trace, encode_steps, runtime_file
+from ncc.targets.c import ARM_CC as CC
+from ncc.targets.c import ARM_CPU_FLAGS as CPU_FLAGS
+from ncc.targets.c import ARM_OPT_FLAGS as OPT_FLAGS
+from ncc.targets.c import ARM_SIZE as SIZE
+from ncc.targets.c import SOURCES, WARNINGS, cortex_m_footprint
 
-CC = "arm-none-eabi-gcc"
-SIZE = "arm-none-eabi-size"
 QEMU = "qemu-system-arm"
 MACHINE = "mps2-an386"  # ARM MPS2 with a Cortex-M4 (AN386)
-CPU_FLAGS = ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=soft")  # no FPU needed
-OPT_FLAGS = ("-Os", "-ffunction-sections", "-fdata-sections")
 SUPPORT = ("startup.c", "main.c")
 
 
@@ -57,49 +58,21 @@ def _run(cmd: list[str], timeout: float = 120) -> str:
     return done.stdout
 
 
-def _compile_objects(art_dir: Path, build: Path) -> list[Path]:
-    objects = []
-    for source in SOURCES:
-        obj = build / Path(source).with_suffix(".o").name
-        _run([CC, *CPU_FLAGS, *WARNINGS, *OPT_FLAGS, "-c", str(art_dir / source),
-              "-o", str(obj)])
-        objects.append(obj)
-    return objects
-
-
-def _sizes(paths: list[Path]) -> dict[str, dict[str, int]]:
-    """arm-none-eabi-size (Berkeley format) -> {file name: {text, data, bss}}."""
-    out = _run([SIZE, *map(str, paths)])
-    sizes = {}
-    for line in out.splitlines()[1:]:
-        text, data, bss, _dec, _hex, name = line.split(maxsplit=5)
-        sizes[Path(name).name] = {"text": int(text), "data": int(data), "bss": int(bss)}
-    return sizes
-
-
 def footprint(art_dir: str | Path) -> dict[str, Any]:
-    """Flash and RAM bytes of the model on a Cortex-M4, from arm-none-eabi-size.
-
-    Returns {"flash_bytes", "ram_bytes", "state_bytes", "objects": {file: {text, data,
-    bss}}, "compiler", "flags"}; raises CortexMError if a tool is missing."""
+    """Flash and RAM bytes of the artifact's model on a Cortex-M4 (what the manifest's
+    details["cortex_m"] holds when the toolchain was there at compile time): {"flash_bytes",
+    "ram_bytes", "state_bytes", "objects": {file: {text, data, bss}}, "compiler", "flags"}.
+    Raises CortexMError if the toolchain is missing or fails."""
     if missing := missing_tools(qemu=False):
         raise CortexMError(f"no {', '.join(missing)} on PATH: apt-get install "
                            "gcc-arm-none-eabi libnewlib-arm-none-eabi")
     art_dir = Path(art_dir)
     manifest = read_manifest(art_dir)
-    with tempfile.TemporaryDirectory(prefix="ncc-m4-") as tmp:
-        objects = _sizes(_compile_objects(art_dir, Path(tmp)))
-    version = _run([CC, "-dumpversion"]).strip()
-    text = sum(o["text"] for o in objects.values())
-    data = sum(o["data"] for o in objects.values())
-    bss = sum(o["bss"] for o in objects.values())
-    state = int(manifest["details"]["memory"]["state_bytes"])
-    return {"flash_bytes": text + data, "ram_bytes": data + bss + state,
-            "state_bytes": state, "objects": objects,
-            "definition": "flash = text (code, weights, tables) + data; RAM = data + bss "
-                          "(scratch) + state (ncc_ctx); the whole runtime is counted, "
-                          "unused kernels included",
-            "compiler": f"{CC} {version}", "flags": " ".join(CPU_FLAGS + OPT_FLAGS)}
+    files = {name: (art_dir / name).read_bytes() for name in (*SOURCES, "model.h", "ncc.h")}
+    result = cortex_m_footprint(files, int(manifest["details"]["memory"]["state_bytes"]))
+    if "not_measured" in result:
+        raise CortexMError(result["not_measured"])
+    return result
 
 
 def _test_data(steps: np.ndarray) -> str:

@@ -35,8 +35,12 @@ neurons that spiked, at most `synapses` (the figure a neuromorphic core is sized
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,6 +51,13 @@ from ncc.compiler.numerics import quantize
 
 TARGET = "c"
 RUNTIME_FILES = ("ncc.h", "ncc_kernels.c")
+SOURCES = ("model.c", "ncc_kernels.c")  # what a program compiles (with its own main)
+WARNINGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic")
+# Cortex-M4 footprint: arm-none-eabi-gcc objects sized by arm-none-eabi-size
+ARM_CC = "arm-none-eabi-gcc"
+ARM_SIZE = "arm-none-eabi-size"
+ARM_CPU_FLAGS = ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=soft")  # no FPU needed
+ARM_OPT_FLAGS = ("-Os", "-ffunction-sections", "-fdata-sections")
 SPARSE_DENSITY = 0.75  # at least a quarter of the synapses absent
 MAX_RANK = 6
 
@@ -581,6 +592,7 @@ def lower(g: Graph, sequence_length: int | None = None) -> Artifact:
 
     files = {"model.h": "\n".join(h).encode(), "model.c": "\n".join(c).encode(),
              **runtime_sources()}
+    cortex_m = cortex_m_footprint(files, state_bytes)
     details = {
         "exact": "bit-exact with the golden integer model",
         "language": "C99, no malloc, no libm, no floating point",
@@ -594,6 +606,75 @@ def lower(g: Graph, sequence_length: int | None = None) -> Artifact:
         "spiking_layers": e.spiking,
         "max_synaptic_events_per_step": sum(s["synapses"] for s in e.spiking),
         "sparse_density_threshold": SPARSE_DENSITY,
+        "cortex_m": cortex_m,
     }
     return Artifact(target=TARGET, entry="model.c", files=files,
                     io_names={n: n for n in g.inputs + g.outputs}, details=details)
+
+
+# --- Cortex-M4 footprint ------------------------------------------------------------------
+
+
+class FootprintError(RuntimeError):
+    """The cross-compiler or arm-none-eabi-size failed; the message has its output."""
+
+
+def _tool(cmd: list[str]) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if done.returncode:
+        raise FootprintError(f"{' '.join(cmd)} exited {done.returncode}:\n"
+                             f"{(done.stderr + done.stdout)[-2000:]}")
+    return done.stdout
+
+
+def arm_objects(src: Path, build: Path) -> list[Path]:
+    """model.o and ncc_kernels.o of the C files in `src`, built for a Cortex-M4."""
+    objects = []
+    for source in SOURCES:
+        obj = build / Path(source).with_suffix(".o").name
+        _tool([ARM_CC, *ARM_CPU_FLAGS, *WARNINGS, *ARM_OPT_FLAGS, "-c", str(src / source),
+               "-o", str(obj)])
+        objects.append(obj)
+    return objects
+
+
+def arm_sizes(paths: list[Path]) -> dict[str, dict[str, int]]:
+    """arm-none-eabi-size (Berkeley format: text includes rodata) -> {file name: {text,
+    data, bss}}."""
+    sizes = {}
+    for line in _tool([ARM_SIZE, *map(str, paths)]).splitlines()[1:]:
+        text, data, bss, _dec, _hex, name = line.split(maxsplit=5)
+        sizes[Path(name).name] = {"text": int(text), "data": int(data), "bss": int(bss)}
+    return sizes
+
+
+def cortex_m_footprint(files: dict[str, bytes], state_bytes: int) -> dict[str, Any]:
+    """Flash and RAM of the model on a Cortex-M4, from `arm-none-eabi-size` of model.o and
+    ncc_kernels.o: flash = text (code, weights, tables) + data; RAM = data + bss (the
+    scratch arenas) + the state (ncc_ctx, which the caller allocates). Without the
+    toolchain, {"not_measured": why}; the figures depend on the compiler version named."""
+    missing = [t for t in (ARM_CC, ARM_SIZE) if shutil.which(t) is None]
+    if missing:
+        return {"not_measured": f"{' and '.join(missing)} not on PATH (Debian: "
+                                "gcc-arm-none-eabi)"}
+    try:
+        with tempfile.TemporaryDirectory(prefix="ncc-m4-") as tmp:
+            folder = Path(tmp)
+            for name, data in files.items():
+                (folder / name).write_bytes(data)
+            objects = arm_sizes(arm_objects(folder, folder))
+        version = _tool([ARM_CC, "-dumpversion"]).strip()
+    except (FootprintError, OSError, subprocess.TimeoutExpired) as e:
+        return {"not_measured": f"cross-compilation failed: {e}"[:2000]}
+    data = sum(o["data"] for o in objects.values())
+    return {
+        "flash_bytes": sum(o["text"] for o in objects.values()) + data,
+        "ram_bytes": data + sum(o["bss"] for o in objects.values()) + state_bytes,
+        "state_bytes": state_bytes,
+        "objects": objects,
+        "definition": "flash = text (code, weights, tables) + data; RAM = data + bss "
+                      "(scratch) + state (ncc_ctx); the whole runtime counted, unused "
+                      "kernels included",
+        "compiler": f"{ARM_CC} {version}",
+        "flags": " ".join(ARM_CPU_FLAGS + ARM_OPT_FLAGS),
+    }

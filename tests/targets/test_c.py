@@ -347,8 +347,19 @@ def test_cortex_m4_flash_and_ram_from_arm_none_eabi_size(cases):
         assert fp["flash_bytes"] == sum(o["text"] + o["data"] for o in objects.values())
         assert fp["ram_bytes"] == (sum(o["data"] + o["bss"] for o in objects.values())
                                    + memory["state_bytes"])
+        assert case.manifest["details"]["cortex_m"] == fp  # measured at compile time too
         figures[name] = (fp["flash_bytes"], fp["ram_bytes"])
     print("cortex-m4 flash, RAM bytes:", figures)  # pytest -s
+
+
+def test_footprint_without_the_toolchain_says_so(cases, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda tool: None)
+    art = c_target.lower(cases["cfc"].g)
+    assert art.details["cortex_m"] == {
+        "not_measured": "arm-none-eabi-gcc and arm-none-eabi-size not on PATH (Debian: "
+                        "gcc-arm-none-eabi)"}
+    with pytest.raises(cortex_m.CortexMError, match="arm-none-eabi-gcc"):
+        cortex_m.footprint(cases["cfc"].art)
 
 
 # --- every kernel, on a hand-built graph -----------------------------------------------------

@@ -142,6 +142,22 @@ def _summary(report: dict[str, Any]) -> str:
             f"({report.get('data')})\n" + "\n".join(rows))
 
 
+def _footprint(details: dict[str, Any]) -> str:
+    """Memory and operation counts a target reports (the c target), one line each."""
+    rows = []
+    if mem := details.get("memory"):
+        rows.append(f"  memory: weights {mem['weights_bytes']} B, state {mem['state_bytes']} "
+                    f"B, scratch {mem['scratch_bytes']} B; {details.get('macs_per_step', '?')} "
+                    "MACs per step")
+    cm = details.get("cortex_m") or {}
+    if "flash_bytes" in cm:
+        rows.append(f"  Cortex-M4: flash {cm['flash_bytes']} B, RAM {cm['ram_bytes']} B "
+                    f"({cm['compiler']} {cm['flags']})")
+    elif "not_measured" in cm:
+        rows.append(f"  Cortex-M4 footprint not measured: {cm['not_measured']}")
+    return "".join("\n" + row for row in rows)
+
+
 def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
     if args.json:
         print(json.dumps(payload, indent=2, sort_keys=True, default=str))
@@ -162,7 +178,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
                                options=QuantOptions(method=args.range_method),
                                verify_steps=args.verify_steps, progress=progress)
     text = (f"compiled {args.model} -> {result.out_dir}/ ({target}, {len(result.graph.ops)} "
-            f"ops)")
+            f"ops)") + _footprint(result.manifest.get("details", {}))
     if result.report:
         text += "\n" + _summary(result.report)
     _emit(args, {"artifact": str(result.out_dir), "manifest": result.manifest,

@@ -296,7 +296,6 @@ def test_address_and_undefined_behaviour_sanitizers_are_clean(name, cases, tmp_p
                                   "-fsanitize=address,undefined",
                                   "-fno-sanitize-recover=all"))
     xs, dts = case.sequence(0, SHORT)
-    os.environ.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
     case.expect(run_executable(exe, case.manifest, xs, dts), 0, "asan+ubsan")
 
 

@@ -43,9 +43,9 @@ from ncc.compiler.trace import trace
 # target name -> module whose `lower(graph, ...)` returns an Artifact
 TARGETS = {"onnx-float": "ncc.targets.onnx", "onnx-int8": "ncc.targets.onnx_int8",
            "onnx-qdq": "ncc.targets.onnx_qdq", "tflite-int8": "ncc.targets.tflite",
-           "c": "ncc.targets.c"}
+           "c": "ncc.targets.c", "fixed-point": "ncc.targets.fixed_point"}
 ALIASES = {"onnx": "onnx-float"}
-QUANTIZED = {"onnx-int8", "onnx-qdq", "tflite-int8", "c"}
+QUANTIZED = {"onnx-int8", "onnx-qdq", "tflite-int8", "c", "fixed-point"}
 # quantized targets whose arithmetic is not ours: their deviation is measured, not required 0
 APPROXIMATE = {"onnx-qdq"}
 # a float target must match the float reference to this max abs error

@@ -172,6 +172,20 @@ class CSession(Session):
         return result
 
 
+class FixedPointSession(Session):
+    """The fixed-point tables (target fixed-point) run by ncc's golden table interpreter;
+    `model.events` counts the synaptic events of the steps run so far."""
+
+    def __init__(self, art_dir: str | Path, manifest: dict[str, Any]):
+        super().__init__(art_dir, manifest)
+        from ncc.compiler.tables import read_tables
+
+        self.model = read_tables(self.dir)
+
+    def _call(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.model.step(feeds)
+
+
 class ReferenceSession:
     """The float reference: the traced IR run in JAX (jit-compiled step)."""
 
@@ -202,7 +216,8 @@ class ReferenceSession:
 
 
 SESSIONS = {"onnx-float": OnnxSession, "onnx-int8": OnnxSession, "onnx-qdq": OnnxSession,
-            "tflite-int8": TfliteSession, "c": CSession}
+            "tflite-int8": TfliteSession, "c": CSession,
+            "fixed-point": FixedPointSession}
 # target -> runtime name -> session, for targets that run in more than one runtime
 RUNTIMES = {"tflite-int8": {"litert": TfliteSession, "tflm": TfliteMicroSession}}
 

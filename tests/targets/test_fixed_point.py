@@ -1,0 +1,170 @@
+"""fixed-point: the tables, run by the golden table interpreter, are the golden model's bits.
+
+Whole models over 10,000 steps (CfC dense and on a sparse AutoNCP wiring, LTC, a LIF
+network); sparse weights stored as present synapses only; spiking populations with
+integer thresholds; the C header compiles warning-free.
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from ncc.compiler.artifact import load_artifact_graph, read_manifest
+from ncc.compiler.batch import rebatch
+from ncc.compiler.driver import compile_model, verify_artifact
+from ncc.compiler.interpret import run_sequence
+from ncc.compiler.tables import TableModel, read_tables
+from ncc.models import zoo
+from ncc.runtime.session import FixedPointSession, open_session
+from ncc.targets.fixed_point import FixedPointError, build_tables, lower
+
+STEPS = 10_000
+SEQUENCES = 20
+
+
+def calibration(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"x": rng.standard_normal((8, 100, 8)).astype(np.float32)}
+
+
+def int8_inputs(steps, features=8, seed=7):
+    """Random int8 steps, then a slow sine over the full range, rails and zeros."""
+    rng = np.random.default_rng(seed)
+    n = steps // 4
+    t = np.arange(n)[:, None]
+    sine = np.round(127.5 * np.sin(t / (7.0 + np.arange(features))) - 0.5)
+    rails = np.where((t // 50) % 2 == 0, 127, -128) * np.ones((1, features))
+    zeros = np.zeros((n // 4, features))
+    structured = np.concatenate([sine, rails, zeros])
+    random = rng.integers(-128, 128, (steps - len(structured), features))
+    return np.concatenate([random, structured]).astype(np.int8)[:, None, :]
+
+
+def autoncp_cfc():
+    import keras
+    import ncps.keras
+    from ncps.wirings import AutoNCP
+
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((None, 8)),
+                             ncps.keras.CfC(AutoNCP(16, 4, seed=0), return_sequences=True)],
+                            name="cfc_autoncp")
+
+
+MODELS = {"cfc": lambda: zoo.cfc(units=8), "cfc_autoncp": autoncp_cfc,
+          "ltc": lambda: zoo.ltc(units=14), "lif": lambda: zoo.lif(hidden=32)}
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fixed_point")
+    return {name: compile_model(make(), "fixed-point", root / name, calibration=calibration(),
+                                verify_steps=0).out_dir for name, make in MODELS.items()}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_table_interpreter_equals_golden_for_10k_steps(name, artifacts):
+    """10,000 steps: the artifact's own tables over 200 steps, then the tables of the same
+    graph at batch 20 over 500 steps (20 x 500: the Python interpreters cost ~1-25 ms a
+    step, so the long run is batched)."""
+    art = artifacts[name]
+    g = load_artifact_graph(art)
+    gb = rebatch(g, SEQUENCES)
+    xs = int8_inputs(STEPS).reshape(SEQUENCES, STEPS // SEQUENCES, 8).transpose(1, 0, 2)
+    runs = [(g, read_tables(art), int8_inputs(200, seed=3)),
+            (gb, TableModel(*build_tables(gb)), xs)]
+    for graph, tables, inputs in runs:
+        golden = run_sequence(graph, inputs)
+        got = tables.run(inputs)
+        assert set(got) == set(g.outputs)
+        for out in g.outputs:  # every output and every state, every step
+            assert got[out].dtype == golden[out].dtype
+            diff = np.flatnonzero(got[out] != golden[out])
+            assert diff.size == 0, f"{name} {out}: {diff.size} values differ, first {diff[:5]}"
+    assert len(np.unique(golden[g.by_role("output")[0]])) > 10  # the inputs moved the model
+
+
+def test_sparse_wirings_store_present_synapses_only(artifacts):
+    for name in ("cfc_autoncp",):  # LTC applies its wiring mask per synapse, not in a matmul
+        tables = read_tables(artifacts[name])
+        sparse = {k: m for k, m in tables.spec["matrices"].items() if m["storage"] == "synapses"}
+        assert sparse, f"{name}: no sparse layer"
+        g = load_artifact_graph(artifacts[name])
+        macs = 0
+        for key, m in tables.spec["matrices"].items():
+            dense = g.constants[key]
+            if m["storage"] == "synapses":
+                pre, post, w = (tables.arrays[f"{key}.{p}"] for p in ("pre", "post", "weight"))
+                assert key not in tables.arrays and np.all(w != 0)
+                assert len(w) == m["synapses"] == np.count_nonzero(dense) < 0.85 * dense.size
+                assert np.array_equal(dense[pre, post], w)
+                macs += len(w)
+            else:
+                macs += dense.size
+        details = read_manifest(artifacts[name])["details"]
+        assert details["macs_per_step"] == macs  # only present synapses count
+        dense_macs = sum(int(np.prod(m["shape"])) for m in tables.spec["matrices"].values())
+        assert macs < dense_macs
+        print(f"{name}: {macs} MACs/step with synapse lists, {dense_macs} dense; "
+              f"{details['memory']}")
+
+
+def test_lif_population_thresholds_and_synaptic_events(artifacts):
+    art = artifacts["lif"]
+    tables = read_tables(art)
+    (pop,) = [p for p in tables.spec["populations"] if p["kind"] == "LIF"]
+    assert pop["neurons"] == 32 and pop["reset"] == "subtract"
+    assert pop["decay"]["beta"] == pytest.approx(0.8, abs=0.02)
+    theta = tables.arrays[pop["threshold"]]
+    assert theta.shape == (32,) and theta.dtype == np.int8
+    compare = next(la for la in tables.spec["layers"] if pop["threshold"] in la["inputs"])
+    assert compare["kind"] == "greater" and compare["inputs"][0] == pop["membrane"]
+    details = read_manifest(art)["details"]
+    assert details["populations"][0]["kind"] == "LIF"
+    session = open_session(art)
+    assert isinstance(session, FixedPointSession)
+    xs = int8_inputs(1000)
+    session.run(xs)
+    per_step = session.model.events / session.model.steps
+    assert 0 < per_step <= details["synaptic_events_per_step_max"]
+    print(f"lif: {per_step:.1f} synaptic events per step (max "
+          f"{details['synaptic_events_per_step_max']}), {details['memory']}")
+
+
+def test_verify_passes_and_compiles_are_byte_identical(artifacts, tmp_path):
+    report = verify_artifact(artifacts["lif"], sequences=1, steps=200, seed=3)
+    assert report["passed"] and report["target"] == "fixed-point"
+    again = compile_model(zoo.lif(hidden=32), "fixed-point", tmp_path / "again",
+                          calibration=calibration(), verify_steps=0).out_dir
+    for name in ("tables.json", "tables.npz", "tables.h"):
+        assert (again / name).read_bytes() == (artifacts["lif"] / name).read_bytes()
+
+
+def test_header_compiles_warning_free(artifacts, tmp_path):
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    for name, art in artifacts.items():
+        src = tmp_path / f"{name}.c"
+        src.write_text('#include "tables.h"\nint probe(void) { return NCC_LAYER_COUNT + '
+                       'NCC_STATE_BYTES; }\n')
+        subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-I",
+                        str(art), "-c", str(src), "-o", str(tmp_path / f"{name}.o")],
+                       check=True, capture_output=True)
+        text = (art / "tables.h").read_text()
+        spec = json.loads((art / "tables.json").read_text())
+        assert f"#define NCC_LAYER_COUNT {len(spec['layers'])}" in text
+
+
+def test_float_graph_is_refused(artifacts):
+    from ncc.compiler.artifact import load_reference_graph
+
+    with pytest.raises(FixedPointError, match="quantized"):
+        lower(load_reference_graph(artifacts["lif"]))

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ncc.compiler.golden import INT_KERNELS
-from ncc.compiler.ir import Graph, Op
+from ncc.compiler.ir import Graph, Op, Tensor
 
 Kernel = Callable[[Any, list[Any], dict[str, Any]], Any]
 
@@ -95,6 +95,16 @@ def run_step(g: Graph, feeds: Mapping[str, Any], xp: Any = np,
     return {name: env[name] for name in g.outputs}
 
 
+def dt_one(t: Tensor) -> np.ndarray:
+    """dt = 1.0 (a regular step) as tensor t carries it: on its integer grid if quantized."""
+    one = np.ones(t.shape, np.float32)
+    if t.quant is None:
+        return one
+    from ncc.compiler.numerics import quantize
+
+    return quantize(one, t.quant)
+
+
 def run_sequence(g: Graph, xs: np.ndarray, dts: np.ndarray | None = None,
                  state: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Run over time. xs: (T, *x_shape); dts: (T, *dt_shape) or None (then 1.0).
@@ -108,7 +118,7 @@ def run_sequence(g: Graph, xs: np.ndarray, dts: np.ndarray | None = None,
     for t in range(len(xs)):
         feeds = {x_name: np.reshape(xs[t], g.tensors[x_name].shape), **state}
         for name in dt_names:
-            feeds[name] = (np.ones(g.tensors[name].shape, np.float32) if dts is None
+            feeds[name] = (dt_one(g.tensors[name]) if dts is None
                            else np.reshape(dts[t], g.tensors[name].shape))
         out = run_step(g, feeds)
         for name in g.outputs:
@@ -139,8 +149,8 @@ def run_batch(g: Graph, xs: np.ndarray, dts: np.ndarray | None = None) -> dict[s
     for t in range(steps):
         feeds = {x_name: xs[:, t].reshape(gb.tensors[x_name].shape), **state}
         for name in g.by_role("dt"):
-            value = np.ones(n) if dts is None else np.asarray(dts).reshape(n, steps)[:, t]
-            feeds[name] = value.reshape(gb.tensors[name].shape)
+            feeds[name] = (dt_one(gb.tensors[name]) if dts is None else
+                           np.asarray(dts).reshape(n, steps)[:, t].reshape(gb.tensors[name].shape))
         out = run_step(gb, feeds)
         for name in g.outputs:
             trace[name].append(out[name])

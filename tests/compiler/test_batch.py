@@ -44,3 +44,24 @@ def test_rebatch_sets_every_batched_shape_and_refuses_a_batch_free_graph():
         rebatch(g, 3)
     out = run_batch(g, np.ones((2, 3, 4), np.float32))  # falls back to one at a time
     assert out["y"].shape == (2, 3, 4)
+
+
+def test_absent_dt_means_one_on_the_dt_grid():
+    """Without dts, the golden interpreters feed dt = 1.0 quantized (as every session does),
+    not the raw integer 1."""
+    from ncc.compiler.frontends import from_keras
+
+    rng = np.random.default_rng(0)
+    calib = {"x": rng.standard_normal((4, 20, 8)).astype(np.float32),
+             "dt": rng.uniform(0.5, 8.0, (4, 20)).astype(np.float32)}
+    q, _ = quantize_graph(to_graph(from_keras(zoo.cfc(units=8), uses_dt=True)), calib)
+    (dt_name,) = q.by_role("dt")
+    one = qn.quantize(np.ones(1, np.float32), q.tensors[dt_name].quant)
+    assert int(one[0]) != 1  # the test means something only if the grids differ
+    xs = qn.quantize(rng.standard_normal((3, 15, 8)), q.tensors["x"].quant)
+    ones = np.full((3, 15), one[0], one.dtype)
+    implicit, explicit = run_batch(q, xs), run_batch(q, xs, ones)
+    single = run_sequence(q, xs[0][:, None])
+    for name in q.outputs:
+        assert np.array_equal(implicit[name], explicit[name]), name
+        assert np.array_equal(single[name][:, 0], explicit[name][0]), name

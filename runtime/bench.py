@@ -394,11 +394,25 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
                                                config.timing_calls)
             except Exception as e:
                 r["error"] = f"{type(e).__name__}: {e}"[:300]
+        if target == "c":
+            res["runtimes"]["c (loop inside C)"] = c_loop_timing(out, xq, dtq, config)
     res["int8_bound_us"] = res.get("macs_per_step", 0) / mac_rate * 1e6
     if float_dir is not None:
         res["peers"] = bench_peers(case, config, data, float_dir, work, float_long,
                                    outputs[0] if outputs else "y", log)
     return res
+
+
+def c_loop_timing(art: Path, xq: np.ndarray, dtq: np.ndarray | None, config: Config
+                  ) -> dict[str, Any]:
+    """The C artifact's step timed by a loop inside C (no Python call per step)."""
+    from ncc.runtime.cbuild import step_ns_in_c
+
+    try:
+        ns = step_ns_in_c(art, xq, dtq, steps=max(config.timing_calls * 50, 10_000))
+        return {"target": "c", "step_us": ns / 1000}
+    except Exception as e:
+        return {"target": "c", "error": f"{type(e).__name__}: {e}"[:300]}
 
 
 def _target_details(art: Path) -> dict[str, Any]:

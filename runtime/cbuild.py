@@ -56,12 +56,13 @@ def runtime_file(*parts: str) -> Path:
 
 
 def build_executable(art_dir: str | Path, out: str | Path, cc: str | None = None,
-                     flags: tuple[str, ...] = ("-O2",)) -> Path:
-    """Compile the artifact with the host driver (runtime/c/host/ncc_main.c) into the
-    program `out`; warnings are errors. flags: e.g. sanitizers, -g."""
+                     flags: tuple[str, ...] = ("-O2",), driver: str = "ncc_main.c") -> Path:
+    """Compile the artifact with a host driver (runtime/c/host/: ncc_main.c, the
+    stdin/stdout filter, or ncc_bench.c, the timing loop) into the program `out`;
+    warnings are errors. flags: e.g. sanitizers, -g."""
     art_dir, out = Path(art_dir), Path(out)
     cmd = [find_compiler(cc), *WARNINGS, *flags, "-I", str(art_dir), "-o", str(out),
-           *(str(art_dir / s) for s in SOURCES), str(runtime_file("host", "ncc_main.c"))]
+           *(str(art_dir / s) for s in SOURCES), str(runtime_file("host", driver))]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr}")
@@ -131,6 +132,25 @@ def run_executable(exe: str | Path, manifest: dict[str, Any], xs: np.ndarray,
         raise RuntimeError(f"{exe} exited {done.returncode}:\n"
                            f"{done.stderr.decode(errors='replace')[-4000:]}")
     return decode_trace(manifest, done.stdout, len(xs))
+
+
+def step_ns_in_c(art_dir: str | Path, xs: np.ndarray, dts: np.ndarray | None = None,
+                 steps: int = 100_000) -> float:
+    """Processor ns per ncc_step measured by a loop inside C (runtime/c/host/ncc_bench.c)
+    over `steps` steps, cycling over the first 256 of xs (artifact dtype)."""
+    from ncc.compiler.artifact import read_manifest
+
+    art_dir = Path(art_dir)
+    with tempfile.TemporaryDirectory(prefix="ncc-c-bench-") as tmp:
+        exe = build_executable(art_dir, Path(tmp) / "bench", driver="ncc_bench.c")
+        feed = encode_steps(read_manifest(art_dir), xs[:256],
+                            None if dts is None else dts[:256])
+        done = subprocess.run([str(exe), str(steps)], input=feed.tobytes(),
+                              capture_output=True, timeout=600)
+    if done.returncode:
+        raise RuntimeError(f"ncc_bench exited {done.returncode}: "
+                           f"{done.stderr.decode(errors='replace')[-2000:]}")
+    return float(done.stdout.split()[0])
 
 
 class CModel:

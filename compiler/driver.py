@@ -43,7 +43,8 @@ from ncc.compiler.trace import trace
 # target name -> module whose `lower(graph, ...)` returns an Artifact
 TARGETS = {"onnx-float": "ncc.targets.onnx", "onnx-int8": "ncc.targets.onnx_int8",
            "onnx-qdq": "ncc.targets.onnx_qdq", "tflite-int8": "ncc.targets.tflite",
-           "c": "ncc.targets.c", "fixed-point": "ncc.targets.fixed_point"}
+           "c": "ncc.targets.c", "fixed-point": "ncc.targets.fixed_point",
+           "nir": "ncc.targets.nir"}
 ALIASES = {"onnx": "onnx-float"}
 QUANTIZED = {"onnx-int8", "onnx-qdq", "tflite-int8", "c", "fixed-point"}
 # quantized targets whose arithmetic is not ours: their deviation is measured, not required 0
@@ -140,6 +141,8 @@ def compile_model(model: Any, target: str, out_dir: str | Path, *,
     module = importlib.import_module(TARGETS[target])
     if getattr(module, "LOWERS_REFERENCE", False):  # e.g. QDQ: float ops + our parameters
         art = module.lower(g, strip_fake_quant(reference), sequence_length=sequence_length)
+    elif getattr(module, "LOWERS_MODEL", False):  # e.g. NIR: the source model's structure
+        art = module.lower(g, obj, sequence_length=sequence_length)
     else:
         art = module.lower(g, sequence_length=sequence_length)
     path = write_artifact(Path(out_dir), g, art, _source(model), reference=reference)

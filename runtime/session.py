@@ -186,6 +186,29 @@ class FixedPointSession(Session):
         return self.model.step(feeds)
 
 
+class NirSession(Session):
+    """The NIR graph (target nir) run by ncc's NIR interpreter (numpy, float32), with the
+    Euler discretization its metadata records; state lives in the interpreter, from zero."""
+
+    def __init__(self, art_dir: str | Path, manifest: dict[str, Any]):
+        super().__init__(art_dir, manifest)
+        import nir
+
+        from ncc.targets.nir import NirInterpreter
+
+        self.model = NirInterpreter(nir.read(self.dir / manifest["entry"]))
+
+    def run(self, xs: np.ndarray, dts: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """xs: (T, 1, features) -> {output ir_name: (T, 1, outputs)}; dts must be None."""
+        if dts is not None:
+            raise ValueError("a NIR graph has a fixed step (metadata dt); it takes no dt input")
+        (x_name,) = self.names("input")
+        x = self.tensors[next(k for k, t in self.tensors.items() if t["name"] == x_name)]
+        ys = self.model.run(np.asarray(xs, np.float32).reshape(len(xs), *x["shape"]))
+        return {t["ir_name"]: ys.reshape(len(xs), *t["shape"])
+                for t in self.manifest["tensors"] if t["role"] == "output"}
+
+
 class ReferenceSession:
     """The float reference: the traced IR run in JAX (jit-compiled step)."""
 
@@ -217,7 +240,7 @@ class ReferenceSession:
 
 SESSIONS = {"onnx-float": OnnxSession, "onnx-int8": OnnxSession, "onnx-qdq": OnnxSession,
             "tflite-int8": TfliteSession, "c": CSession,
-            "fixed-point": FixedPointSession}
+            "fixed-point": FixedPointSession, "nir": NirSession}
 # target -> runtime name -> session, for targets that run in more than one runtime
 RUNTIMES = {"tflite-int8": {"litert": TfliteSession, "tflm": TfliteMicroSession}}
 

@@ -5,8 +5,8 @@ NIR (the Neuromorphic Intermediate Representation) is what neuromorphic toolchai
 *source model*, not the IR: NIR nodes are continuous-time neurons, so the export reads the
 neurons' parameters (`lower(g, model)`, the driver hands it the loaded model because
 `LOWERS_MODEL` is set). Supported: `spyx.nn.Sequential`-style NNX models made of
-`nnx.Linear` and spyx neurons (LIF, IF, LI, CuBaLIF, RLIF, RIF) or ncc's neurons in float
-mode (QuantLIF, QuantIF, QuantLI, QuantCuBaLIF).
+`nnx.Linear` and spyx neurons (LIF, IF, LI, CuBaLIF, RLIF, RIF, RCuBaLIF) or ncc's neurons in
+float mode (QuantLIF, QuantIF, QuantLI, QuantCuBaLIF).
 
 Nodes: `nnx.Linear` -> Affine (Linear without bias), weight (out, in); LIF/IF/LI/CubaLIF
 one node each; a recurrent neuron -> its LIF/IF node plus a Linear node holding the
@@ -58,7 +58,8 @@ NO_LEAK_TAU = 2.0 ** 40  # [dt] stands for an infinite time constant (decay 1)
 DT = 1.0  # the Euler step the parameters are chosen for (unit: one model step)
 SPIKING = ("LIF", "IF", "CubaLIF")
 SUPPORTED = ("nnx.Linear", "spyx.nn.LIF", "spyx.nn.IF", "spyx.nn.LI", "spyx.nn.CuBaLIF",
-             "spyx.nn.RLIF", "spyx.nn.RIF", "QuantLIF", "QuantIF", "QuantLI", "QuantCuBaLIF")
+             "spyx.nn.RLIF", "spyx.nn.RIF", "spyx.nn.RCuBaLIF", "QuantLIF", "QuantIF",
+             "QuantLI", "QuantCuBaLIF")
 DISCRETIZATION = ("forward Euler at dt; a spiking node outputs Heaviside(v - v_threshold) of "
                   "its membrane at the start of the step; node metadata 'reset' (zero: v := "
                   "v_reset; subtract: v -= v_threshold) and 'reset_timing' (before or after "
@@ -103,8 +104,8 @@ def _tau(decay: np.ndarray, dt: float) -> np.ndarray:
     return dt / np.where(leak > 0, leak, 1.0 / NO_LEAK_TAU)
 
 
-def _kind(layer: Any) -> str:
-    """'linear', 'lif', 'if', 'li', 'cuba', 'rlif' or 'rif'; NirExportError otherwise."""
+def _kind(layer: Any) -> str | None:
+    """'linear', 'lif', 'if', 'li', 'cuba', 'rlif', 'rif', 'rcuba', or None (no NIR export)."""
     import spyx.nn
     from flax import nnx
 
@@ -112,9 +113,9 @@ def _kind(layer: Any) -> str:
 
     kinds: list[tuple[type, str]] = [
         (nnx.Linear, "linear"), (spyx.nn.RLIF, "rlif"), (spyx.nn.RIF, "rif"),
-        (spyx.nn.LIF, "lif"), (spiking.QuantLIF, "lif"), (spyx.nn.IF, "if"),
-        (spiking.QuantIF, "if"), (spyx.nn.LI, "li"), (spiking.QuantLI, "li"),
-        (spyx.nn.CuBaLIF, "cuba"), (spiking.QuantCuBaLIF, "cuba")]
+        (spyx.nn.RCuBaLIF, "rcuba"), (spyx.nn.LIF, "lif"), (spiking.QuantLIF, "lif"),
+        (spyx.nn.IF, "if"), (spiking.QuantIF, "if"), (spyx.nn.LI, "li"),
+        (spiking.QuantLI, "li"), (spyx.nn.CuBaLIF, "cuba"), (spiking.QuantCuBaLIF, "cuba")]
     for cls, kind in kinds:
         if isinstance(layer, cls):
             if getattr(layer, "quantized", False):
@@ -124,29 +125,24 @@ def _kind(layer: Any) -> str:
                     "(ncc.models.nnx.spiking.set_quantized(model, False)) or use the "
                     "fixed-point / c target for the integer model")
             return kind
-    raise NirExportError(f"{type(layer).__name__} has no NIR export; NIR export supports "
-                         f"spiking models made of {', '.join(SUPPORTED)}")
+    return None
 
 
-def _layers(model: Any) -> list[Any]:
-    """The layers of a spyx Sequential-style model (or a lone neuron), else a clear error."""
+def _layers(model: Any) -> list[tuple[Any, str]]:
+    """(layer, kind) of a spyx Sequential-style model (or a lone neuron), else a clear error."""
     layers = list(getattr(model, "layers", None) or [model])
-    kinds = []
-    for layer in layers:
-        try:
-            kinds.append(_kind(layer))
-        except NirExportError:
-            if len(layers) == 1 or not any(k != "linear" for k in kinds):
-                raise NirExportError(
-                    f"{type(model).__name__} is not a spiking model: NIR export supports "
-                    "spyx.nn.Sequential-style NNX models of nnx.Linear and spiking neurons ("
-                    f"{', '.join(SUPPORTED[1:])}); export liquid (CfC, LTC) and Keras models "
-                    "to onnx-float, tflite-int8, c or fixed-point") from None
-            raise
-    if all(k == "linear" for k in kinds) or not kinds:
-        raise NirExportError(f"{type(model).__name__} has no spiking neuron; NIR export is for "
-                             "spiking models")
-    return layers
+    kinds = [_kind(layer) for layer in layers]
+    if all(k in (None, "linear") for k in kinds):
+        raise NirExportError(
+            f"{type(model).__name__} is not a spiking model: NIR export supports "
+            "spyx.nn.Sequential-style NNX models of nnx.Linear and spiking neurons ("
+            f"{', '.join(SUPPORTED[1:])}); export liquid (CfC, LTC) and Keras models "
+            "to onnx-float, tflite-int8, c or fixed-point")
+    for i, (layer, kind) in enumerate(zip(layers, kinds, strict=True)):
+        if kind is None:
+            raise NirExportError(f"layer {i} ({type(layer).__name__}) has no NIR export; NIR "
+                                 f"export supports models made of {', '.join(SUPPORTED)}")
+    return list(zip(layers, kinds, strict=True))
 
 
 def _threshold(layer: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -211,14 +207,14 @@ def _add_layer(ex: _Export, name: str, layer: Any, kind: str, dt: float) -> None
     elif kind == "li":
         tau = _tau(_decay(layer, "beta", shape), dt)
         node = nir.LI(tau=tau, r=tau / dt, v_leak=zeros)
-    else:  # cuba
+    else:  # cuba, rcuba
         tau_syn = _tau(_decay(layer, "alpha", shape), dt)
         tau_mem = _tau(_decay(layer, "beta", shape), dt)
         node = nir.CubaLIF(tau_syn=tau_syn, tau_mem=tau_mem, r=tau_mem / dt, v_leak=zeros,
                            v_threshold=_threshold(layer, shape), v_reset=zeros,
                            w_in=tau_syn / dt, metadata=_reset(layer, before=True))
     ex.add(name, node, shape[0], state=True)
-    if kind in ("rlif", "rif"):  # spikes @ recurrent_w feed back into the same neuron
+    if kind in ("rlif", "rif", "rcuba"):  # spikes @ recurrent_w feed back into the neuron
         rec = np.asarray(layer.recurrent_w[...], np.float32)
         ex.nodes[f"{name}_rec"] = nir.Linear(weight=np.ascontiguousarray(rec.T))
         ex.edges += [(name, f"{name}_rec"), (f"{name}_rec", name)]
@@ -232,8 +228,8 @@ def to_nir(model: Any, features: int, dt: float = DT) -> tuple[Any, list[str]]:
     nir = _nir()
     ex = _Export({"input": nir.Input(input_type=np.array([features]))}, [], "input",
                  features, [])
-    for i, layer in enumerate(_layers(model)):
-        _add_layer(ex, f"layer_{i}", layer, _kind(layer), dt)
+    for i, (layer, kind) in enumerate(_layers(model)):
+        _add_layer(ex, f"layer_{i}", layer, kind, dt)
     ex.nodes["output"] = nir.Output(output_type=np.array([ex.features]))
     ex.edges.append((ex.prev, "output"))
     metadata = {"dt": float(dt), "discretization": DISCRETIZATION, "producer": "ncc"}
@@ -263,8 +259,8 @@ def spyx_support(graph: Any) -> str | None:
         if isinstance(node, nir.LI) and not isinstance(graph.nodes.get(targets.get(name)),
                                                       nir.Threshold):
             return f"{name}: spyx.nir.from_nir rebuilds an LI node only before a Threshold"
-        if isinstance(node, nir.IF) and any(dst == name for src, dst in graph.edges
-                                            if src.endswith("_rec")):
+        if isinstance(node, nir.IF) and any((dst, name) in graph.edges
+                                            for src, dst in graph.edges if src == name):
             return f"{name}: spyx.nir.from_nir finds recurrent cycles around LIF/CubaLIF only"
         if node.metadata.get("reset", "subtract") != "subtract":
             return f"{name}: spyx neurons reset by subtraction, this one resets to zero"
@@ -315,6 +311,7 @@ def lower(g: Graph, model: Any, *, sequence_length: int | None = None) -> Artifa
     if sequence_length is not None:
         raise NirExportError("the nir target has no --sequence-length: a NIR graph is one "
                              "continuous-time network, run step by step")
+    _layers(model)  # a clear error first if the model is not a spiking one
     (x_name,) = g.by_role("input")
     if g.by_role("dt"):
         raise NirExportError("a model with a dt input is not a spyx-style spiking model; NIR "

@@ -15,6 +15,10 @@ The tracer calls `recognize` on every equation (`trace.SPECIAL_CALLS`). The fake
 - `fake_quant_binary(kind, a, b, p_a, p_b, p_out)` -> fake_quant(p_a), fake_quant(p_b), the
   add / sub / mul, fake_quant(p_out): the quantizer's qadd / qsub / qmul, whose fixed-point
   arithmetic the training forward computes (same reason as `fake_quant_dense` below);
+- a spiking neuron's integer decay (`INT_DECAY_MARKER`, operands v and a constant beta) on
+  its membrane grid p -> fake_quant(p), then for one beta (or a bit shift) a `mul` by beta
+  tagged with the decay's exact integer table, for per-neuron betas a diagonal matmul whose
+  per-channel fixed-point multipliers are exactly quantize_multiplier(beta_n); fake_quant(p);
 - `fake_quant_dynamic` (scale still a traced value) -> a TraceError: freeze first.
 
 Why `fake_quant_dense` exists: a float `fake_quant(x @ fake_quant(W) + b)` cannot equal the
@@ -44,6 +48,7 @@ from ncc.models import quantization as core
 from ncc.models.quantization import (
     BINARY_MARKER,
     DENSE_MARKER,
+    INT_DECAY_MARKER,
     dense_multipliers,
     quantize_dense_bias,
 )
@@ -149,6 +154,35 @@ def _binary(b: _Builder, payload: dict[str, Any], ins: list[str]) -> str:
     return _activation(b, y, p_out)
 
 
+def _int_decay(b: _Builder, payload: dict[str, Any], ins: list[str]) -> str:
+    p = core.QuantParams.from_dict(payload["membrane"])
+    v, beta_name = ins
+    beta = _constant_value(b, beta_name)
+    if beta is None:
+        raise TraceError(f"integer decay at {b.source}: beta must be a constant (a trained "
+                         "parameter), not computed from the inputs")
+    beta = np.clip(np.asarray(beta, np.float32), 0, 1).reshape(-1, beta.shape[-1])[0]
+    v = _activation(b, v, p)
+    shift = payload.get("shift")
+    if shift is not None or np.all(beta == beta[0]):  # one decay: an exact integer table
+        table = core.int_decay_table_name(None if shift is not None else float(beta[0]), shift)
+        y = b.emit("mul", [v, b.constant(np.float32(1 - 2.0 ** -shift if shift is not None
+                                                    else beta[0]))], table=table)
+        return _activation(b, y, p)
+    # per-neuron decays: v @ diag(beta), weights 1 at per-channel scale beta_n, so the
+    # fully-connected kernel's requantization is MBQM(v_n, quantize_multiplier(beta_n));
+    # a beta of 0 is a weight 0 (scale 1): the neuron forgets at once, as MBQM(v, 0) does
+    scales = np.where(beta > 0, beta, 1.0)
+    p_w = core.QuantParams(tuple(float(x) for x in scales), (0,) * len(beta), 8, True, axis=1)
+    _, mult, shift_n = dense_multipliers(p, p_w, p)
+    for m, e, x in zip(mult, shift_n, beta, strict=True):
+        if x > 0 and (int(m), int(e)) != core.quantize_multiplier(float(x)):
+            raise TraceError(f"integer decay at {b.source}: the multiplier of beta {x} does "
+                             "not survive the fully-connected form; use a scalar beta")
+    w = _on_grid_constant(b, np.diag(beta).astype(np.float32), p_w, "decay")
+    return _activation(b, b.emit("matmul", [v, w]), p)
+
+
 def recognize(b: _Builder, eqn: Any, ins: list[str]) -> list[str] | None:
     """IR for an ncc fake-quant call (see the module docstring), or None for other eqns."""
     ins = ins[int(eqn.params.get("num_consts", 0)):]  # closed-over constants come first
@@ -158,6 +192,9 @@ def recognize(b: _Builder, eqn: Any, ins: list[str]) -> list[str] | None:
     binary = _call_payload(eqn, BINARY_MARKER)
     if binary is not None:
         return [_binary(b, binary, ins)]
+    decay = _call_payload(eqn, INT_DECAY_MARKER)
+    if decay is not None:
+        return [_int_decay(b, decay, ins)]
     spec = core.fake_quant_spec_from_jaxpr_eqn(eqn)
     if spec is None:
         return None

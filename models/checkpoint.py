@@ -5,7 +5,10 @@
   `model.weights` order.
 - Flax NNX modules: the spec holds a tree of {"class", "kwargs"} (and
   "layers" for `spyx.nn.Sequential`); loading rebuilds the module from an
-  allowlist of packages (spyx, flax.nnx, ncc.models) and restores its state.
+  allowlist of packages (spyx, flax.nnx, ncc.models) and restores its state,
+  and the fake-quant status of its submodules (each point's mode and frozen
+  parameters, each spiking neuron's `quantized` switch), so a QAT model
+  compiles with its own parameters after loading.
 
 No pickle anywhere: weights load with `allow_pickle=False`, and a spec can only
 name classes from the allowlist, so a checkpoint cannot run arbitrary code.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import importlib
 import io
 import json
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,9 @@ _SPYX_ARGS = {
 def _class_path(obj: Any) -> str:
     cls = type(obj)
     module = cls.__module__
+    if module == "__main__":  # a script run with `python -m package.module`
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None and spec.name else module
     if module.startswith("flax.nnx"):
         module = "flax.nnx"
     elif module.startswith("spyx.nn"):
@@ -118,6 +125,49 @@ def _state_arrays(module: Any) -> dict[str, np.ndarray]:
     return {"/".join(map(str, path)): np.asarray(var.get_value()) for path, var in flat}
 
 
+def _fake_quant_status(module: Any) -> dict[str, dict[str, Any]]:
+    """{submodule path: {"mode", "params", "quantized"}} for the fake-quant parts."""
+    from flax import nnx
+
+    from ncc.models.quantization import QuantParams
+
+    status: dict[str, dict[str, Any]] = {}
+    for path, sub in nnx.iter_modules(module):
+        entry: dict[str, Any] = {}
+        if isinstance(getattr(sub, "mode", None), str) and hasattr(sub, "params"):
+            params = sub.params
+            entry["mode"] = sub.mode
+            entry["params"] = params.to_dict() if isinstance(params, QuantParams) else None
+        if isinstance(getattr(sub, "quantized", None), bool):
+            entry["quantized"] = sub.quantized
+        if getattr(sub, "io_params", None) is not None:
+            entry["io_params"] = [p.to_dict() for p in sub.io_params]
+        if entry:
+            status["/".join(map(str, path))] = entry
+    return status
+
+
+def _restore_fake_quant(module: Any, status: dict[str, dict[str, Any]]) -> None:
+    from flax import nnx
+
+    from ncc.models.quantization import QuantParams
+
+    subs = {"/".join(map(str, path)): sub for path, sub in nnx.iter_modules(module)}
+    for path, entry in status.items():
+        sub = subs.get(path)
+        if sub is None:
+            raise ArchiveError(f"checkpoint has fake-quant status for {path!r}, which the "
+                               "rebuilt module lacks")
+        if "mode" in entry:
+            sub.mode = entry["mode"]
+            sub.params = None if entry["params"] is None else \
+                QuantParams.from_dict(entry["params"])
+        if "quantized" in entry:
+            sub.quantized = bool(entry["quantized"])
+        if "io_params" in entry:
+            sub.io_params = tuple(QuantParams.from_dict(p) for p in entry["io_params"])
+
+
 def save_checkpoint(model: Any, path: str | Path) -> Path:
     """Write `model` (Keras model or Flax NNX module) to `path` (.ckpt), atomically."""
     import keras
@@ -131,7 +181,8 @@ def save_checkpoint(model: Any, path: str | Path) -> Path:
     else:
         arrays = _state_arrays(model)
         spec = {"format": FORMAT, "framework": "nnx", "module": _nnx_spec(model),
-                "input_shape": _jsonable(getattr(model, "input_shape", None))}
+                "input_shape": _jsonable(getattr(model, "input_shape", None)),
+                "fake_quant": _fake_quant_status(model)}
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
         for name, data in (("spec.json", json_bytes(spec)), ("weights.npz", npz_bytes(arrays))):
@@ -189,6 +240,7 @@ def load_checkpoint(path: str | Path) -> Any:
         for p, var in nnx.to_flat_state(state):
             var.set_value(arrays["/".join(map(str, p))])
         nnx.update(module, state)
+        _restore_fake_quant(module, spec.get("fake_quant", {}))
         if spec.get("input_shape") is not None:
             module.input_shape = _unjson(spec["input_shape"])
         return module

@@ -407,19 +407,48 @@ def build_table(fn: str, p_in: QuantParams, p_out: QuantParams) -> np.ndarray:
     fn: a TABLE_FUNCTIONS name. 2^bits_in entries (256 for int8 input), float64 math,
     dtype of the output grid. Per-tensor parameters only.
     """
-    if fn not in TABLE_FUNCTIONS:
+    if fn not in TABLE_FUNCTIONS and not fn.startswith(INT_DECAY_TABLE + "{"):
         raise ValueError(f"no table for {fn!r}; choose from {sorted(TABLE_FUNCTIONS)}")
     if p_in.per_axis or p_out.per_axis:
         raise ValueError("tables need per-tensor parameters")
     if p_in.bits > 16:
         raise ValueError("tables need an input of at most 16 bits")
     q = np.arange(p_in.qmin, p_in.qmax + 1, dtype=np.int64)
+    if fn.startswith(INT_DECAY_TABLE + "{"):  # integer in, integer out: no float at all
+        decayed = int_decay(q - p_in.zero_point[0], fn)
+        return saturate(decayed + p_out.zero_point[0], p_out.bits,
+                        p_out.signed).astype(p_out.dtype)
     real = (q - p_in.zero_point[0]) * p_in.scale[0]
     with np.errstate(over="ignore"):
         y = TABLE_FUNCTIONS[fn][0](real) / p_out.scale[0]
     y = np.clip(round_half_away(y), -(2.0 ** 40), 2.0 ** 40)
     return saturate(y.astype(np.int64) + p_out.zero_point[0], p_out.bits,
                     p_out.signed).astype(p_out.dtype)
+
+
+INT_DECAY_MARKER = "ncc_int_decay"
+"""Name prefix of a spiking neuron's integer decay `custom_jvp_call` (`ncc.models.nnx.spiking`):
+JSON {"membrane", "shift"} follows; operands (v, beta)."""
+INT_DECAY_TABLE = "int_decay"
+"""Table name prefix of an integer decay (`int_decay_table_name`)."""
+
+
+def int_decay_table_name(beta: float | None = None, shift: int | None = None) -> str:
+    """The table of v -> MBQM(v, quantize_multiplier(beta)) (or v - RDBP(v, shift))."""
+    if shift is not None:
+        return INT_DECAY_TABLE + _json({"shift": int(shift)})
+    m, e = quantize_multiplier(float(np.float32(beta)))
+    return INT_DECAY_TABLE + _json({"multiplier": m, "exponent": e})
+
+
+def int_decay(v: Any, table_name: str) -> np.ndarray:
+    """Integer decay of integers v (int64 out), as named by `int_decay_table_name`."""
+    spec = json.loads(table_name[len(INT_DECAY_TABLE):])
+    v = np.asarray(v, np.int64)
+    if "shift" in spec:
+        return v - rounding_divide_by_pot(v, spec["shift"])
+    return multiply_by_quantized_multiplier(v, spec["multiplier"],
+                                            spec["exponent"]).astype(np.int64)
 
 
 def lookup(q: Any, table: np.ndarray, p_in: QuantParams) -> np.ndarray:

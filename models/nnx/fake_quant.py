@@ -28,6 +28,7 @@ from ncc.models.quantization import (
     QuantParams,
     asymmetric_params,
     fake_quant,
+    fake_quant_dense,
     fake_quant_dynamic,
     fake_quant_table,
     int_range,
@@ -53,15 +54,26 @@ class FakeQuant(nnx.Module):
 
     def __init__(self, bits: int = 8, *, symmetric: bool = False, observer: str = "minmax",
                  momentum: float | None = None, percentile: float = 99.99,
-                 power_of_two: bool = False, enabled: bool = True) -> None:
+                 power_of_two: bool = False, enabled: bool = True,
+                 rngs: nnx.Rngs | None = None) -> None:
+        del rngs  # no parameters; accepted so checkpoints rebuild every module alike
         self.bits, self.symmetric, self.power_of_two = int(bits), bool(symmetric), power_of_two
         self.enabled = bool(enabled)
+        self.observer_spec = (observer, momentum, float(percentile))
         self.observer = make_observer(observer, momentum, percentile)
         state = self.observer.init()
         self.lo, self.hi = ObserverStat(state["lo"]), ObserverStat(state["hi"])
         self.count = ObserverStat(state["count"])
         self.mode = "float"
         self.params: QuantParams | None = None
+        self.io_params: tuple[QuantParams, QuantParams] | None = None  # (input, output) grids
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments (for `ncc.models.save_checkpoint`)."""
+        observer, momentum, percentile = self.observer_spec
+        return {"bits": self.bits, "symmetric": self.symmetric, "observer": observer,
+                "momentum": momentum, "percentile": percentile,
+                "power_of_two": self.power_of_two, "enabled": self.enabled}
 
     @classmethod
     def for_part(cls, config: QuantConfig, part: str, bits: int) -> FakeQuant:
@@ -159,6 +171,11 @@ class QuantDense(nnx.Module):
         return fake_quant_dynamic(w, scale, 0.0, self.bits)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        io = getattr(self, "io_params", None)
+        if io is not None and self.mode == "quant" and self.enabled and self.params is not None:
+            # input and output grids known (`spiking.link_grids`): the int8 kernel itself
+            return fake_quant_dense(x, self.masked_kernel(), self.bias[...], io[0],
+                                    self.params, io[1])
         return x @ self.weight() + self.bias[...]
 
     def freeze(self) -> QuantParams:

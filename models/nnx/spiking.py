@@ -34,6 +34,7 @@ import spyx.axn
 from flax import nnx
 
 from ncc.models.quantization import (
+    INT_DECAY_MARKER,
     QuantConfig,
     QuantParams,
     dequantize_jax,
@@ -50,10 +51,8 @@ from ncc.models.quantization import (
 
 __all__ = ["QuantLIF", "QuantIF", "QuantLI", "QuantCuBaLIF", "INT_DECAY_MARKER",
            "membrane_params", "decay_int", "lif_step_int", "if_step_int", "li_step_int",
-           "cuba_lif_step_int", "set_quantized"]
+           "cuba_lif_step_int", "set_quantized", "link_grids", "SPIKE_GRID"]
 
-INT_DECAY_MARKER = "ncc_int_decay"
-"""Name prefix of the integer decay `custom_jvp_call`: JSON {"membrane", "shift"} follows."""
 
 _DEFAULT_ACTIVATION = spyx.axn.superspike()
 
@@ -84,11 +83,13 @@ def decay_int(v: Any, beta: Any = None, shift: int | None = None) -> np.ndarray:
 
 def lif_step_int(v: Any, x: Any, *, beta: Any, theta: int, bits: int = 16,
                  reset: str = "subtract", shift: int | None = None) -> tuple:
-    """One LIF step on integers. v, x: membrane and input on the grid. -> (spikes, v')."""
+    """One LIF step on integers. v, x: membrane and input on the grid. -> (spikes, v').
+
+    Each integer op saturates, as deployed: subtract reset is sat(sat(d + x) - s theta)."""
     v = np.asarray(v, np.int64)
     s = (v > theta).astype(np.int64)
     d = decay_int(v, beta, shift)
-    new = d + x - s * theta if reset == "subtract" else (1 - s) * d + x
+    new = saturate(d + x, bits) - s * theta if reset == "subtract" else (1 - s) * d + x
     return s, saturate(new, bits)
 
 
@@ -96,7 +97,7 @@ def if_step_int(v: Any, x: Any, *, theta: int, bits: int = 16,
                 reset: str = "subtract") -> tuple:
     v = np.asarray(v, np.int64)
     s = (v > theta).astype(np.int64)
-    new = v + x - s * theta if reset == "subtract" else (1 - s) * v + x
+    new = saturate(v + x, bits) - s * theta if reset == "subtract" else (1 - s) * v + x
     return s, saturate(new, bits)
 
 
@@ -152,12 +153,12 @@ class _QuantNeuron(nnx.Module):
     """Shared parts: membrane grid, integer threshold, quantization switch."""
 
     def _setup(self, threshold: float, activation: Any, quantized: bool,
-               config: QuantConfig | None, threshold_q: int | None, reset: str) -> None:
+               config: QuantConfig | dict | None, threshold_q: int | None, reset: str) -> None:
         if reset not in ("subtract", "zero"):
             raise ValueError(f"reset must be 'subtract' or 'zero', got {reset!r}")
         self.threshold = threshold
         self.spike = activation if activation is not None else _DEFAULT_ACTIVATION
-        self.config = config if config is not None else QuantConfig()
+        self.config = _config(config)
         bits = self.config.membrane_bits
         self.threshold_q = int(threshold_q if threshold_q is not None else 1 << (bits - 4))
         self.reset = reset
@@ -172,8 +173,38 @@ class _QuantNeuron(nnx.Module):
     def _grid(self, v: jax.Array) -> jax.Array:
         return fake_quant(v, self.membrane)
 
+    def _fire(self, v: jax.Array) -> jax.Array:
+        """Spikes of a membrane on the grid: Heaviside(V - theta), V - theta on the grid."""
+        return self.spike(self._grid(v - self.theta))
+
+    def _update(self, d: jax.Array, x: jax.Array, spikes: jax.Array) -> jax.Array:
+        """The reset, every partial result on the membrane grid, as the integer ops do:
+        subtract: sat(sat(d + x) - s theta); zero: sat((d - s d) + x)."""
+        if self.reset == "subtract":
+            return self._grid(self._grid(d + x) - self._grid(spikes * self.theta))
+        return self._grid(self._grid(d - self._grid(spikes * d)) + x)
+
     def _quant_on(self) -> bool:
         return self.quantized and self.config.quantizes("membrane")
+
+    def _base_config(self) -> dict[str, Any]:
+        """The constructor arguments every neuron shares (the surrogate `activation` is not
+        saved: it only shapes gradients; a rebuilt neuron uses the default)."""
+        return {"threshold": float(self.threshold), "quantized": self.quantized,
+                "config": self.config.to_dict(), "threshold_q": self.threshold_q,
+                "reset": self.reset}
+
+
+def _config(config: QuantConfig | dict | None) -> QuantConfig:
+    if isinstance(config, dict):
+        return QuantConfig.from_dict(config)
+    return config if config is not None else QuantConfig()
+
+
+def _param_value(param: nnx.Param, shape: tuple) -> float | None:
+    """A scalar decay's value, or None for a per-neuron (learned-shape) one."""
+    value = np.asarray(param[...])
+    return None if value.shape == tuple(shape) and value.ndim else float(value)
 
 
 def _beta_param(beta: Any, shape: tuple, rngs: nnx.Rngs | None) -> nnx.Param:
@@ -193,7 +224,7 @@ class QuantLIF(_QuantNeuron):
 
     def __init__(self, hidden_shape: tuple, beta: Any = None, threshold: float = 1.0,
                  activation: Any = None, *, quantized: bool = False,
-                 config: QuantConfig | None = None, threshold_q: int | None = None,
+                 config: QuantConfig | dict | None = None, threshold_q: int | None = None,
                  reset: str = "subtract", decay_shift: int | None = None,
                  rngs: nnx.Rngs | None = None) -> None:
         self.hidden_shape = tuple(hidden_shape)
@@ -202,6 +233,12 @@ class QuantLIF(_QuantNeuron):
             beta = 1.0 - 2.0 ** -decay_shift
         self.beta = _beta_param(beta, self.hidden_shape, rngs)
         self._setup(threshold, activation, quantized, config, threshold_q, reset)
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments (for `ncc.models.save_checkpoint`)."""
+        return {"hidden_shape": list(self.hidden_shape),
+                "beta": _param_value(self.beta, self.hidden_shape),
+                "decay_shift": self.decay_shift, **self._base_config()}
 
     def initial_state(self, batch_size: int) -> jax.Array:
         return jnp.zeros((batch_size,) + self.hidden_shape)
@@ -213,24 +250,25 @@ class QuantLIF(_QuantNeuron):
             if self.reset == "subtract":
                 return spikes, beta * v + x - spikes * self.threshold
             return spikes, (1 - spikes) * beta * v + x
-        theta = self.theta
-        spikes = self.spike(v - theta)
-        d = _decay(v, beta, self.membrane, self.decay_shift)
-        x = self._grid(x)
-        new = d + x - spikes * theta if self.reset == "subtract" else (1 - spikes) * d + x
-        return spikes, self._grid(new)
+        spikes, d, x = self._fire(v), _decay(v, beta, self.membrane, self.decay_shift), \
+            self._grid(x)
+        return spikes, self._update(d, x, spikes)
 
 
 class QuantIF(_QuantNeuron):
     """Integrate-and-fire; float mode equals `spyx.nn.IF`."""
 
     def __init__(self, hidden_shape: tuple, threshold: float = 1.0, activation: Any = None, *,
-                 quantized: bool = False, config: QuantConfig | None = None,
+                 quantized: bool = False, config: QuantConfig | dict | None = None,
                  threshold_q: int | None = None, reset: str = "subtract",
                  rngs: nnx.Rngs | None = None) -> None:
         del rngs  # parameterless, like spyx.nn.IF
         self.hidden_shape = tuple(hidden_shape)
         self._setup(threshold, activation, quantized, config, threshold_q, reset)
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments (for `ncc.models.save_checkpoint`)."""
+        return {"hidden_shape": list(self.hidden_shape), **self._base_config()}
 
     def initial_state(self, batch_size: int) -> jax.Array:
         return jnp.zeros((batch_size,) + self.hidden_shape)
@@ -241,11 +279,8 @@ class QuantIF(_QuantNeuron):
             if self.reset == "subtract":
                 return spikes, v + x - spikes * self.threshold
             return spikes, (1 - spikes) * v + x
-        theta = self.theta
-        spikes = self.spike(v - theta)
-        x = self._grid(x)
-        new = v + x - spikes * theta if self.reset == "subtract" else (1 - spikes) * v + x
-        return spikes, self._grid(new)
+        spikes = self._fire(v)
+        return spikes, self._update(v, self._grid(x), spikes)
 
 
 class QuantLI(_QuantNeuron):
@@ -255,7 +290,7 @@ class QuantLI(_QuantNeuron):
     """
 
     def __init__(self, layer_shape: tuple, beta: Any = None, *, quantized: bool = False,
-                 config: QuantConfig | None = None, scale: float = 2.0 ** -8,
+                 config: QuantConfig | dict | None = None, scale: float = 2.0 ** -8,
                  decay_shift: int | None = None, rngs: nnx.Rngs | None = None) -> None:
         del rngs
         self.layer_shape = tuple(layer_shape)
@@ -264,9 +299,16 @@ class QuantLI(_QuantNeuron):
             beta = 1.0 - 2.0 ** -decay_shift
         self.beta = nnx.Param(jnp.full(self.layer_shape, 0.8) if beta is None
                               else jnp.full((), beta))
-        self.config = config if config is not None else QuantConfig()
+        self.config = _config(config)
         self.quantized = bool(quantized)
         self.membrane = QuantParams((scale,), (0,), self.config.membrane_bits, True)
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments (for `ncc.models.save_checkpoint`)."""
+        return {"layer_shape": list(self.layer_shape),
+                "beta": _param_value(self.beta, self.layer_shape), "quantized": self.quantized,
+                "config": self.config.to_dict(), "scale": float(self.membrane.scale[0]),
+                "decay_shift": self.decay_shift}
 
     def initial_state(self, batch_size: int) -> jax.Array:
         return jnp.zeros((batch_size,) + self.layer_shape)
@@ -289,12 +331,18 @@ class QuantCuBaLIF(_QuantNeuron):
 
     def __init__(self, hidden_shape: tuple, alpha: Any = None, beta: Any = None,
                  threshold: float = 1.0, activation: Any = None, *, quantized: bool = False,
-                 config: QuantConfig | None = None, threshold_q: int | None = None,
+                 config: QuantConfig | dict | None = None, threshold_q: int | None = None,
                  reset: str = "subtract", rngs: nnx.Rngs | None = None) -> None:
         self.hidden_shape = tuple(hidden_shape)
         self.alpha = _beta_param(alpha, self.hidden_shape, rngs)
         self.beta = _beta_param(beta, self.hidden_shape, rngs)
         self._setup(threshold, activation, quantized, config, threshold_q, reset)
+
+    def get_config(self) -> dict[str, Any]:
+        """Constructor arguments (for `ncc.models.save_checkpoint`)."""
+        return {"hidden_shape": list(self.hidden_shape),
+                "alpha": _param_value(self.alpha, self.hidden_shape),
+                "beta": _param_value(self.beta, self.hidden_shape), **self._base_config()}
 
     def initial_state(self, batch_size: int) -> jax.Array:
         return jnp.zeros((batch_size,) + tuple(2 * v for v in self.hidden_shape))
@@ -309,12 +357,42 @@ class QuantCuBaLIF(_QuantNeuron):
             i = alpha * i + x
             v = beta * v + i
             return spikes, jnp.concatenate([v, i], axis=-1)
-        theta = self.theta
-        spikes = self.spike(v - theta)
-        v = v - spikes * theta if self.reset == "subtract" else (1 - spikes) * v
+        spikes = self._fire(v)
+        drop = spikes * self.theta if self.reset == "subtract" else spikes * v
+        v = self._grid(v - self._grid(drop))
         i = self._grid(_decay(i, alpha, self.membrane, None) + self._grid(x))
         v = self._grid(_decay(v, beta, self.membrane, None) + i)
         return spikes, jnp.concatenate([v, i], axis=-1)
+
+
+SPIKE_GRID = QuantParams((1.0,), (0,), 8, True)
+"""Spikes on the integer side: exactly 0 / 1, int8 with scale 1."""
+
+
+def link_grids(model: Any) -> int:
+    """Give each QuantDense of a `spyx.nn.Sequential` between two known grids those grids,
+    so that once frozen it computes the deployed int8 kernel (`fake_quant_dense`) bit for
+    bit: input = spikes (after a spiking neuron) or a FakeQuant's frozen grid, output = the
+    next quantized neuron's membrane. Call after `freeze(model, weights=True)`; returns how
+    many layers were linked."""
+    from ncc.models.nnx.fake_quant import FakeQuant, QuantDense
+
+    layers, linked = list(model.layers), 0
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, QuantDense) or i == 0 or i + 1 == len(layers):
+            continue
+        before, after = layers[i - 1], layers[i + 1]
+        if isinstance(before, _QuantNeuron) and not isinstance(before, QuantLI):
+            p_in = SPIKE_GRID
+        elif isinstance(before, FakeQuant) and before.mode == "quant":
+            p_in = before.params
+        else:
+            continue
+        quantized = getattr(after, "quantized", False) and after.config.quantizes("membrane")
+        if p_in is not None and quantized:
+            layer.io_params = (p_in, after.membrane)
+            linked += 1
+    return linked
 
 
 def set_quantized(model: nnx.Module, on: bool = True) -> int:

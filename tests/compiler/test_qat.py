@@ -320,3 +320,63 @@ def test_qat_ltc_cell_compiles_with_its_own_parameters(tmp_path):
     assert q.tensors[state_out].quant == qn.from_core(cell.q_state.params)
     assert q.tensors["y"].quant == qn.from_core(cell.q_y.params)
     assert q.tensors["x"].quant == qn.from_core(cell.q_x.params)
+
+
+# --- a QAT spiking net: integer membranes, thresholds and decays compile as they are ---------
+
+
+def qat_snn(kind: str):
+    import spyx
+
+    from ncc.models.nnx.spiking import (
+        QuantCuBaLIF,
+        QuantIF,
+        QuantLI,
+        QuantLIF,
+        link_grids,
+        set_quantized,
+    )
+    from ncc.models.quantization import QuantConfig, QuantParams
+
+    cfg, rngs, hidden = QuantConfig(membrane_bits=8), nnx.Rngs(0), 16
+    th = {"threshold": 0.75, "config": cfg}  # theta = 1 would make spikes * theta vanish
+    neuron = {"lif": lambda: QuantLIF((hidden,), rngs=rngs, **th),  # per-neuron beta
+              "lif_shift_zero": lambda: QuantLIF((hidden,), decay_shift=3, reset="zero",
+                                                 rngs=rngs, **th),
+              "if": lambda: QuantIF((hidden,), **th),
+              "cuba": lambda: QuantCuBaLIF((hidden,), alpha=0.8, beta=0.9, rngs=rngs,
+                                           **th)}[kind]()
+    spikes_in = FakeQuant(8, symmetric=True)  # the input's grid: spikes, exactly 0 / 1
+    spikes_in.params, spikes_in.mode = QuantParams((1.0,), (0,), 8, True), "quant"
+    net = spyx.nn.Sequential(spikes_in, QuantDense(F, hidden, rngs=rngs), neuron,
+                             QuantDense(hidden, N_OUT, rngs=rngs),
+                             QuantLI((N_OUT,), beta=0.9, config=cfg))
+    net.layers[1].kernel[...] *= 2.0  # enough current to fire often
+    net.input_shape = (F,)
+    set_quantized(net, True)
+    set_mode(net, "quant")
+    freeze(net, weights=True)
+    assert link_grids(net) == 2  # both dense layers compute the int8 kernel itself
+    return net
+
+
+@pytest.mark.parametrize("kind", ["lif", "lif_shift_zero", "if", "cuba"])
+def test_qat_spiking_net_forward_equals_golden_over_1000_steps(kind, tmp_path):
+    net = qat_snn(kind)
+    q, _ = quantize_graph(to_graph(net, (F,)), None)  # no calibration: the net's own grids
+    xs = (np.random.default_rng(5).random((STEPS, F)) < 0.4).astype(np.float32)
+    step = nnx.jit(lambda m, x, s: m(x, s))
+    state, ys, fired = net.initial_state(1), [], 0
+    for x in xs:
+        y, state = step(net, x[None], state)
+        ys.append(np.asarray(y)[0])
+    out = run_sequence(q, qn.quantize(xs, q.tensors["x"].quant)[:, None])
+    y_gold = qn.dequantize(out["y"][:, 0], q.tensors["y"].quant)
+    np.testing.assert_array_equal(np.stack(ys) + 0.0, y_gold + 0.0)  # (-0.0 == 0.0)
+    fired = [op for op in q.ops if op.kind == "cast"]
+    assert fired and len(np.unique(out["y"])) > 10  # spikes reach the readout
+    if kind == "lif":  # per-neuron decays: a diagonal fully-connected with exact multipliers
+        assert sum(op.kind == "fully_connected" for op in q.ops) == 3
+    compiled = compile_model(net, "onnx-int8", tmp_path / kind, input_shape=(F,),
+                             verify_steps=100)
+    assert compiled.report["passed"], compiled.report

@@ -1,5 +1,7 @@
 """`ncc demo`: compile the bundled models to every target, verify each, print one table.
 
+Spiking-only targets (nir) take the LIF model only.
+
 The bundled models (`ncc/models/bundled/`, trained by `bench/train_bundled.py`)
 read scikit-learn's 8x8 digits row by row. Quantized targets calibrate on the
 training split; every artifact is verified on the test split, with labels, in
@@ -12,10 +14,18 @@ import io
 from pathlib import Path
 from typing import Any
 
-from ncc.compiler.driver import QUANTIZED, TARGETS, Progress, compile_model, verify_artifact
+from ncc.compiler.driver import (
+    QUANTIZED,
+    SPIKING_ONLY,
+    TARGETS,
+    Progress,
+    compile_model,
+    verify_artifact,
+)
 from ncc.models.archive import atomic_write, npz_bytes, read_npz
 
 MODELS = {"cfc": "cfc_digits.ckpt", "lif": "lif_digits.ckpt"}
+SPIKING = {"lif"}
 
 
 def bundled_dir() -> Path:
@@ -38,6 +48,8 @@ def run_demo(out: Path, progress: Progress | None = None) -> tuple[list[dict[str
     rows = []
     for name, file in MODELS.items():
         for target in TARGETS:
+            if target in SPIKING_ONLY and name not in SPIKING:
+                continue
             res = compile_model(bundled_dir() / file, target, out / f"{name}.{target}",
                                 calibration=calibration if target in QUANTIZED else None,
                                 verify_steps=0, progress=progress)

@@ -46,6 +46,8 @@ TARGETS = {"onnx-float": "ncc.targets.onnx", "onnx-int8": "ncc.targets.onnx_int8
            "c": "ncc.targets.c", "fixed-point": "ncc.targets.fixed_point",
            "nir": "ncc.targets.nir"}
 ALIASES = {"onnx": "onnx-float"}
+# targets that take spiking models only (NIR: LIF-family neurons)
+SPIKING_ONLY = {"nir"}
 QUANTIZED = {"onnx-int8", "onnx-qdq", "tflite-int8", "c", "fixed-point"}
 # quantized targets whose arithmetic is not ours: their deviation is measured, not required 0
 APPROXIMATE = {"onnx-qdq"}

@@ -133,8 +133,11 @@ def _layers(model: Any) -> list[tuple[Any, str]]:
     layers = list(getattr(model, "layers", None) or [model])
     kinds = [_kind(layer) for layer in layers]
     if all(k in (None, "linear") for k in kinds):
+        what = type(model).__name__
+        if layers != [model]:
+            what += f" of {', '.join(type(layer).__name__ for layer in layers)}"
         raise NirExportError(
-            f"{type(model).__name__} is not a spiking model: NIR export supports "
+            f"{what} is not a spiking model: NIR export supports "
             "spyx.nn.Sequential-style NNX models of nnx.Linear and spiking neurons ("
             f"{', '.join(SUPPORTED[1:])}); export liquid (CfC, LTC) and Keras models "
             "to onnx-float, tflite-int8, c or fixed-point")

@@ -48,3 +48,19 @@ def load_data(path: str | Path, features: tuple[int, ...]) -> dict[str, np.ndarr
     if "y" in arrays:
         data["y"] = arrays["y"]
     return data
+
+
+def stress_int8(steps: int, features: int, seed: int = 7) -> np.ndarray:
+    """(steps, features) int8 inputs that exercise integer kernels: random steps, then a
+    slow sine over the full range, both rails, alternating rails and zeros (the extremes
+    are where saturation and rounding bite)."""
+    rng = np.random.default_rng(seed)
+    n = steps // 4
+    t = np.arange(n)[:, None]
+    sine = np.round(127.5 * np.sin(t / (7.0 + np.arange(features))) - 0.5)
+    rails = np.where((t // 50) % 2 == 0, 127, -128) * np.ones((1, features))
+    alternating = np.where(t % 2 == 0, 127, -128) * np.ones((1, features))
+    zeros = np.zeros((n // 4, features))
+    structured = np.concatenate([sine, rails, alternating, zeros])
+    random = rng.integers(-128, 128, (steps - len(structured), features))
+    return np.concatenate([random, structured]).astype(np.int8)

@@ -34,7 +34,6 @@ neurons that spiked, at most `synapses` (the figure a neuromorphic core is sized
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import tempfile
@@ -46,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from ncc.compiler.artifact import Artifact
+from ncc.compiler.c_names import CNames
 from ncc.compiler.ir import COMPARISONS, Graph, Op, Tensor
 from ncc.compiler.numerics import quantize
 
@@ -112,7 +112,7 @@ class _Emitter:
     """Walks the integer graph once, collecting constants, buffers and statements."""
 
     g: Graph
-    idents: dict[str, str] = field(default_factory=dict)
+    ident: CNames = field(default_factory=CNames)  # ident(tensor, prefix) -> C name
     decls: list[str] = field(default_factory=list)
     emitted: set[str] = field(default_factory=set)
     body: list[str] = field(default_factory=list)
@@ -123,18 +123,6 @@ class _Emitter:
     sparse: list[dict[str, Any]] = field(default_factory=list)
     spiking: list[dict[str, Any]] = field(default_factory=list)
     producers: dict[str, Op] = field(default_factory=dict)  # tensor -> the op computing it
-
-    # --- names ---------------------------------------------------------------------
-    def ident(self, name: str, prefix: str) -> str:
-        key = f"{prefix}:{name}"
-        if key not in self.idents:
-            base = f"{prefix}_{re.sub(r'[^A-Za-z0-9_]', '_', name)}"
-            ident, i = base, 1
-            while ident in self.idents.values():
-                i += 1
-                ident = f"{base}_{i}"
-            self.idents[key] = ident
-        return self.idents[key]
 
     def const_array(self, ctype: str, name: str, values: np.ndarray, comment: str = "") -> str:
         if name not in self.emitted:

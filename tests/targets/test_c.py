@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from ncc.compiler.artifact import load_artifact_graph, read_manifest, write_artifact
+from ncc.compiler.data import stress_int8
 from ncc.compiler.driver import compile_model
 from ncc.compiler.interpret import run_batch, run_step
 from ncc.compiler.ir import verify
@@ -56,19 +57,7 @@ def calibration(dt: bool = False, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def int8_inputs(steps: int, features: int = FEATURES, seed: int = 7) -> np.ndarray:
-    """(steps, features) int8: random steps, then a slow sine over the full range, both
-    rails, alternating rails and zeros (the extremes are where saturation and rounding
-    bite)."""
-    rng = np.random.default_rng(seed)
-    n = steps // 4
-    t = np.arange(n)[:, None]
-    sine = np.round(127.5 * np.sin(t / (7.0 + np.arange(features))) - 0.5)
-    rails = np.where((t // 50) % 2 == 0, 127, -128) * np.ones((1, features))
-    alternating = np.where(t % 2 == 0, 127, -128) * np.ones((1, features))
-    zeros = np.zeros((n // 4, features))
-    structured = np.concatenate([sine, rails, alternating, zeros])
-    random = rng.integers(-128, 128, (steps - len(structured), features))
-    return np.concatenate([random, structured]).astype(np.int8)
+    return stress_int8(steps, features, seed)
 
 
 def cfc_ncp():

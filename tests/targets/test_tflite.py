@@ -14,6 +14,7 @@ import pytest
 
 from ncc.compiler import numerics as qn
 from ncc.compiler.artifact import load_artifact_graph, read_manifest, write_artifact
+from ncc.compiler.data import stress_int8
 from ncc.compiler.driver import compile_model, verify_artifact
 from ncc.compiler.interpret import run_sequence, run_step
 from ncc.compiler.ir import Graph, Op, QuantParams, Tensor, verify
@@ -31,19 +32,8 @@ def calibration(seed=0):
 
 
 def int8_inputs(steps, features=8, seed=7):
-    """Random int8 steps, then structured ones: a slow sine over the full range, both rails,
-    alternating rails and zeros (the extremes are where saturation and rounding bite)."""
-    rng = np.random.default_rng(seed)
-    n = steps // 4
-    t = np.arange(n)[:, None]
-    sine = np.round(127.5 * np.sin(t / (7.0 + np.arange(features))) - 0.5)
-    rails = np.where((t // 50) % 2 == 0, 127, -128) * np.ones((1, features))
-    alternating = np.where(t % 2 == 0, 127, -128) * np.ones((1, features))
-    zeros = np.zeros((n // 4, features))
-    structured = np.concatenate([sine, rails, alternating, zeros])
-    random = rng.integers(-128, 128, (steps - len(structured), features))
-    xs = np.concatenate([random, structured]).astype(np.int8)
-    return xs[:, None, :]  # (T, 1, features): the step input (1, features)
+    """(T, 1, features) int8 step inputs with the rails and extremes (compiler.data)."""
+    return stress_int8(steps, features, seed)[:, None, :]
 
 
 def compile_tflite(model, out):

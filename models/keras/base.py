@@ -200,6 +200,12 @@ class LiquidCell(keras.layers.Layer):
         return cls(**_deserialize_arguments(config))
 
 
+def _observing(cell: Any) -> bool:
+    """True if a quantization point of `cell` is observing (`ncc.models.keras.quant`)."""
+    points = getattr(cell, "quant_points", None)
+    return points is not None and any(p.mode == "observe" for p in points())
+
+
 def _deserialize_arguments(config: dict[str, Any]) -> dict[str, Any]:
     """Constructor arguments from a liquid cell's or layer's config (wiring, activation)."""
     config = dict(config)
@@ -340,8 +346,13 @@ class LiquidRNN(keras.layers.RNN):
             return output, list(new_states) if tree.is_nested(new_states) else [new_states]
 
         steps = tree.flatten(sequences)[0].shape[1]
+        # observers assign variables: a Python loop, not a scan (which would leak tracers)
+        unroll = self.unroll or _observing(cell)
+        if unroll and steps is None:
+            raise ValueError("unroll=True and quantization observers need a fixed number of "
+                             "time steps")
         return _backend.rnn(step, sequences, initial_state, go_backwards=go_backwards,
-                            mask=mask, unroll=self.unroll, input_length=steps,
+                            mask=mask, unroll=unroll, input_length=steps,
                             zero_output_for_mask=self.zero_output_for_mask,
                             return_all_outputs=self.return_sequences)
 

@@ -10,6 +10,19 @@ from keras import ops
 
 from ncc.models import wirings
 from ncc.models.keras.base import LiquidCell, LiquidRNN
+from ncc.models.keras.quant import (
+    TABLE_ACTIVATIONS,
+    QuantPoint,
+    WeightQuant,
+    activate_on_point,
+    activation_name,
+    all_exact,
+    as_quant_config,
+    binary_on_point,
+    dense_on_point,
+    on_point,
+)
+from ncc.models.quantization import QuantConfig, QuantParams
 
 MODES = ("default", "pure", "no_gate")
 
@@ -52,12 +65,17 @@ class CfCCell(LiquidCell):
             needs a dense wiring (FullyConnected, as ncps).
         fully_recurrent: each sub-cell sees all of its own layer's neurons (ncps default);
             False uses the wiring's recurrent synapses inside the layer.
+        quantization: a `ncc.models.quantization.QuantConfig` (or its dict) adds fake-quant
+            points where the deployed integer arithmetic has them (`ncc.models.keras.quant`;
+            the points of `ncc.models.nnx.CfCCell`). Frozen, int8, tables on and not
+            "pure", the step is that integer arithmetic bit for bit (`exact()`); backbone
+            dropout is then not applied. None: float only.
     """
 
     def __init__(self, wiring: Any, mode: str = "default", activation: Any = "lecun_tanh",
                  backbone_units: Any = None, backbone_layers: int = 0,
                  backbone_dropout: float = 0.0, fully_recurrent: bool = True,
-                 **kwargs: Any) -> None:
+                 quantization: QuantConfig | dict | None = None, **kwargs: Any) -> None:
         super().__init__(wiring, activation, backbone_units, backbone_layers,
                          backbone_dropout, **kwargs)
         if mode not in MODES:
@@ -75,6 +93,86 @@ class CfCCell(LiquidCell):
                        for i, n in enumerate(self.layer_sizes)]
         self.time_b = [keras.layers.Dense(n, name=f"time_b{i}")
                        for i, n in enumerate(self.layer_sizes)]
+        self.quantization = as_quant_config(quantization)
+        if self.quantization is not None:
+            self._create_quant_points(self.quantization)
+
+    def _create_quant_points(self, cfg: QuantConfig) -> None:
+        """The fake-quant points of `ncc.models.nnx.CfCCell` (same names and roles)."""
+        self.act_name = activation_name(self.activation)
+        if self.act_name not in (*TABLE_ACTIVATIONS, "relu"):
+            raise ValueError(f"a quantized CfC needs a backbone activation among "
+                             f"{(*TABLE_ACTIVATIONS, 'relu')}, got {self.act_name!r}")
+        self.tables = cfg.quantizes("nonlinearities")
+        sizes = self.layer_sizes
+
+        def point(part: str, name: str) -> QuantPoint:
+            bits = cfg.state_bits if part == "state" else cfg.activation_bits
+            return QuantPoint.for_part(cfg, part, bits, name=name)
+
+        def points(name: str, *modes: str) -> list[QuantPoint]:  # one per wiring layer
+            return [point("activations", f"{name}{i}") for i in range(len(sizes))
+                    if self.mode in modes]
+
+        every, gated = ("default", "no_gate", "pure"), ("default", "no_gate")
+        # One grid for x, the state and every concatenation of them (the integer IR
+        # needs concatenated tensors, state in and state out on one grid).
+        self.q_state, self.q_dt = point("state", "q_state"), point("inputs", "q_dt")
+        self.q_backbone = [point("activations", f"q_backbone{j}")
+                           for j in range(self.backbone_layers)]
+        self.q_ff1, self.q_ff2 = points("q_ff1", *every), points("q_ff2", *gated)
+        self.q_time_a, self.q_time_b = points("q_time_a", *gated), points("q_time_b", *gated)
+        self.q_time_a_dt = points("q_time_a_dt", *gated)  # time_a(z) dt
+        self.q_gate_in = points("q_gate_in", *gated)  # the sigmoid's input
+        self.q_one_minus_gate = points("q_one_minus_gate", "default")  # 1 - g
+        self.q_mix = points("q_mix", *gated)  # both products
+        self.wq_backbone = [WeightQuant.for_config(cfg, w, name=f"wq_backbone{j}")
+                            for j, w in enumerate(self.backbone_units)]
+        self.wq_ff1 = [WeightQuant.for_config(cfg, n, name=f"wq_ff1{i}")
+                       for i, n in enumerate(sizes)]
+        gated_sizes = sizes if self.mode in gated else []
+        self.wq_ff2, self.wq_time_a, self.wq_time_b = (
+            [WeightQuant.for_config(cfg, n, name=f"{k}{i}") for i, n in enumerate(gated_sizes)]
+            for k in ("wq_ff2", "wq_time_a", "wq_time_b"))
+
+    def quant_points(self) -> list[QuantPoint]:
+        """Every activation / state point (empty without quantization)."""
+        if self.quantization is None:
+            return []
+        return [self.q_state, self.q_dt, *self.q_backbone, *self.q_ff1, *self.q_ff2,
+                *self.q_time_a, *self.q_time_b, *self.q_time_a_dt, *self.q_gate_in,
+                *self.q_one_minus_gate, *self.q_mix]
+
+    def weight_quantizers(self) -> list[WeightQuant]:
+        if self.quantization is None:
+            return []
+        return [*self.wq_backbone, *self.wq_ff1, *self.wq_ff2, *self.wq_time_a,
+                *self.wq_time_b]
+
+    def quant_kernels(self) -> list[tuple[WeightQuant, np.ndarray]]:
+        """(weight quantizer, current masked kernel (in, out)) pairs, for `freeze`."""
+        if self.quantization is None:
+            return []
+        pairs = [(wq, np.asarray(d.kernel)) for wq, d in zip(self.wq_backbone, self.backbone,
+                                                              strict=True)]
+        for i in range(len(self.layer_sizes)):
+            pairs.append((self.wq_ff1[i], self._masked_value(self.ff1_kernel[i], i)))
+            if self.mode != "pure":
+                pairs += [(self.wq_ff2[i], self._masked_value(self.ff2_kernel[i], i)),
+                          (self.wq_time_a[i], np.asarray(self.time_a[i].kernel)),
+                          (self.wq_time_b[i], np.asarray(self.time_b[i].kernel))]
+        return pairs
+
+    def _masked_value(self, kernel: Any, i: int) -> np.ndarray:
+        mask = self.masks[i]
+        value = np.asarray(kernel)
+        return value if mask is None else value * mask
+
+    def exact(self) -> bool:
+        """True when the step is the deployed integer arithmetic, bit for bit: quantized,
+        every point and weight frozen and in "fake_quant" mode, int8, tables on, not pure."""
+        return (self.quantization is not None and self.mode != "pure" and self.tables
+                and all_exact(self.quant_points(), self.weight_quantizers()))
 
     def _layer_masks(self) -> list[np.ndarray | None]:
         """Per sub-cell (in_i + n_i, n_i) 0/1 masks; None where every synapse exists."""
@@ -120,6 +218,8 @@ class CfCCell(LiquidCell):
                 self.time_a[i].build((None, width))
                 self.time_b[i].build((None, width))
             in_width = n
+        for layer in (*self.quant_points(), *self.weight_quantizers()):
+            layer.build(None)
         super().build(input_shape)
 
     def _masked(self, kernel: Any, mask: np.ndarray | None) -> Any:
@@ -128,6 +228,8 @@ class CfCCell(LiquidCell):
     def call(self, inputs: Any, states: Any, training: bool = False) -> tuple[Any, list[Any]]:
         x, dt = self.split_inputs(inputs)
         h = states[0] if isinstance(states, (list, tuple)) else states
+        if self.quantization is not None:
+            return self._call_quantized(x, dt, h)
         new_states, start = [], 0
         for i, n in enumerate(self.layer_sizes):
             z = ops.concatenate([x, h[:, start:start + n]], axis=-1)
@@ -151,9 +253,61 @@ class CfCCell(LiquidCell):
         state = new_states[0] if len(new_states) == 1 else ops.concatenate(new_states, axis=-1)
         return output, [state]
 
+    # --- the quantized step (`ncc.models.nnx.CfCCell.__call__`, in keras.ops) ---------------
+
+    def _call_quantized(self, x: Any, dt: Any, h: Any) -> tuple[Any, list[Any]]:
+        """x (B, F), dt 1.0 or (B, 1), h (B, units) -> (y (B, output_dim), [h' (B, units)])."""
+        exact = self.exact()
+        u, new_states, start = x, [], 0
+        for i, n in enumerate(self.layer_sizes):
+            z, p_z = on_point(self.q_state, ops.concatenate([u, h[:, start:start + n]], -1),
+                              exact)
+            start += n
+            for dense, wq, point in zip(self.backbone, self.wq_backbone, self.q_backbone,
+                                        strict=True):
+                pre, p_pre = dense_on_point(z, p_z, dense.kernel, dense.bias, wq, point, exact)
+                z, p_z = activate_on_point(pre, p_pre, self.act_name, point, self.tables,
+                                           exact)
+            u = self._subcell(i, z, p_z, dt, exact)
+            new_states.append(u)
+        y = u[:, :self.output_size] if self.output_size != self.layer_sizes[-1] else u
+        state = new_states[0] if len(new_states) == 1 else ops.concatenate(new_states, axis=-1)
+        return y, [state]
+
+    def _subcell(self, i: int, z: Any, p_z: QuantParams | None, dt: Any, exact: bool) -> Any:
+        """One wiring layer: z (B, width) -> h_i' (B, n_i) on the state grid."""
+        ff1_kernel = self._masked(self.ff1_kernel[i], self.masks[i])
+        ff1, p1 = dense_on_point(z, p_z, ff1_kernel, self.ff1_bias[i], self.wq_ff1[i],
+                                 self.q_ff1[i], exact)
+        if self.mode == "pure":
+            new = -self.A[i] * ops.exp(-dt * (ops.abs(self.w_tau[i]) + ops.abs(ff1))) * ff1 \
+                + self.A[i]
+            return self.q_state(new)
+        ff2_kernel = self._masked(self.ff2_kernel[i], self.masks[i])
+        ff2, p2 = dense_on_point(z, p_z, ff2_kernel, self.ff2_bias[i], self.wq_ff2[i],
+                                 self.q_ff2[i], exact)
+        ta, p_ta = dense_on_point(z, p_z, self.time_a[i].kernel, self.time_a[i].bias,
+                                  self.wq_time_a[i], self.q_time_a[i], exact)
+        tb, p_tb = dense_on_point(z, p_z, self.time_b[i].kernel, self.time_b[i].bias,
+                                  self.wq_time_b[i], self.q_time_b[i], exact)
+        t = ops.broadcast_to(ops.reshape(ops.cast(dt, ta.dtype), (-1, 1)), ops.shape(ta))
+        t, p_t = on_point(self.q_dt, t, exact)
+        ta_dt, p_ta_dt = binary_on_point("mul", ta, p_ta, t, p_t, self.q_time_a_dt[i], exact)
+        pre, p_pre = binary_on_point("sub", tb, p_tb, ta_dt, p_ta_dt, self.q_gate_in[i], exact)
+        gate, p_g = activate_on_point(pre, p_pre, "sigmoid", self.q_gate_in[i], self.tables,
+                                      exact)
+        mix, p_mix = binary_on_point("mul", gate, p_g, ff2, p2, self.q_mix[i], exact)
+        if self.mode == "no_gate":
+            return binary_on_point("add", ff1, p1, mix, p_mix, self.q_state, exact)[0]
+        keep, p_keep = on_point(self.q_one_minus_gate[i], 1.0 - gate, exact)
+        old, p_old = binary_on_point("mul", ff1, p1, keep, p_keep, self.q_mix[i], exact)
+        return binary_on_point("add", old, p_old, mix, p_mix, self.q_state, exact)[0]
+
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update({"mode": self.mode, "fully_recurrent": self.fully_recurrent})
+        config.update({"mode": self.mode, "fully_recurrent": self.fully_recurrent,
+                       "quantization": None if self.quantization is None
+                       else self.quantization.to_dict()})
         return config
 
 
@@ -177,13 +331,13 @@ class CfC(LiquidRNN):
 
     Args:
         wiring: ncc wiring, int or ncps wiring (`units=` is an alias).
-        mode, activation, backbone_*, fully_recurrent: see `CfCCell`.
+        mode, activation, backbone_*, fully_recurrent, quantization: see `CfCCell`.
         return_sequences, return_state, go_backwards, bidirectional, merge_mode, stateful,
             unroll, zero_output_for_mask: see `LiquidRNN`.
     """
 
     CELL_ARGUMENTS = ("wiring", "mode", "activation", "backbone_units", "backbone_layers",
-                      "backbone_dropout", "fully_recurrent")
+                      "backbone_dropout", "fully_recurrent", "quantization")
 
     def __init__(self, wiring: Any = None, mode: str = "default",
                  activation: Any = "lecun_tanh", backbone_units: Any = None,
@@ -193,11 +347,12 @@ class CfC(LiquidRNN):
                  bidirectional: bool = False, merge_mode: str | None = "concat",
                  stateful: bool = False, unroll: bool = False,
                  zero_output_for_mask: bool = False, units: Any = None,
-                 **kwargs: Any) -> None:
+                 quantization: QuantConfig | dict | None = None, **kwargs: Any) -> None:
         wiring = _wiring_or_units(wiring, units)
         cell = CfCCell(wiring, mode=mode, activation=activation, backbone_units=backbone_units,
                        backbone_layers=backbone_layers, backbone_dropout=backbone_dropout,
-                       fully_recurrent=fully_recurrent, name="cfc_cell")
+                       fully_recurrent=fully_recurrent, quantization=quantization,
+                       name="cfc_cell")
         super().__init__(cell, return_sequences=return_sequences, return_state=return_state,
                          go_backwards=go_backwards, stateful=stateful, unroll=unroll,
                          zero_output_for_mask=zero_output_for_mask,

@@ -153,19 +153,19 @@ class CfCCell(LiquidCell):
         """(weight quantizer, current masked kernel (in, out)) pairs, for `freeze`."""
         if self.quantization is None:
             return []
-        pairs = [(wq, np.asarray(d.kernel)) for wq, d in zip(self.wq_backbone, self.backbone,
-                                                              strict=True)]
+        pairs = [(wq, ops.convert_to_numpy(d.kernel))
+                 for wq, d in zip(self.wq_backbone, self.backbone, strict=True)]
         for i in range(len(self.layer_sizes)):
             pairs.append((self.wq_ff1[i], self._masked_value(self.ff1_kernel[i], i)))
             if self.mode != "pure":
                 pairs += [(self.wq_ff2[i], self._masked_value(self.ff2_kernel[i], i)),
-                          (self.wq_time_a[i], np.asarray(self.time_a[i].kernel)),
-                          (self.wq_time_b[i], np.asarray(self.time_b[i].kernel))]
+                          (self.wq_time_a[i], ops.convert_to_numpy(self.time_a[i].kernel)),
+                          (self.wq_time_b[i], ops.convert_to_numpy(self.time_b[i].kernel))]
         return pairs
 
     def _masked_value(self, kernel: Any, i: int) -> np.ndarray:
         mask = self.masks[i]
-        value = np.asarray(kernel)
+        value = ops.convert_to_numpy(kernel)
         return value if mask is None else value * mask
 
     def exact(self) -> bool:

@@ -10,6 +10,15 @@ from keras import ops
 from ncc.models import wirings
 from ncc.models.keras.base import LiquidCell, LiquidRNN, step_input_dim
 from ncc.models.keras.cfc import _wiring_or_units
+from ncc.models.keras.quant import (
+    TABLE_ACTIVATIONS,
+    QuantPoint,
+    WeightQuant,
+    activation_name,
+    as_quant_config,
+    table_or_float,
+)
+from ncc.models.quantization import QuantConfig
 
 MAPPINGS = ("affine", "linear", None)
 INIT_RANGES = {
@@ -18,6 +27,12 @@ INIT_RANGES = {
     "sensory_w": (0.001, 1.0), "sensory_sigma": (3.0, 8.0), "sensory_mu": (0.3, 0.8),
 }
 POSITIVE = ("gleak", "cm", "w", "sensory_w")  # conductances and capacitance: kept >= 0
+QUANT_POINTS = ("x", "x_w", "x_mapped", "dt", "dt_k", "cm_t_inv", "cm_t", "s_diff", "s_arg",
+                "s_syn", "s_act", "s_act_erev", "num_sensory", "den_sensory", "diff", "arg",
+                "syn", "act", "act_erev", "sum_act_erev", "sum_act", "cm_v", "num_leak",
+                "num_syn", "num", "den_leak", "den_syn", "den", "den_inv", "y_w", "y")
+"""Fake-quant points (`q_<name>`, one grid per intermediate, shared by the ODE unfolds),
+as `ncc.models.nnx.LTCCell`."""
 
 
 @keras.saving.register_keras_serializable(package="ncc")
@@ -60,13 +75,19 @@ class LTCCell(LiquidCell):
         ode_unfolds: solver steps per time step, >= 1.
         epsilon: added to the denominator, >= 0.
         initialization_ranges: {name: (low, high)} overrides of `INIT_RANGES`.
+        quantization: a `ncc.models.quantization.QuantConfig` (or its dict) adds a fake-quant
+            point on every intermediate (`QUANT_POINTS`, those of `ncc.models.nnx.LTCCell`)
+            and on the backbone's kernels; the sigmoids go through the deployed tables.
+            The arithmetic between points stays float (divisions as a * (1 / b)), so a
+            frozen LTC compiles with its own parameters but is not bit-exact.
     """
 
     def __init__(self, wiring: Any, activation: Any = "tanh", backbone_units: Any = None,
                  backbone_layers: int = 0, backbone_dropout: float = 0.0,
                  input_mapping: str | None = "affine", output_mapping: str | None = "affine",
                  ode_unfolds: int = 6, epsilon: float = 1e-8,
-                 initialization_ranges: dict[str, Any] | None = None, **kwargs: Any) -> None:
+                 initialization_ranges: dict[str, Any] | None = None,
+                 quantization: QuantConfig | dict | None = None, **kwargs: Any) -> None:
         super().__init__(wiring, activation, backbone_units, backbone_layers,
                          backbone_dropout, **kwargs)
         for name, value in (("input_mapping", input_mapping),
@@ -82,6 +103,43 @@ class LTCCell(LiquidCell):
         self.ode_unfolds = ode_unfolds
         self.epsilon = float(epsilon)
         self.initialization_ranges = _check_ranges(initialization_ranges or {})
+        self.quantization = as_quant_config(quantization)
+        if self.quantization is not None:
+            self._create_quant_points(self.quantization)
+
+    def _create_quant_points(self, cfg: QuantConfig) -> None:
+        self.act_name = activation_name(self.activation)
+        if self.act_name not in (*TABLE_ACTIVATIONS, "relu"):
+            raise ValueError(f"a quantized LTC needs a backbone activation among "
+                             f"{(*TABLE_ACTIVATIONS, 'relu')}, got {self.act_name!r}")
+        self.tables = cfg.quantizes("nonlinearities")
+
+        def point(name: str) -> QuantPoint:
+            part = "state" if name == "state" else "inputs" if name in ("x", "dt") \
+                else "activations"
+            bits = cfg.state_bits if part == "state" else cfg.activation_bits
+            return QuantPoint.for_part(cfg, part, bits, name=f"q_{name}")
+
+        self.q_state = point("state")
+        for name in QUANT_POINTS:
+            setattr(self, f"q_{name}", point(name))
+        self.q_backbone = [point(f"backbone{j}") for j in range(self.backbone_layers)]
+        self.wq_backbone = [WeightQuant.for_config(cfg, w, name=f"wq_backbone{j}")
+                            for j, w in enumerate(self.backbone_units)]
+
+    def quant_points(self) -> list[QuantPoint]:
+        """Every activation / state point (empty without quantization)."""
+        if self.quantization is None:
+            return []
+        return [self.q_state, *(getattr(self, f"q_{n}") for n in QUANT_POINTS),
+                *self.q_backbone]
+
+    def quant_kernels(self) -> list[tuple[WeightQuant, Any]]:
+        """(weight quantizer, current backbone kernel) pairs, for `freeze`."""
+        if self.quantization is None:
+            return []
+        return [(wq, ops.convert_to_numpy(d.kernel))
+                for wq, d in zip(self.wq_backbone, self.backbone, strict=True)]
 
     def _initializer(self, name: str) -> Any:
         low, high = {**INIT_RANGES, **self.initialization_ranges}[name]
@@ -121,6 +179,9 @@ class LTCCell(LiquidCell):
             add("output_w", (m,), "ones")
         if self.output_mapping == "affine":
             add("output_b", (m,), "zeros")
+        if self.quantization is not None:
+            for layer in (*self.quant_points(), *self.wq_backbone):
+                layer.build(None)
         super().build(input_shape)
 
     @staticmethod
@@ -131,6 +192,8 @@ class LTCCell(LiquidCell):
     def call(self, inputs: Any, states: Any, training: bool = False) -> tuple[Any, list[Any]]:
         x, dt = self.split_inputs(inputs)
         v = states[0] if isinstance(states, (list, tuple)) else states
+        if self.quantization is not None:
+            return self._call_quantized(x, dt, v)
         p = self.params
         x = self.apply_backbone(x, training=training)
         if self.input_mapping in ("affine", "linear"):
@@ -157,6 +220,65 @@ class LTCCell(LiquidCell):
             y = y + p["output_b"]
         return y, [v]
 
+    # --- the quantized step (`ncc.models.nnx.LTCCell.__call__`, in keras.ops) ---------------
+
+    def _sigmoid(self, x: Any, point_in: QuantPoint, point_out: QuantPoint) -> Any:
+        if self.tables:  # the table's output grid follows from its input's
+            return table_or_float(x, "sigmoid", point_in, True)
+        return point_out(ops.sigmoid(point_in(x)))
+
+    @staticmethod
+    def _divide(a: Any, b: Any, inv: QuantPoint, out: QuantPoint) -> Any:
+        """a / b; quantized as a * (1 / b) with a grid for the reciprocal (the integer form)."""
+        if inv.mode == "fake_quant" and inv.enabled:
+            return out(a * inv(1.0 / b))
+        inv(1.0 / b)  # observe the reciprocal's range
+        return out(a / b)
+
+    def _call_quantized(self, x: Any, dt: Any, v: Any) -> tuple[Any, list[Any]]:
+        """x (B, F), dt 1.0 or (B, 1), v (B, units) -> (y (B, output_dim), [v' (B, units)])."""
+        p = self.params
+        x = self.q_x(x)
+        for dense, wq, point in zip(self.backbone, self.wq_backbone, self.q_backbone,
+                                    strict=True):
+            pre = point(ops.matmul(x, wq.fake_quantize(dense.kernel)) + dense.bias)
+            x = ops.relu(pre) if self.act_name == "relu" else \
+                table_or_float(pre, self.act_name, point, self.tables)
+        if self.input_mapping in ("affine", "linear"):
+            x = self.q_x_w(x * p["input_w"])
+        if self.input_mapping == "affine":
+            x = self.q_x_mapped(x + p["input_b"])
+        diff = self.q_s_diff(ops.expand_dims(x, -1) - p["sensory_mu"])
+        syn = self._sigmoid(self.q_s_arg(p["sensory_sigma"] * diff), self.q_s_arg, self.q_s_syn)
+        s_act = self.q_s_act(p["sensory_w"] * self.sensory_mask * syn)
+        num_sensory = self.q_num_sensory(ops.sum(self.q_s_act_erev(s_act * p["sensory_erev"]),
+                                                 axis=1))
+        den_sensory = self.q_den_sensory(ops.sum(s_act, axis=1))
+        t = ops.broadcast_to(ops.reshape(ops.cast(dt, v.dtype), (-1, 1)), ops.shape(v))
+        t = self.q_dt(t)
+        cm_t = self._divide(p["cm"], self.q_dt_k(t / self.ode_unfolds), self.q_cm_t_inv,
+                            self.q_cm_t)
+        w = p["w"] * self.mask
+        for _ in range(self.ode_unfolds):  # unrolled: a fixed number of solver steps
+            diff = self.q_diff(ops.expand_dims(v, -1) - p["mu"])
+            syn = self._sigmoid(self.q_arg(p["sigma"] * diff), self.q_arg, self.q_syn)
+            act = self.q_act(w * syn)
+            numerator = self.q_num(self.q_num_syn(
+                self.q_num_leak(self.q_cm_v(cm_t * v) + p["gleak"] * p["vleak"])
+                + self.q_sum_act_erev(ops.sum(self.q_act_erev(act * p["erev"]), axis=1)))
+                + num_sensory)
+            denominator = self.q_den(self.q_den_syn(self.q_den_leak(cm_t + p["gleak"])
+                                                    + self.q_sum_act(ops.sum(act, axis=1)))
+                                     + den_sensory)
+            v = self._divide(numerator, denominator + self.epsilon, self.q_den_inv,
+                             self.q_state)
+        y = v[:, :self.output_size] if self.output_size < self.state_size else v
+        if self.output_mapping in ("affine", "linear"):
+            y = self.q_y_w(y * p["output_w"])
+        if self.output_mapping == "affine":
+            y = self.q_y(y + p["output_b"])
+        return y, [v]
+
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({
@@ -164,6 +286,7 @@ class LTCCell(LiquidCell):
             "ode_unfolds": self.ode_unfolds, "epsilon": self.epsilon,
             "initialization_ranges": {k: list(v) for k, v in
                                       self.initialization_ranges.items()} or None,
+            "quantization": None if self.quantization is None else self.quantization.to_dict(),
         })
         return config
 
@@ -203,14 +326,14 @@ class LTC(LiquidRNN):
     Args:
         wiring: ncc wiring, int or ncps wiring (`units=` is an alias).
         activation, backbone_*, input_mapping, output_mapping, ode_unfolds, epsilon,
-            initialization_ranges: see `LTCCell`.
+            initialization_ranges, quantization: see `LTCCell`.
         return_sequences, return_state, go_backwards, bidirectional, merge_mode, stateful,
             unroll, zero_output_for_mask: see `LiquidRNN`.
     """
 
     CELL_ARGUMENTS = ("wiring", "activation", "backbone_units", "backbone_layers",
                       "backbone_dropout", "input_mapping", "output_mapping", "ode_unfolds",
-                      "epsilon", "initialization_ranges")
+                      "epsilon", "initialization_ranges", "quantization")
 
     def __init__(self, wiring: Any = None, activation: Any = "tanh",
                  backbone_units: Any = None, backbone_layers: int = 0,
@@ -221,12 +344,13 @@ class LTC(LiquidRNN):
                  go_backwards: bool = False, bidirectional: bool = False,
                  merge_mode: str | None = "concat", stateful: bool = False,
                  unroll: bool = False, zero_output_for_mask: bool = False, units: Any = None,
-                 **kwargs: Any) -> None:
+                 quantization: QuantConfig | dict | None = None, **kwargs: Any) -> None:
         cell = LTCCell(_wiring_or_units(wiring, units), activation=activation,
                        backbone_units=backbone_units, backbone_layers=backbone_layers,
                        backbone_dropout=backbone_dropout, input_mapping=input_mapping,
                        output_mapping=output_mapping, ode_unfolds=ode_unfolds, epsilon=epsilon,
-                       initialization_ranges=initialization_ranges, name="ltc_cell")
+                       initialization_ranges=initialization_ranges, quantization=quantization,
+                       name="ltc_cell")
         super().__init__(cell, return_sequences=return_sequences, return_state=return_state,
                          go_backwards=go_backwards, stateful=stateful, unroll=unroll,
                          zero_output_for_mask=zero_output_for_mask,

@@ -60,6 +60,10 @@ def as_quant_config(quantization: QuantConfig | dict | None) -> QuantConfig | No
                     f"{type(quantization).__name__}")
 
 
+def _np(value: Any) -> np.ndarray:
+    return ops.convert_to_numpy(value)
+
+
 def _scalar_weight(layer: keras.layers.Layer, name: str, dtype: str = "float32",
                    init: str = "zeros", shape: tuple[int, ...] = ()) -> Any:
     return layer.add_weight(name=name, shape=shape, dtype=dtype, initializer=init,
@@ -142,8 +146,8 @@ class QuantPoint(keras.layers.Layer):
 
     def freeze(self) -> QuantParams | None:
         """Parameters from the observed range (unchanged if nothing was observed)."""
-        state = {"lo": np.asarray(self.lo), "hi": np.asarray(self.hi),
-                 "count": np.asarray(self.count)}
+        state = {"lo": _np(self.lo), "hi": _np(self.hi),
+                 "count": _np(self.count)}
         if int(state["count"]) == 0:
             return self.params
         self.params = self._observer.params(state, self.bits, symmetric=self.symmetric,
@@ -155,14 +159,15 @@ class QuantPoint(keras.layers.Layer):
 
     def sync(self) -> None:
         """Static mode and QuantParams from the weights (after loading them)."""
-        self.mode = MODES[int(np.asarray(self.mode_code))]
-        self.params = QuantParams((float(np.asarray(self.scale)),),
-                                  (int(np.asarray(self.zero_point)),), self.bits, True) \
-            if int(np.asarray(self.frozen)) else None
+        self.mode = MODES[int(_np(self.mode_code))]
+        self.params = QuantParams((float(_np(self.scale)),),
+                                  (int(_np(self.zero_point)),), self.bits, True) \
+            if int(_np(self.frozen)) else None
 
     def load_own_variables(self, store: Any) -> None:
         super().load_own_variables(store)
-        self.sync()
+        if self.built:  # (an unused backward cell's points hold nothing)
+            self.sync()
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
@@ -240,17 +245,18 @@ class WeightQuant(keras.layers.Layer):
 
     def sync(self) -> None:
         """Static mode and QuantParams from the weights (after loading them)."""
-        self.mode = MODES[int(np.asarray(self.mode_code))]
-        if not int(np.asarray(self.frozen)):
+        self.mode = MODES[int(_np(self.mode_code))]
+        if not int(_np(self.frozen)):
             self.params = None
             return
-        scale = np.atleast_1d(np.asarray(self.scale, np.float32))
+        scale = np.atleast_1d(_np(self.scale).astype(np.float32))
         self.params = QuantParams(tuple(float(s) for s in scale), (0,) * scale.size,
                                   self.bits, True, 1 if self.per_channel else None)
 
     def load_own_variables(self, store: Any) -> None:
         super().load_own_variables(store)
-        self.sync()
+        if self.built:  # (an unused backward cell's points hold nothing)
+            self.sync()
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -430,7 +436,7 @@ class QuantDense(keras.layers.Layer):
 
     def quant_kernels(self) -> list[tuple[WeightQuant, np.ndarray]]:
         """(weight quantizer, current kernel) pairs, for `freeze`."""
-        return [] if self.quantization is None else [(self.wq, np.asarray(self.kernel))]
+        return [] if self.quantization is None else [(self.wq, _np(self.kernel))]
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return (*input_shape[:-1], self.units)

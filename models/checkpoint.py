@@ -227,6 +227,9 @@ def load_checkpoint(path: str | Path) -> Any:
         if shapes != [tuple(a.shape) for a in values]:
             raise ArchiveError(f"{path}: weights do not match the model's variables")
         model.set_weights(values)
+        from ncc.models.keras.quant import sync_quant_state
+
+        sync_quant_state(model)  # static fake-quant modes / parameters from the weights
         return model
     if spec["framework"] == "nnx":
         from flax import nnx

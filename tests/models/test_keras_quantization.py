@@ -16,6 +16,7 @@ import pytest  # noqa: E402
 from ncc.compiler import numerics as qn  # noqa: E402
 from ncc.compiler.driver import compile_model  # noqa: E402
 from ncc.compiler.interpret import run_sequence  # noqa: E402
+from ncc.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from ncc.models.keras import (  # noqa: E402
     LTC,
     AutoNCP,
@@ -128,7 +129,11 @@ def test_keras_file_round_trip_keeps_the_outputs(cfc_model, tmp_path):
     assert cell.exact() and cell.q_state.params == ours.q_state.params
     assert cell.wq_ff1[0].params == ours.wq_ff1[0].params
     xs = list(data(2, 40, 6))
-    np.testing.assert_array_equal(np.asarray(loaded(xs)), np.asarray(cfc_model(xs)))
+    expected = np.asarray(cfc_model(xs))
+    np.testing.assert_array_equal(np.asarray(loaded(xs)), expected)
+    ckpt = load_checkpoint(save_checkpoint(cfc_model, tmp_path / "qat_cfc.ckpt"))
+    assert ckpt.layers[-1].cell.exact()
+    np.testing.assert_array_equal(np.asarray(ckpt(xs)), expected)
 
 
 def golden_check(model: keras.Model, tmp_path, name: str) -> None:

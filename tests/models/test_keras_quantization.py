@@ -189,3 +189,20 @@ def test_frozen_ltc_compiles_with_its_own_parameters(tmp_path):
     assert q.tensors[state_out].quant == qn.from_core(cell.q_state.params)
     assert q.tensors["y"].quant == qn.from_core(cell.q_y.params)
     assert q.tensors["x"].quant == qn.from_core(cell.q_x.params)
+
+
+@pytest.mark.parametrize("observer,momentum", [("minmax", None), ("minmax", 0.9),
+                                               ("percentile", None)])
+def test_observers_match_the_nnx_observers(observer, momentum):
+    from ncc.models.keras import QuantPoint
+    from ncc.models.observers import make_observer
+
+    point = QuantPoint(observer=observer, momentum=momentum)
+    point.build(None)
+    point.set_mode("observe")
+    reference = make_observer(observer, momentum, 99.99)
+    state = reference.init()
+    for x in np.random.default_rng(0).normal(size=(3, 8, 5)).astype(np.float32):
+        point(x)
+        state = reference.update(state, x)
+    assert point.freeze() == reference.params(state, 8)

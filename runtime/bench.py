@@ -482,6 +482,47 @@ def bench_peers(case: Case, config: Config, data: dict[str, np.ndarray], float_d
     return peers
 
 
+def _case_child(index: int, config: Config, work: Path, rate: float, queue: Any) -> None:
+    """Child process body: bench case `index` of the suite, messages and result to queue."""
+    from ncc.runtime.bench_models import suite
+
+    case = suite(config.zoo)[index]
+    res = bench_case(case, config, task_data(case.task, config), work, rate,
+                     lambda msg: queue.put(("log", msg)))
+    queue.put(("result", res))
+
+
+def isolated_case(index: int, case: Case, config: Config, work: Path, rate: float,
+                  log: Log) -> dict[str, Any]:
+    """bench_case in a fresh process: a runtime that crashes (a segfault in a native
+    library) costs that model's row, recorded as a crash, not the whole run; and each
+    model starts from a clean interpreter (no state or memory carried over)."""
+    import multiprocessing as mp
+    import queue as queue_mod
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_case_child, args=(index, config, work, rate, q), daemon=True)
+    proc.start()
+    while True:
+        try:
+            kind, payload = q.get(timeout=5)
+        except queue_mod.Empty:
+            if not proc.is_alive():
+                proc.join()
+                log(f"{case.name}: crashed (exit code {proc.exitcode})")
+                return {"model": case.name, "spiking": case.spiking, "trained": case.trained,
+                        "task": case.task, "targets": {}, "runtimes": {}, "traces": {},
+                        "throughput": {}, "int8_bound_us": 0.0,
+                        "error": f"the benchmark process crashed (exit code {proc.exitcode})"}
+            continue
+        if kind == "log":
+            log(payload)
+        else:
+            proc.join()
+            return payload
+
+
 def run_bench(out: Path, config: Config, log: Log | None = None) -> dict[str, Any]:
     """Run the suite (artifacts in a temporary folder). Returns the results as plain data;
     `ncc.runtime.bench_report.write_results` writes them to `out`."""
@@ -498,7 +539,8 @@ def run_bench(out: Path, config: Config, log: Log | None = None) -> dict[str, An
     rate = int8_mac_rate()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ncc-bench-") as tmp:  # artifacts are not kept
-        models = [bench_case(c, config, data[c.task], Path(tmp), rate, log) for c in cases]
+        models = [isolated_case(i, c, config, Path(tmp), rate, log)
+                  for i, c in enumerate(cases)]
     return {
         "config": {"long_steps": config.long_steps,
                    "test_sequences": int(len(data["digits"]["y"])), "batch": config.batch,

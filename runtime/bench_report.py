@@ -75,6 +75,9 @@ def markdown(results: dict[str, Any]) -> str:
              "(the long-sequence SQNR of a spiking readout that integrates without bound "
              "means little).", ""]
     for m in results["models"]:
+        if "error" in m:
+            lines += [f"## {m['model']}", "", f"{m['error']}", ""]
+            continue
         lines += [f"## {m['model']}" + ("" if m["trained"] else " (untrained, fixed seed)"), "",
                   f"MACs per step: {m.get('macs_per_step', 0)}; int8 bound at the measured "
                   f"rate: {m['int8_bound_us']:.3f} µs/step.", ""]
@@ -223,6 +226,9 @@ def summary_table(results: dict[str, Any]) -> str:
              "|---|---|---|---|---|---|---|"]
     for m in results["models"]:
         if not m["trained"]:
+            continue
+        if "error" in m:
+            lines.append(f"| {m['model']} | {m['error']} | | | | | |")
             continue
         fl = m["runtimes"].get(BASELINE, {})
         lines.append(f"| {m['model']} | float | {_pct(fl.get('accuracy_float'))} | | | | |")

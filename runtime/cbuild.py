@@ -26,13 +26,17 @@ from ncc.compiler.numerics import quantize
 from ncc.targets.c import SOURCES, WARNINGS
 
 
+class NoCompiler(RuntimeError):
+    """No C compiler on this machine: the c target compiles, but cannot be run here."""
+
+
 def find_compiler(name: str | None = None) -> str:
-    """A C compiler on PATH: `name`, else $CC, else cc, gcc or clang; raises if none."""
+    """A C compiler on PATH: `name`, else $CC, else cc, gcc or clang; raises NoCompiler."""
     for candidate in ([name] if name else [os.environ.get("CC"), "cc", "gcc", "clang"]):
         if candidate and shutil.which(candidate):
             return candidate
-    raise RuntimeError(f"no C compiler found ({name or 'cc, gcc, clang'}); install gcc "
-                       "(apt-get install gcc) or set CC")
+    raise NoCompiler(f"no C compiler found ({name or 'cc, gcc, clang'}); install gcc "
+                     "(apt-get install gcc) or set CC")
 
 
 def build_library(art_dir: str | Path, out: str | Path | None = None, cc: str | None = None,

@@ -163,3 +163,18 @@ def test_demo_runs_and_every_row_passes(tmp_path, capsys):
         report = json.loads((tmp_path / "demo" / f"{r['model']}.{r['target']}" /
                              "report.json").read_text())
         assert report["passed"] and report["steps"] == 8 and report["sequences"] == 360
+
+
+def test_demo_without_a_c_compiler_writes_the_c_artifact_and_says_why_not_run(
+        tmp_path, capsys, monkeypatch):
+    """A fresh machine without gcc still runs `ncc demo`: the c row says what to install."""
+    import ncc.compiler.demo as demo
+    import ncc.runtime.cbuild as cbuild
+
+    monkeypatch.setattr(demo, "TARGETS", {"c": "ncc.targets.c"})
+    monkeypatch.setattr(demo, "MODELS", {"cfc": demo.MODELS["cfc"]})
+    monkeypatch.setattr(cbuild.shutil, "which", lambda name: None)
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["results"]
+    assert row["target"] == "c" and "apt-get install gcc" in row["skipped"]
+    assert (tmp_path / "demo" / "cfc.c" / "model.c").stat().st_size > 0

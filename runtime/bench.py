@@ -389,8 +389,7 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
                 r.update(sqnr_db=m["sqnr_db"], max_abs_error=m["max_abs_error"],
                          error_growth=m["error_growth"])
                 res["traces"][label] = yq[:, 0]
-                feeds = first_feeds(session, long[0])
-                r["step_us"] = step_latency_us(lambda s=session, f=feeds: s._call(f),
+                r["step_us"] = step_latency_us(_one_step(session, long[0], xq, dtq),
                                                config.timing_calls)
             except Exception as e:
                 r["error"] = f"{type(e).__name__}: {e}"[:300]
@@ -401,6 +400,19 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
         res["peers"] = bench_peers(case, config, data, float_dir, work, float_long,
                                    outputs[0] if outputs else "y", log)
     return res
+
+
+def _one_step(session: Any, x0: np.ndarray, xq: np.ndarray, dtq: np.ndarray | None
+              ) -> Callable[[], Any]:
+    """A call that runs one step in `session`: its step function with explicit state, or,
+    for a session that keeps its state inside (nir), a one-step sequence."""
+    from ncc.runtime.session import Session
+
+    if type(session)._call is Session._call:
+        x1, dt1 = xq[:1], None if dtq is None else dtq[:1]
+        return lambda: session.run(x1, dt1)
+    feeds = first_feeds(session, x0)
+    return lambda: session._call(feeds)
 
 
 def c_loop_timing(art: Path, xq: np.ndarray, dtq: np.ndarray | None, config: Config

@@ -39,7 +39,9 @@ def _pct(v: Any) -> str:
 def _num(v: Any, fmt: str = ".1f") -> str:
     if v is None:
         return "–"
-    return "inf" if isinstance(v, float) and math.isinf(v) else format(v, fmt)
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # inf (no error), -inf or nan (the float reference itself diverged)
+    return format(v, fmt)
 
 
 def _ratio(m: dict[str, Any], r: dict[str, Any]) -> float | None:
@@ -256,7 +258,9 @@ def summary_table(results: dict[str, Any]) -> str:
     return ("\n".join(lines) + f"\n\n{cfg['test_sequences']} digits test sequences (SQNR "
             "on the test split: each sequence from the initial state, for paths bit-exact "
             f"with the golden model); long-sequence SQNR over one {cfg['long_steps']}-step "
-            "sequence. Full figures: `bench/results/report.md` (`ncc bench`).")
+            "sequence (-inf: the float model itself diverged to inf/NaN over it, as a CfC "
+            "without a backbone, whose ff1/ff2 have no squashing nonlinearity, can). Full "
+            "figures: `bench/results/report.md` (`ncc bench`).")
 
 
 def write_readme_table(results: dict[str, Any], readme: Path) -> None:
@@ -269,6 +273,20 @@ def write_readme_table(results: dict[str, Any], readme: Path) -> None:
     else:
         text = text.rstrip("\n") + "\n\n## Benchmarks\n\n" + block + "\n"
     readme.write_text(text)
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """results.json back as the report functions take it (inf/nan strings as floats;
+    the per-step traces are not in the file, so plots need a fresh run)."""
+    def back(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: back(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [back(v) for v in obj]
+        if obj in ("inf", "-inf", "nan"):
+            return float(obj)
+        return obj
+    return back(json.loads(Path(path).read_text()))
 
 
 def write_results(results: dict[str, Any], out: Path) -> list[Path]:

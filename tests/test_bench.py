@@ -30,6 +30,8 @@ def test_bench_smoke_writes_report_and_holds_exactness(tmp_path):
                 assert m["targets"][target]["test_sqnr_db"] > 10, target
         assert m["throughput"]["onnx-int8"]["steps_per_s"] > 0
         assert m["targets"]["onnx-int8"]["weight_bytes"] < m["float_weight_bytes"]
+    nir = models["lif64 (bundled)"]["runtimes"]["nir"]
+    assert "error" not in nir and nir["step_us"] > 0 and nir["max_abs_error"] <= 1e-4
     spikes = models["lif64 (bundled)"]["spike_agreement"]
     assert spikes and all(0.5 < v <= 1.0 for v in spikes.values())
     text = readme.read_text()

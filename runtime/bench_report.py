@@ -286,7 +286,20 @@ def load_results(path: Path) -> dict[str, Any]:
         if obj in ("inf", "-inf", "nan"):
             return float(obj)
         return obj
-    return back(json.loads(Path(path).read_text()))
+    results = back(json.loads(Path(path).read_text()))
+    for m in results["models"]:  # json.dumps sorted the keys: back to the run's order
+        m["runtimes"] = dict(sorted(m["runtimes"].items(), key=lambda kv: _path_order(kv[0])))
+        m["targets"] = dict(sorted(m["targets"].items(), key=lambda kv: _path_order(kv[0])))
+    return results
+
+
+def _path_order(label: str) -> tuple[int, str]:
+    """Floats first, then the targets in the driver's order, each runtime after its target."""
+    from ncc.compiler.driver import TARGETS
+
+    order = ["Keras eager float", "jax.jit float", *TARGETS]
+    base = label.split(" (")[0]
+    return (order.index(base) if base in order else len(order), label)
 
 
 def write_results(results: dict[str, Any], out: Path) -> list[Path]:

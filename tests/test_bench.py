@@ -34,6 +34,12 @@ def test_bench_smoke_writes_report_and_holds_exactness(tmp_path):
     assert "error" not in nir and nir["step_us"] > 0 and nir["max_abs_error"] <= 1e-4
     spikes = models["lif64 (bundled)"]["spike_agreement"]
     assert spikes and all(0.5 < v <= 1.0 for v in spikes.values())
+    from ncc.runtime.bench_report import load_results, markdown
+
+    again = load_results(out / "results.json")  # the report can be rebuilt from the file
+    labels = list(again["models"][0]["runtimes"])
+    assert labels.index("onnx-float") < labels.index("onnx-int8") < labels.index("c")
+    assert markdown(again).count("## ") == 2
     text = readme.read_text()
     assert "STALE-TABLE" not in text and "| cfc16 (bundled) | ncc onnx-int8 |" in text
     assert "| cfc16 (bundled) | ncc c |" in text

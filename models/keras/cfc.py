@@ -11,15 +11,14 @@ from keras import ops
 from ncc.models import wirings
 from ncc.models.keras.base import LiquidCell, LiquidRNN
 from ncc.models.keras.quant import (
-    TABLE_ACTIVATIONS,
     QuantPoint,
     WeightQuant,
     activate_on_point,
-    activation_name,
     all_exact,
     as_quant_config,
     binary_on_point,
     dense_on_point,
+    deployable_activation,
     on_point,
 )
 from ncc.models.quantization import QuantConfig, QuantParams
@@ -99,10 +98,7 @@ class CfCCell(LiquidCell):
 
     def _create_quant_points(self, cfg: QuantConfig) -> None:
         """The fake-quant points of `ncc.models.nnx.CfCCell` (same names and roles)."""
-        self.act_name = activation_name(self.activation)
-        if self.act_name not in (*TABLE_ACTIVATIONS, "relu"):
-            raise ValueError(f"a quantized CfC needs a backbone activation among "
-                             f"{(*TABLE_ACTIVATIONS, 'relu')}, got {self.act_name!r}")
+        self.act_name = deployable_activation(self.activation, "CfC")
         self.tables = cfg.quantizes("nonlinearities")
         sizes = self.layer_sizes
 

@@ -11,11 +11,10 @@ from ncc.models import wirings
 from ncc.models.keras.base import LiquidCell, LiquidRNN, step_input_dim
 from ncc.models.keras.cfc import _wiring_or_units
 from ncc.models.keras.quant import (
-    TABLE_ACTIVATIONS,
     QuantPoint,
     WeightQuant,
-    activation_name,
     as_quant_config,
+    deployable_activation,
     table_or_float,
 )
 from ncc.models.quantization import QuantConfig
@@ -108,10 +107,7 @@ class LTCCell(LiquidCell):
             self._create_quant_points(self.quantization)
 
     def _create_quant_points(self, cfg: QuantConfig) -> None:
-        self.act_name = activation_name(self.activation)
-        if self.act_name not in (*TABLE_ACTIVATIONS, "relu"):
-            raise ValueError(f"a quantized LTC needs a backbone activation among "
-                             f"{(*TABLE_ACTIVATIONS, 'relu')}, got {self.act_name!r}")
+        self.act_name = deployable_activation(self.activation, "LTC")
         self.tables = cfg.quantizes("nonlinearities")
 
         def point(name: str) -> QuantPoint:

@@ -368,6 +368,16 @@ def activation_name(activation: Any) -> str:
     return str(name)
 
 
+def deployable_activation(activation: Any, layer: str) -> str:
+    """`activation_name(activation)` if a quantized `layer` can deploy it (a table or
+    relu); otherwise a ValueError naming the choices."""
+    name = activation_name(activation)
+    if name not in (*TABLE_ACTIVATIONS, "relu"):
+        raise ValueError(f"a quantized {layer} needs a backbone activation among "
+                         f"{(*TABLE_ACTIVATIONS, 'relu')}, got {name!r}")
+    return name
+
+
 def all_exact(points: list[QuantPoint], weights: list[WeightQuant]) -> bool:
     """Every point / weight quantizer enabled, frozen and in "fake_quant" mode (8-bit)."""
     return all(p.enabled and p.mode == "fake_quant" and p.params is not None and p.bits == 8

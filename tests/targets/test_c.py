@@ -321,19 +321,14 @@ def test_timing_loop_inside_c_builds_clean_and_runs_the_model(cases, tmp_path):
         needs(cc)
         build_executable(case.art, tmp_path / f"bench_{cc}", cc=cc, driver="ncc_bench.c")
     xs, dts = case.sequence(0, 100)
-    done = subprocess.run([str(tmp_path / "bench_gcc"), "250"],
+    done = subprocess.run([str(tmp_path / "bench_gcc"), "100"],
                           input=encode_steps(case.manifest, xs, dts).tobytes(),
                           capture_output=True, check=True)
     ns, checksum = done.stdout.split()
     (y,) = case.g.by_role("output")
     first_byte = case.golden[y][0, :100].reshape(100, -1)[:, :1].view(np.uint8)[:, 0]
-    # 250 steps cycle over the 100 inputs with the state carried on: only the first
-    # 100 are the golden sequence, so check those through a 100-step run
-    done100 = subprocess.run([str(tmp_path / "bench_gcc"), "100"],
-                             input=encode_steps(case.manifest, xs, dts).tobytes(),
-                             capture_output=True, check=True)
-    assert int(done100.stdout.split()[1]) == int(first_byte.astype(np.int64).sum())
-    assert float(ns) > 0 and int(checksum) >= 0
+    assert int(checksum) == int(first_byte.astype(np.int64).sum())  # the golden steps ran
+    assert float(ns) > 0
     assert step_ns_in_c(case.art, xs, dts, steps=1000) > 0
 
 

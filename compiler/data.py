@@ -50,17 +50,24 @@ def load_data(path: str | Path, features: tuple[int, ...]) -> dict[str, np.ndarr
     return data
 
 
-def stress_int8(steps: int, features: int, seed: int = 7) -> np.ndarray:
-    """(steps, features) int8 inputs that exercise integer kernels: random steps, then a
+def stress_ints(steps: int, features: int, dtype: str = "int8", seed: int = 7) -> np.ndarray:
+    """(steps, features) integer inputs that exercise integer kernels: random steps, then a
     slow sine over the full range, both rails, alternating rails and zeros (the extremes
-    are where saturation and rounding bite)."""
+    are where saturation and rounding bite). dtype: "int8" or "int16"."""
+    info = np.iinfo(np.dtype(dtype))
     rng = np.random.default_rng(seed)
     n = steps // 4
     t = np.arange(n)[:, None]
-    sine = np.round(127.5 * np.sin(t / (7.0 + np.arange(features))) - 0.5)
-    rails = np.where((t // 50) % 2 == 0, 127, -128) * np.ones((1, features))
-    alternating = np.where(t % 2 == 0, 127, -128) * np.ones((1, features))
+    half = (int(info.max) - int(info.min)) / 2
+    sine = np.round(half * np.sin(t / (7.0 + np.arange(features))) - 0.5)
+    rails = np.where((t // 50) % 2 == 0, info.max, info.min) * np.ones((1, features))
+    alternating = np.where(t % 2 == 0, info.max, info.min) * np.ones((1, features))
     zeros = np.zeros((n // 4, features))
     structured = np.concatenate([sine, rails, alternating, zeros])
-    random = rng.integers(-128, 128, (steps - len(structured), features))
-    return np.concatenate([random, structured]).astype(np.int8)
+    random = rng.integers(info.min, int(info.max) + 1, (steps - len(structured), features))
+    return np.concatenate([random, structured]).astype(dtype)
+
+
+def stress_int8(steps: int, features: int, seed: int = 7) -> np.ndarray:
+    """`stress_ints` for int8 inputs."""
+    return stress_ints(steps, features, "int8", seed)

@@ -25,15 +25,17 @@ def _saturate(x: np.ndarray, dtype: str) -> np.ndarray:
 def fully_connected(x: np.ndarray, w: np.ndarray, bias: np.ndarray, *, x_zp: int,
                     multiplier: tuple[int, ...], shift: tuple[int, ...], out_zp: int,
                     dtype: str = "int8") -> np.ndarray:
-    """x (..., K) int8, w (K, N) int8 symmetric, bias (N,) int32 -> (..., N) int8.
+    """x (..., K) int8 or int16, w (K, N) int8 symmetric, bias (N,) int32 -> (..., N).
 
-    acc = sum_k (x_k - x_zp) w_kn + bias_n: |acc| <= K * 255 * 127 + |bias|, which the
-    quantizer proves below 2^31 (`numerics.check_accumulator`).
-    out = saturate(MBQM(acc, multiplier_n, shift_n) + out_zp).
+    acc = sum_k (x_k - x_zp) w_kn + bias_n. int8 x: |acc| <= K * 255 * 127 + |bias|,
+    proven below 2^31 (`numerics.check_accumulator`), and out = saturate(MBQM(acc,
+    multiplier_n, shift_n) + out_zp). int16 x (TFLite 16x8): an int64 accumulator,
+    proven below 2^47, and TFLite's int64 MBQM (16-bit multiplier, one rounding).
     """
     acc = (x.astype(np.int64) - x_zp) @ w.astype(np.int64) + bias.astype(np.int64)
-    scaled = qn.multiply_by_quantized_multiplier(acc, np.asarray(multiplier),
-                                                 np.asarray(shift))
+    mbqm = (qn.multiply_by_quantized_multiplier_int64 if x.dtype == np.int16
+            else qn.multiply_by_quantized_multiplier)
+    scaled = mbqm(acc, np.asarray(multiplier), np.asarray(shift))
     return _saturate(scaled + out_zp, dtype)
 
 

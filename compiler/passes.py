@@ -45,10 +45,31 @@ def _is_const(g: Graph, name: str, value: float) -> bool:
     return c is not None and c.size > 0 and bool(np.all(c == value))
 
 
+def _zero_term(g: Graph, op: Op) -> str | None:
+    """The tensor x of x + 0, 0 + x or x - 0 (same shape as the result), else None."""
+    if op.kind not in ("add", "sub"):
+        return None
+    out, (a, b) = g.tensors[op.output], op.inputs
+    same = lambda n: g.tensors[n].shape == out.shape and g.tensors[n].dtype == out.dtype  # noqa: E731
+    if _is_const(g, b, 0) and same(a):
+        return a
+    if op.kind == "add" and _is_const(g, a, 0) and same(b):
+        return b
+    return None
+
+
 def remove_identities(g: Graph) -> Graph:
-    """Drop identity, no-op casts/reshapes/broadcasts, x*1, x+0 and x-0."""
+    """Drop identity, no-op casts/reshapes/broadcasts, x*1, x+0 and x-0 (a graph output
+    computed as x + 0 becomes identity(x))."""
     alias: dict[str, str] = {}
     keep = set(g.outputs)
+    ops = []
+    for op in g.ops:
+        x = _zero_term(g, op)
+        if op.output in keep and x is not None:
+            op = Op("identity", (x,), op.output, {}, op.source)
+        ops.append(op)
+    g = g.replace(ops=ops)
     for op in g.ops:
         if op.output in keep:
             continue
@@ -64,12 +85,8 @@ def remove_identities(g: Graph) -> Graph:
                 alias[op.output] = a
             elif _is_const(g, a, 1) and b in same:
                 alias[op.output] = b
-        elif op.kind in ("add", "sub") and same:
-            a, b = op.inputs
-            if _is_const(g, b, 0) and a in same:
-                alias[op.output] = a
-            elif op.kind == "add" and _is_const(g, a, 0) and b in same:
-                alias[op.output] = b
+        elif _zero_term(g, op) is not None:
+            alias[op.output] = _zero_term(g, op)
     return _rewire(g, alias)
 
 

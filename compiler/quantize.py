@@ -54,13 +54,34 @@ class QuantizationError(ValueError):
     """The model has an op with no integer form, or a range the integers cannot hold."""
 
 
+ACTIVATIONS = ("int8", "int16")
+
+
 @dataclass(frozen=True)
 class QuantOptions:
-    """How ranges become parameters. method: "minmax", "percentile" or "mse" (the clipped
-    range with the least quantization error on the calibration sample)."""
+    """How ranges become parameters.
+
+    method: "minmax", "percentile" or "mse" (the clipped range with the least quantization
+    error on the calibration sample). activations: "int8" (asymmetric per tensor) or
+    "int16" (symmetric, zero point 0: TFLite's 16x8 mode, weights stay int8); spikes take
+    the activation type too, as exact 0/1.
+    """
 
     method: str = "minmax"
     percentile: float = 99.99
+    activations: str = "int8"
+
+    def __post_init__(self) -> None:
+        if self.activations not in ACTIVATIONS:
+            raise ValueError(f"activations must be one of {ACTIVATIONS}, not "
+                             f"{self.activations!r}")
+
+    def params(self, lo: float, hi: float) -> QuantParams:
+        """Parameters of an activation with range [lo, hi]."""
+        if self.activations == "int16":  # 12-bit scales keep int16 MULs portable
+            scale = qn.symmetric_params(max(-lo, hi, 0.0), "int16").scale[0]
+            return QuantParams((qn.short_scale(scale),), (0,), "int16")
+        return qn.params_from_range(lo, hi, "int8")
 
 
 DEFAULT_OPTIONS = QuantOptions()
@@ -240,7 +261,7 @@ def uncalibrated(g: Graph) -> list[str]:
 def choose_params(g: Graph, plan: _Plan, ranges: dict[str, TensorRange],
                   opts: QuantOptions) -> dict[str, QuantParams]:
     """Parameters for every tensor that exists as integers: the model's own (QAT presets),
-    else int8 asymmetric per tensor from the calibrated ranges."""
+    else `opts.params` of the calibrated ranges."""
     spikes, presets = _spikes(g), _presets(g)
     params: dict[str, QuantParams] = {}
     for names in _members(g, plan):
@@ -256,11 +277,11 @@ def choose_params(g: Graph, plan: _Plan, ranges: dict[str, TensorRange],
         if fixed:
             p = next(iter(fixed.values()))
         elif spikes & set(names):
-            p = QuantParams((1.0,), (0,), "int8")  # spikes stay exact 0/1
+            p = QuantParams((1.0,), (0,), opts.activations)  # spikes stay exact 0/1
         else:
             lo = min(_range_of(n, ranges, opts)[0] for n in names)
             hi = max(_range_of(n, ranges, opts)[1] for n in names)
-            p = qn.params_from_range(lo, hi, "int8")
+            p = opts.params(lo, hi)
         params.update({n: p for n in names})
     return params
 
@@ -269,8 +290,11 @@ def choose_params(g: Graph, plan: _Plan, ranges: dict[str, TensorRange],
 
 
 class _IntBuilder:
-    def __init__(self, g: Graph, params: dict[str, QuantParams]):
-        self.g, self.params = g, params
+    def __init__(self, g: Graph, params: dict[str, QuantParams], opts: QuantOptions,
+                 free: set[str]):
+        self.g, self.params, self.opts = g, params, opts
+        self.free = free  # tensors whose parameters no other tensor shares
+        self.users = g.consumers()
         self.tensors: dict[str, Tensor] = {}
         self.constants: dict[str, np.ndarray] = {}
         self.ops: list[Op] = []
@@ -306,8 +330,7 @@ class _IntBuilder:
             raise IRError(f"tensor {name!r} used before it was lowered")
         if self.g.tensors[name].dtype != "float32":
             return self.const(name, value)
-        p = like or qn.params_from_range(min(float(value.min()), 0.0),
-                                         max(float(value.max()), 0.0), "int8")
+        p = like or self.opts.params(float(value.min()), float(value.max()))
         return self.const(f"{name}_q", qn.quantize(value, p), p)
 
 
@@ -372,16 +395,14 @@ def _lower_op(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
         b.declare_q(out)
         b.emit("lut", [x, b.const(f"{out}_table", table)], out, src)
         return
-    if op.kind in ("add", "sub", "mul"):
+    if op.kind == "mul":
+        _lower_mul(b, op)
+        return
+    if op.kind in ("add", "sub"):
         a, c = (b.operand(n) for n in op.inputs)
         pa, pc, po = b.tensors[a].quant, b.tensors[c].quant, P[out]
         b.declare_q(out)
-        if op.kind == "mul":
-            m, s = qn.quantize_multiplier(pa.scale[0] * pc.scale[0] / po.scale[0])
-            b.emit("qmul", [a, c], out, src, a_zp=pa.zero_point[0], b_zp=pc.zero_point[0],
-                   multiplier=m, shift=s, out_zp=po.zero_point[0], dtype=po.dtype)
-        else:
-            b.emit("q" + op.kind, [a, c], out, src, **qn.add_params(pa, pc, po))
+        b.emit("q" + op.kind, [a, c], out, src, **qn.add_params(pa, pc, po))
         return
     if op.kind in COMPARISONS:
         x, c = op.inputs
@@ -408,6 +429,35 @@ def _lower_op(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
         b.emit(op.kind, ins, out, src, **op.attrs)
         return
     raise QuantizationError(f"op {op.kind} at {src or op.output} has no integer form in ncc")
+
+
+def _lower_mul(b: _IntBuilder, op: Op) -> None:
+    """`qmul`, with output parameters on which every runtime's multiplier gives the same
+    bits (`numerics.mul_is_portable`): the output's own if it shares them with no other
+    tensor (and, int16, feeds no other product: its scale would not be 12-bit), else a
+    portable intermediate requantized onto the output's grid."""
+    a, c = (b.operand(n) for n in op.inputs)
+    pa, pc, out = b.tensors[a].quant, b.tensors[c].quant, op.output
+    po = b.params[out]
+    portable = None if qn.mul_is_portable(pa, pc, po) else qn.portable_mul_params(pa, pc, po)
+    product = out
+    feeds_mul = any(u.kind == "mul" for u in b.users[out])
+    if portable is not None and out in b.free and not (po.dtype == "int16" and feeds_mul):
+        b.params[out] = po = portable
+    elif portable is not None:
+        product = f"{out}_product"
+        b.tensors[product] = Tensor(product, b.g.tensors[out].shape, portable.dtype, portable)
+    pm = b.tensors[product].quant if product != out else po
+    m, s = qn.mul_multipliers(pa, pc, pm)["double"]
+    if product == out:
+        b.declare_q(out)
+    b.emit("qmul", [a, c], product, op.source, a_zp=pa.zero_point[0], b_zp=pc.zero_point[0],
+           multiplier=m, shift=s, out_zp=pm.zero_point[0], dtype=pm.dtype)
+    if product != out:
+        m, s = qn.quantize_multiplier(pm.scale[0] / po.scale[0])
+        b.declare_q(out)
+        b.emit("requantize", [product], out, op.source, in_zp=pm.zero_point[0],
+               multiplier=m, shift=s, out_zp=po.zero_point[0], dtype=po.dtype)
 
 
 def _lower_dense(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
@@ -437,7 +487,9 @@ def _lower_dense(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
                                                      (0,) * len(bias_scale), "int32", 0))
     mult, shift = zip(*(qn.quantize_multiplier(float(s) / po.scale[0]) for s in bias_scale),
                       strict=True)
-    qn.check_accumulator(px.dtype, weights.shape[0], bias_q, shift, op.source or out)
+    spikes = x in _spikes(g) and px.zero_point[0] == 0  # 0/1 values: |x - zp| <= 1
+    qn.check_accumulator(px.dtype, weights.shape[0], bias_q, shift, op.source or out,
+                         x_span=1 if spikes else None)
     b.declare_q(out)
     b.emit("fully_connected", [xq, wq, bq], out, op.source, x_zp=px.zero_point[0],
            multiplier=tuple(mult), shift=tuple(shift), out_zp=po.zero_point[0], dtype=po.dtype)
@@ -453,12 +505,12 @@ def _lower_reduce_sum(b: _IntBuilder, g: Graph, op: Op) -> None:
     name = xq
     if keep + axes != list(range(len(shape))):
         name = b.emit("transpose", [name], f"{op.output}_t", op.source, perm=tuple(keep + axes))
-        b.tensors[name] = Tensor(name, tuple(shape[i] for i in keep + axes), "int8",
-                                 b.tensors[xq].quant)
+        b.tensors[name] = Tensor(name, tuple(shape[i] for i in keep + axes),
+                                 b.tensors[xq].dtype, b.tensors[xq].quant)
     k = int(np.prod([shape[i] for i in axes]))
     rows = tuple(shape[i] for i in keep)
     flat = b.emit("reshape", [name], f"{op.output}_flat", op.source, shape=rows + (k,))
-    b.tensors[flat] = Tensor(flat, rows + (k,), "int8", b.tensors[xq].quant)
+    b.tensors[flat] = Tensor(flat, rows + (k,), b.tensors[xq].dtype, b.tensors[xq].quant)
     px, po = b.tensors[xq].quant, b.params[op.output]
     ones = b.const(f"{op.output}_ones", np.ones((k, 1), np.int8),
                    QuantParams((1.0,), (0,), "int8", 1))
@@ -479,7 +531,8 @@ def quantize(g: Graph, ranges: dict[str, TensorRange],
     """Integer IR for float graph `g` (from `prepare`) given calibrated `ranges`."""
     plan = _plan(g)
     params = choose_params(g, plan, ranges, opts)
-    b = _IntBuilder(g, params)
+    free = {names[0] for names in _members(g, plan) if len(names) == 1}
+    b = _IntBuilder(g, params, opts, free)
     for name in g.inputs:
         b.declare_q(name)
     for op in g.ops:
@@ -487,7 +540,7 @@ def quantize(g: Graph, ranges: dict[str, TensorRange],
     initial = {n: qn.quantize(v, params[n]) for n, v in g.initial_state.items()}
     q = Graph(g.name, b.tensors, list(g.inputs), list(g.outputs), dict(g.roles),
               list(g.state_pairs), b.constants, b.ops, initial,
-              {**g.metadata, "quantized": True})
+              {**g.metadata, "quantized": True, "activations": opts.activations})
     return verify(q)
 
 

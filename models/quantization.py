@@ -322,6 +322,21 @@ def multiply_by_quantized_multiplier(x: Any, multiplier: Any, shift: Any) -> np.
                                   right)
 
 
+def multiply_by_quantized_multiplier_int64(x: Any, multiplier: Any, shift: Any) -> np.ndarray:
+    """TFLite MultiplyByQuantizedMultiplier (int64 form, 16x8 FULLY_CONNECTED / CONV_2D):
+    the multiplier reduced to 16 bits, one rounding (half up), x in [-2^47, 2^47).
+
+    x * reduced < 2^62 fits int64. Returns int64 (the kernel then saturates to int16).
+    """
+    x = np.asarray(x, np.int64)
+    if np.any((x < -(1 << 47)) | (x >= (1 << 47))):
+        raise ValueError("accumulator outside [-2^47, 2^47)")
+    m = np.asarray(multiplier, np.int64)
+    reduced = np.where(m < 0x7FFF0000, (m + (1 << 15)) >> 16, 0x7FFF)
+    total_shift = 15 - np.asarray(shift, np.int64)
+    return (x * reduced + (np.int64(1) << (total_shift - 1))) >> total_shift
+
+
 # --- quantize / dequantize / requantize / tables (numpy) ----------------------------------
 
 
@@ -974,12 +989,17 @@ def fake_quant_dense(x: jax.Array, kernel: jax.Array, bias: jax.Array, p_x: Quan
 # fake_quant(a * b) rounds a float product once; the deployed int8 MUL (and ADD/SUB, which
 # first rescale both inputs with a left shift of 20) requantize through fixed-point
 # multipliers, which round differently near half-steps. These compute the TFLite int8
-# kernels themselves (`ncc.compiler.golden.qmul / qadd / qsub`), straight-through gradient.
+# (16x8) kernels themselves (`ncc.compiler.golden.qmul / qadd / qsub`), straight-through gradient.
 
 BINARY_MARKER = "ncc_fake_quant_binary"
 """Name prefix of `fake_quant_binary`'s custom_jvp_call: JSON {"kind", "a", "b", "out"}."""
-ADD_LEFT_SHIFT = 20  # TFLite's int8 ADD/SUB input left shift
 BINARY_KINDS = ("add", "sub", "mul")
+
+
+def add_left_shift(*params: QuantParams) -> int:
+    """TFLite's ADD/SUB input left shift: 20 for int8, 15 when a side is 16-bit, so that
+    (q - zero_point) << left_shift stays below 2^31."""
+    return 15 if any(p.bits > 8 for p in params) else 20
 
 
 def binary_multipliers(kind: str, p_a: QuantParams, p_b: QuantParams,
@@ -989,12 +1009,13 @@ def binary_multipliers(kind: str, p_a: QuantParams, p_b: QuantParams,
     if kind == "mul":
         m, s = quantize_multiplier(p_a.scale[0] * p_b.scale[0] / p_out.scale[0])
         return {"multiplier": m, "shift": s}
+    left_shift = add_left_shift(p_a, p_b, p_out)
     twice_max = 2 * max(p_a.scale[0], p_b.scale[0])
     a_m, a_s = quantize_multiplier(p_a.scale[0] / twice_max)
     b_m, b_s = quantize_multiplier(p_b.scale[0] / twice_max)
-    o_m, o_s = quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * p_out.scale[0]))
+    o_m, o_s = quantize_multiplier(twice_max / ((1 << left_shift) * p_out.scale[0]))
     return {"a_multiplier": a_m, "a_shift": a_s, "b_multiplier": b_m, "b_shift": b_s,
-            "multiplier": o_m, "shift": o_s}
+            "multiplier": o_m, "shift": o_s, "left_shift": left_shift}
 
 
 @functools.lru_cache(maxsize=512)
@@ -1012,8 +1033,8 @@ def _binary_fn(kind: str, p_a: QuantParams, p_b: QuantParams, p_out: QuantParams
         if kind == "mul":
             out = mbqm(qa * qb, at["multiplier"], at["shift"])
         else:
-            sa = mbqm(qa * (1 << ADD_LEFT_SHIFT), at["a_multiplier"], at["a_shift"])
-            sb = mbqm(qb * (1 << ADD_LEFT_SHIFT), at["b_multiplier"], at["b_shift"])
+            sa = mbqm(qa * (1 << at["left_shift"]), at["a_multiplier"], at["a_shift"])
+            sb = mbqm(qb * (1 << at["left_shift"]), at["b_multiplier"], at["b_shift"])
             out = mbqm(sa + sb if kind == "add" else sa - sb, at["multiplier"], at["shift"])
         out = saturate_jax(out + p_out.zero_point[0], p_out.bits, p_out.signed)
         return dequantize_jax(out, p_out)

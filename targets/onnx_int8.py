@@ -1,6 +1,7 @@
 """ONNX int8 target: the golden integer graph as ONNX that onnxruntime computes bit-exactly.
 
-Integer matmuls are `MatMulInteger` (int8 x int8 -> int32, exact); every
+Integer matmuls are `MatMulInteger` (int8 x int8 -> int32, exact; int16 activations
+of the 16x8 mode: an int64 `MatMul`, exact); every
 requantization is TFLite's MultiplyByQuantizedMultiplier spelled out in int64
 ONNX arithmetic (Mul, Add, BitwiseAnd, exact divisions by powers of two), so
 no runtime's own rounding enters; tables are `Gather`. Comparisons, min/max
@@ -69,6 +70,23 @@ class _Int(_Nodes):
         up = self.cast(op, self.node(op, "Greater", [remainder, threshold]), "int64")
         return self.node(op, "Add", [floor, up])
 
+    def mbqm_int64(self, op: Op, x: str, multiplier: object, shift: object) -> str:
+        """int64 x -> TFLite's int64 MultiplyByQuantizedMultiplier (16x8 dense layers):
+        (x * reduced + 2^(total_shift - 1)) >> total_shift, reduced the 16-bit multiplier."""
+        m = np.asarray(multiplier, np.int64)
+        reduced = np.where(m < 0x7FFF0000, (m + (1 << 15)) >> 16, 0x7FFF)
+        total = 15 - np.asarray(shift, np.int64)
+        ab = self.node(op, "Mul", [x, self.i64(op, "reduced", reduced)])
+        rounded = self.node(op, "Add", [ab, self.i64(op, "round", np.int64(1) << (total - 1))])
+        return self._div_floor(op, rounded, total)
+
+    def _div_floor(self, op: Op, x: str, bits: object) -> str:
+        """x >> bits (arithmetic): exact division of x minus its remainder."""
+        pot = np.int64(1) << np.asarray(bits, np.int64)
+        remainder = self.node(op, "BitwiseAnd", [x, self.i64(op, "mask", pot - 1)])
+        return self.node(op, "Div", [self.node(op, "Sub", [x, remainder]),
+                                     self.i64(op, "pot", pot)])
+
     def _div_trunc(self, op: Op, x: str, bits: int) -> str:
         """x / 2^bits rounded toward zero (C semantics), from exact floor divisions."""
         pot = self.i64(op, "pot", np.int64(1) << bits)
@@ -96,7 +114,13 @@ class _Int(_Nodes):
 
 def _lower_int_op(n: _Int, g: Graph, op: Op) -> None:
     a, ins = op.attrs, list(op.inputs)
-    if op.kind == "fully_connected":
+    if op.kind == "fully_connected" and g.tensors[ins[0]].dtype == "int16":
+        x, w, bias = ins  # 16x8: int64 MatMul (exact), TFLite's int64 requantization
+        acc = n.node(op, "MatMul", [n.centered(op, x, a["x_zp"]), n.cast(op, w, "int64")])
+        acc = n.node(op, "Add", [acc, n.cast(op, bias, "int64")])
+        n.finish(op, n.mbqm_int64(op, acc, a["multiplier"], a["shift"]), a["out_zp"],
+                 a["dtype"])
+    elif op.kind == "fully_connected":
         x, w, bias = ins
         zp = n.const(n.tmp(op, "xzp"), np.asarray(a["x_zp"], np.int8))
         acc = n.node(op, "MatMulInteger", [x, w, zp])

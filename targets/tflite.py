@@ -1,9 +1,10 @@
 """TFLite int8 target: the golden integer graph as a full-integer `.tflite` flatbuffer.
 
 `lower(g)` writes `model.tflite` (schema version 3, file identifier "TFL3") computing
-one timestep: inputs x, [dt], state_in...; outputs y, state_out..., all int8 with
-exactly the compiler's quantization parameters. The host threads state from step
-to step (recurrence stays outside the graph, DESIGN "Measured facts").
+one timestep: inputs x, [dt], state_in...; outputs y, state_out..., all int8 (or all
+int16 in 16x8 mode, weights int8) with exactly the compiler's quantization parameters.
+The host threads state from step to step (recurrence stays outside the graph, DESIGN
+"Measured facts").
 
 The model is built directly with the flatbuffer object API of the schema that
 `ai-edge-litert` ships: no TensorFlow, no converter. Each integer IR op maps to
@@ -14,7 +15,8 @@ builtins whose integer arithmetic is the golden kernel's (compiler/golden.py):
     qadd / qsub       ADD / SUB
     qmul              MUL
     requantize        QUANTIZE int8 -> int8
-    lut               CAST int8->int32, ADD int32 128, GATHER(table, index)
+    lut               CAST int8->int32, ADD int32 128, GATHER(table, index); int16: two
+                      int8 GATHERs (high and low byte) recombined in int32, CAST
     comparisons       CAST int8->int32, then GREATER / ... / EQUAL on int32
     concat, reshape, broadcast, slice, transpose, max, min, where
                       CONCATENATION, RESHAPE, BROADCAST_TO, STRIDED_SLICE, TRANSPOSE,
@@ -97,7 +99,15 @@ def tflite_params(kind: str, ins: list[QuantParams], out: QuantParams) -> dict[s
         return qn.add_params(*(QuantParams(s, p.zero_point, p.dtype) for s, p in zip(
             f32, ins, strict=True)), QuantParams((s_out,), out.zero_point, out.dtype))
     if kind == "MUL":
-        m, s = qn.quantize_multiplier(f32[0][0] * f32[1][0] / s_out)
+        pa, pb = (QuantParams(s, p.zero_point, p.dtype) for s, p in zip(f32, ins, strict=True))
+        po = QuantParams((s_out,), out.zero_point, out.dtype)
+        if not qn.mul_is_portable(pa, pb, po):
+            raise TfliteLoweringError(
+                "MUL: LiteRT derives its multiplier in float32 and TFLite Micro in double, "
+                f"and for scales {f32[0][0]:.9g} * {f32[1][0]:.9g} -> {s_out:.9g} they round "
+                "apart; quantize with ncc (which picks portable MUL scales) or change the "
+                "fake-quant scales")
+        m, s = qn.mul_multipliers(pa, pb, po)["double"]
         return {"multiplier": m, "shift": s}
     if kind == "QUANTIZE":
         m, s = qn.quantize_multiplier(f32[0][0] / s_out)
@@ -231,11 +241,22 @@ def _check(op: Op, what: str, got: Any, want: Any) -> None:
 
 def _quant(g: Graph, name: str, op: Op) -> QuantParams:
     q = g.tensors[name].quant
-    if q is None or q.dtype != "int8" or g.tensors[name].dtype != "int8":
+    if q is None or q.dtype not in ("int8", "int16") or g.tensors[name].dtype != q.dtype:
         raise TfliteLoweringError(f"op {op.kind} -> {op.output!r}: tensor {name!r} must be "
-                                  f"quantized int8 (is {g.tensors[name].dtype}); tflite-int8 "
-                                  "supports int8 activations only")
+                                  f"quantized int8 or int16 (is {g.tensors[name].dtype})")
+    if q.dtype == "int16" and any(z != 0 for z in q.zero_point):
+        raise TfliteLoweringError(f"op {op.kind} -> {op.output!r}: int16 tensor {name!r} has "
+                                  "a nonzero zero point; TFLite's 16x8 kernels are symmetric")
     return q
+
+
+def _same_dtype(g: Graph, op: Op, names: list[str]) -> str:
+    """TFLite's arithmetic builtins take one activation type for inputs and output."""
+    dtypes = {g.tensors[n].dtype for n in names}
+    if len(dtypes) > 1:
+        raise TfliteLoweringError(f"op {op.kind} -> {op.output!r} mixes {sorted(dtypes)}; "
+                                  "TFLite needs one activation type per op")
+    return dtypes.pop()
 
 
 def _same_params(g: Graph, op: Op, names: list[str]) -> None:
@@ -251,7 +272,9 @@ def _fully_connected(m: _Model, g: Graph, op: Op) -> None:
     """x (..., K) . w (K, N) + b, as RESHAPE (M, 1, 1, K) -> 1x1 CONV_2D -> RESHAPE (..., N).
 
     M = prod(...). The filter is w transposed to (N, 1, 1, K), per-channel on axis 0;
-    the bias int32 (N,) at scales s_x * s_w. CONV_2D rather than FULLY_CONNECTED: the
+    the bias (N,) at scales s_x * s_w, int32 for int8 x and int64 for int16 x (the 16x8
+    kernels accumulate in int64 only with an int64 bias; given an int32 bias LiteRT
+    computed garbage, measured). CONV_2D rather than FULLY_CONNECTED: the
     int8 FULLY_CONNECTED of LiteRT 2.3 rounds its requantization once (half up) where
     the reference kernels, TFLite Micro and the golden model round twice; its
     reference CONV_2D rounds like them (measured in tests/targets/test_tflite.py).
@@ -259,6 +282,7 @@ def _fully_connected(m: _Model, g: Graph, op: Op) -> None:
     x, w, b = op.inputs
     a = op.attrs
     px, pw, po = _quant(g, x, op), g.tensors[w].quant, _quant(g, op.output, op)
+    act = _same_dtype(g, op, [x, op.output])
     if pw is None or any(z != 0 for z in pw.zero_point) or g.tensors[w].dtype != "int8":
         raise TfliteLoweringError(f"op fully_connected -> {op.output!r}: weights {w!r} must "
                                   "be int8 symmetric (zero point 0)")
@@ -274,13 +298,14 @@ def _fully_connected(m: _Model, g: Graph, op: Op) -> None:
     filt = np.ascontiguousarray(g.constants[w].T).reshape(n_out, 1, 1, k)
     f_name = m.temp(op, "filter", filt.shape, "int8", pw_t, filt)
     bias_scale = tuple(float(np.float32(px.scale[0])) * s for s in scales)
-    b_name = m.temp(op, "bias", (n_out,), "int32",
-                    QuantParams(bias_scale, (0,) * n_out, "int32", 0), g.constants[b])
+    bias_type = "int64" if act == "int16" else "int32"
+    b_name = m.temp(op, "bias", (n_out,), bias_type,
+                    QuantParams(bias_scale, (0,) * n_out, bias_type, 0), g.constants[b])
     rows = g.tensors[x].size // k
-    image = m.temp(op, "image", (rows, 1, 1, k), "int8", px)
+    image = m.temp(op, "image", (rows, 1, 1, k), act, px)
     m.emit("RESHAPE", [x, m.const(op, "shape", [rows, 1, 1, k])], [image],
            newShape=[rows, 1, 1, k])
-    conv = m.temp(op, "conv", (rows, 1, 1, n_out), "int8", po)
+    conv = m.temp(op, "conv", (rows, 1, 1, n_out), act, po)
     m.emit("CONV_2D", [image, f_name, b_name], [conv], padding=fb.Padding.VALID,
            strideW=1, strideH=1, dilationWFactor=1, dilationHFactor=1,
            fusedActivationFunction=fb.ActivationFunctionType.NONE)
@@ -291,6 +316,7 @@ def _fully_connected(m: _Model, g: Graph, op: Op) -> None:
 def _add_sub_mul(m: _Model, g: Graph, op: Op) -> None:
     a, b = op.inputs
     pa, pb, po = _quant(g, a, op), _quant(g, b, op), _quant(g, op.output, op)
+    _same_dtype(g, op, [a, b, op.output])
     builtin = {"qadd": "ADD", "qsub": "SUB", "qmul": "MUL"}[op.kind]
     want = tflite_params(builtin, [pa, pb], po)
     if builtin == "MUL":
@@ -298,7 +324,17 @@ def _add_sub_mul(m: _Model, g: Graph, op: Op) -> None:
     for key, value in want.items():
         if key != "dtype":
             _check(op, key, op.attrs[key], value)
-    m.emit(builtin, [a, b], [op.output], fusedActivationFunction=fb.ActivationFunctionType.NONE)
+    if builtin != "MUL" and want["shift"] > 0:  # TFLite aborts the process in Prepare
+        raise TfliteLoweringError(
+            f"op {op.kind} -> {op.output!r}: TFLite's {builtin} needs an output multiplier "
+            f"below 1, i.e. an output scale above 2 * max(input scales) / 2^"
+            f"{want['left_shift']}; got {po.scale[0]:.6g} for inputs {pa.scale[0]:.6g}, "
+            f"{pb.scale[0]:.6g} (an input whose range is far wider than the sum's)")
+    # int16 ADD/SUB: the general kernel (left shift 15); the power-of-two-scale variant
+    # would round differently
+    pot = {} if builtin == "MUL" else {"potScaleInt16": False}
+    m.emit(builtin, [a, b], [op.output], fusedActivationFunction=fb.ActivationFunctionType.NONE,
+           **pot)
 
 
 def _requantize(m: _Model, g: Graph, op: Op) -> None:
@@ -311,24 +347,57 @@ def _requantize(m: _Model, g: Graph, op: Op) -> None:
     m.emit("QUANTIZE", [x], [op.output])
 
 
-def _widen(m: _Model, g: Graph, op: Op, name: str) -> str:
-    """int8 tensor -> an int32 copy holding the same integers (CAST ignores quantization)."""
-    wide = m.temp(op, "int32_", g.tensors[name].shape, "int32")
-    m.emit("CAST", [name], [wide], inDataType=_TYPES[g.tensors[name].dtype],
+def _widen(m: _Model, g: Graph, op: Op, name: str, shape: tuple[int, ...] | None = None,
+           dtype: str | None = None) -> str:
+    """int8/int16 tensor -> an int32 copy holding the same integers (CAST ignores
+    quantization). shape, dtype: for a helper tensor that is not in the IR graph."""
+    shape = g.tensors[name].shape if shape is None else shape
+    wide = m.temp(op, "int32_", shape, "int32")
+    m.emit("CAST", [name], [wide], inDataType=_TYPES[dtype or g.tensors[name].dtype],
            outDataType=fb.TensorType.INT32)
     return wide
 
 
 def _lut(m: _Model, g: Graph, op: Op) -> None:
-    """table[x + 128]: CAST to int32, ADD 128 (int32), GATHER along the table's axis 0."""
+    """table[x - min]: CAST to int32, ADD -min (int32), GATHER along the table's axis 0.
+
+    An int16 table (65,536 entries) is gathered as two int8 tables, its high byte and its
+    low byte - 128, recombined in int32 (high * 256 + low + 128) and CAST to int16:
+    TFLite Micro's GATHER takes int8 and float tables only (int16 and int32 measured).
+    """
     x, table = op.inputs
-    if g.tensors[x].dtype != "int8" or g.tensors[table].shape != (256,):
-        raise TfliteLoweringError(f"op lut -> {op.output!r}: only int8 -> 256-entry tables")
-    offset = m.const(op, "offset", -qn.dtype_range("int8")[0])
-    index = m.temp(op, "index", g.tensors[x].shape, "int32")
-    m.emit("ADD", [_widen(m, g, op, x), offset], [index],
-           fusedActivationFunction=fb.ActivationFunctionType.NONE)
-    m.emit("GATHER", [table, index], [op.output], axis=0, batchDims=0)
+    dtype = g.tensors[x].dtype
+    lo, hi = qn.dtype_range(dtype)
+    if dtype not in ("int8", "int16") or g.tensors[table].shape != (hi - lo + 1,) or \
+            g.tensors[table].dtype != g.tensors[op.output].dtype:
+        raise TfliteLoweringError(f"op lut -> {op.output!r}: only int8 (int16) tables of 256 "
+                                  "(65,536) entries of the input's type")
+    shape = g.tensors[x].shape
+    index = m.temp(op, "index", shape, "int32")
+    _int32_op(m, op, "ADD", [_widen(m, g, op, x), m.const(op, "offset", -lo)], index)
+    if dtype == "int8":
+        m.emit("GATHER", [table, index], [op.output], axis=0, batchDims=0)
+        return
+    values = g.constants[table].astype(np.int32)
+    parts = []
+    for what, part in (("high", values >> 8), ("low", (values & 0xFF) - 128)):
+        byte = m.temp(op, what, shape, "int8")
+        m.emit("GATHER", [m.const(op, f"table_{what}", part, "int8"), index], [byte], axis=0,
+               batchDims=0)
+        parts.append(_widen(m, g, op, byte, shape, "int8"))
+    high, low = parts
+    high256, low128 = m.temp(op, "high256_", shape, "int32"), m.temp(op, "low128_", shape, "int32")
+    total = m.temp(op, "sum", shape, "int32")
+    _int32_op(m, op, "MUL", [high, m.const(op, "c256_", 256)], high256)
+    _int32_op(m, op, "ADD", [low, m.const(op, "c128_", 128)], low128)
+    _int32_op(m, op, "ADD", [high256, low128], total)
+    m.emit("CAST", [total], [op.output], inDataType=fb.TensorType.INT32,
+           outDataType=fb.TensorType.INT16)
+
+
+def _int32_op(m: _Model, op: Op, builtin: str, ins: list[str], out: str) -> None:
+    """Plain int32 ADD / MUL (no quantization: exact integer arithmetic)."""
+    m.emit(builtin, ins, [out], fusedActivationFunction=fb.ActivationFunctionType.NONE)
 
 
 def _compare(m: _Model, g: Graph, op: Op) -> None:
@@ -371,7 +440,7 @@ def _lower_op(m: _Model, g: Graph, op: Op) -> None:
         _fully_connected(m, g, op)
     elif op.kind in ("qadd", "qsub", "qmul"):
         _add_sub_mul(m, g, op)
-    elif op.kind == "requantize":
+    elif op.kind == "requantize":  # QUANTIZE int8/int16 -> int8/int16
         _requantize(m, g, op)
     elif op.kind == "lut":
         _lut(m, g, op)
@@ -379,8 +448,8 @@ def _lower_op(m: _Model, g: Graph, op: Op) -> None:
         _compare(m, g, op)
     elif op.kind == "cast":
         src, dst = g.tensors[ins[0]].dtype, a["dtype"]
-        if src != "bool" or dst != "int8":
-            raise TfliteLoweringError(f"op cast -> {out!r}: only bool -> int8 (spikes)")
+        if src != "bool" or dst not in ("int8", "int16"):
+            raise TfliteLoweringError(f"op cast -> {out!r}: only bool -> int8/int16 (spikes)")
         m.emit("CAST", ins, [out], inDataType=fb.TensorType.BOOL, outDataType=_TYPES[dst])
     elif op.kind == "logical_not":
         m.emit("LOGICAL_NOT", ins, [out])

@@ -2,22 +2,24 @@
 
 A spiking neuron's step in the quantized IR is a handful of ops: its membrane (a
 recurrent state, or a slice of one) is compared with a threshold, the comparison cast
-to int8 spikes, the membrane decayed (a table or a fixed-point requantization),
-the input current added and, on a spike, the threshold subtracted or the membrane
-zeroed. Two exact rewrites give those ops the form a neuromorphic chip takes:
+to integer spikes (int8, or int16 in a 16x8 graph), the membrane decayed (a table or a
+fixed-point requantization), the input current added and, on a spike, the threshold
+subtracted or the membrane zeroed. Two exact rewrites give those ops the form a
+neuromorphic chip takes:
 
 - `fold_thresholds`: `compare(lut(v), c)` -> `compare(v, theta)`, an integer threshold on
   the membrane grid itself (checked on every membrane value);
-- `decay_multipliers`: a 256-entry table that is exactly a requantization
-  (`saturate(MBQM(v - zp, m, shift) + zp')` on every input) -> `requantize(m, shift)`.
+- `decay_multipliers`: a table (256 entries for int8, 65536 for int16) that is exactly a
+  requantization (`saturate(MBQM(v - zp, m, shift) + zp')` on every input) ->
+  `requantize(m, shift)`.
 
 `populations` then names each population: kind (LIF, IF, CuBaLIF, LI), neurons, state
 slot and offset, integer threshold, decay and reset mode ("subtract", "zero" or "none").
 A decay has a `form`: "multiplier" (fixed-point m, shift), "bit_shift" (v >> n), "grid"
 (the integers pass unchanged; beta is the ratio of the grids' scales, applied by the
-next add's rescaling), "table" (256 entries) or "gate" (one table of the spikes holding
-(1 - s) beta, multiplied into v: decay and zero-reset in one op), and its real factor
-`beta`.
+next add's rescaling), "table" (one entry per input value) or "gate" (one table of the
+spikes holding (1 - s) beta, multiplied into v: decay and zero-reset in one op), and its
+real factor `beta`.
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def fold_thresholds(g: Graph) -> Graph:
 
 
 def _fit_requantize(table: np.ndarray, p_in: Any, p_out: Any) -> dict[str, Any] | None:
-    """Requantize attributes reproducing `table` on every int8 input, or None."""
+    """Requantize attributes reproducing `table` on every input value (each int8 or int16
+    level), or None."""
     levels = _levels(p_in.dtype).astype(np.int64)
     x = levels - p_in.zero_point[0]
     y = table.astype(np.int64) - p_out.zero_point[0]
@@ -236,7 +239,8 @@ def populations(g: Graph) -> list[Population]:
         if decay is None and gate is not None and pop.reset == "zero":
             p_gate = g.tensors[gate.output].quant
             table = g.constants[gate.inputs[1]]
-            beta = float(qn.dequantize(table[-qn.dtype_range("int8")[0]], p_gate))
+            no_spike = -qn.dtype_range(g.tensors[gate.inputs[0]].dtype)[0]  # index of s = 0
+            beta = float(qn.dequantize(table[no_spike], p_gate))
             decay = ({"form": "gate", "table": gate.inputs[1], "beta": round(beta, 6),
                       "layer": gate.output}, gate.output)
         if decay is not None:

@@ -11,6 +11,10 @@ Layers are the integer IR ops with their parameters (`kind` is the op kind, `par
 its attributes, `inputs` name runtime buffers or arrays). A weight matrix is stored
 dense (`int8 (K, N)`) or, when sparse, as a synapse list: arrays `<w>.pre`, `<w>.post`
 (int32 indices) and `<w>.weight` (int8), present synapses only, sorted by (pre, post).
+
+Activations are int8, or int16 in a 16x8 graph (`QuantOptions(activations="int16")`):
+buffers, thresholds and initial states then hold int16, and a `lut` layer's table has
+65536 int16 entries (128 KiB), y = table[x + 32768]; weights stay int8, biases int32.
 """
 
 from __future__ import annotations
@@ -104,7 +108,8 @@ class TableModel:
         return {name: env[name] for name in self.spec["outputs"]}
 
     def run(self, xs: np.ndarray, dts: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """xs: (T, *x_shape) int8; dts: (T, *dt_shape) or None (dt = 1.0 on its grid).
+        """xs: (T, *x_shape), x's dtype (int8 or int16); dts: (T, *dt_shape) or None
+        (dt = 1.0 on its grid).
         Returns each output and next state stacked over time, (T, *shape)."""
         (x_name,) = [n for n in self.spec["inputs"] if self.spec["roles"][n] == "input"]
         dt_names = [n for n in self.spec["inputs"] if self.spec["roles"][n] == "dt"]

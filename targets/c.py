@@ -9,7 +9,8 @@ API (model.h):
 
 - `void ncc_init(ncc_ctx *ctx)` / `void ncc_reset(ncc_ctx *ctx)`: state to its initial value;
 - `void ncc_step(ncc_ctx *ctx, const int8_t *x, int8_t *y)`: one timestep, state threaded
-  in `ctx`; models with a time delta also get
+  in `ctx` (x and y are int16_t for a 16x8 graph, `QuantOptions(activations="int16")`:
+  the pointer types follow the tensors' dtypes); models with a time delta also get
   `ncc_step_dt(ctx, x, dt, y)` (`ncc_step` then feeds dt = 1.0 on dt's grid);
 - `void *ncc_state(ncc_ctx *ctx, int32_t i)`, `int32_t ncc_state_bytes(int32_t i)`,
   `int32_t ncc_ctx_size(void)`: generic access for hosts (tests, the Python session);
@@ -27,7 +28,12 @@ synapses only. The trade: a present synapse costs 3 bytes of flash (int8 weight,
 presynaptic index) instead of 1, an absent one nothing, so at NCP densities (1/2 to 2/3)
 the step does a third to a half fewer MACs for up to twice the weight bytes.
 
-A dense layer fed by spikes (an int8 cast of a bool comparison, zero point 0) is listed in
+Integer ops run on int8 activations (`_s8` kernels) or on int16 ones (TFLite's 16x8 mode,
+`_s16` kernels: int8 weights, int32 biases, int64 accumulators); the kernel follows the
+dtypes of the op's tensors, and a mix the runtime has no kernel for (e.g. a qadd of an int8
+and an int16 tensor) is a `CTargetError` naming the op.
+
+A dense layer fed by spikes (an integer cast of a bool comparison, zero point 0) is listed in
 `details["spiking_layers"]`: its synaptic events per step are the present synapses of the
 neurons that spiked, at most `synapses` (the figure a neuromorphic core is sized by).
 """
@@ -66,6 +72,10 @@ CTYPES = {"int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "uint8": "ui
 DTYPE_ENUM = {"bool": "NCC_BOOL", "uint8": "NCC_UINT8", "int8": "NCC_INT8",
               "int16": "NCC_INT16", "int32": "NCC_INT32"}
 SUFFIX = {"int8": "s8", "int16": "s16", "int32": "s32"}
+ACTIVATIONS = ("int8", "int16")  # the widths of the integer ops' kernels
+# TFLite's int64 MultiplyByQuantizedMultiplier (16x8 dense layers) shifts right by
+# 15 - shift: shift <= 14 keeps that a right shift (TFLite itself allows shift < 8)
+FC16_MAX_SHIFT = 14
 ALIASES = ("reshape", "identity")
 ELEMENTWISE = ("qadd", "qsub", "qmul", "max", "min", "where") + tuple(sorted(COMPARISONS))
 
@@ -233,11 +243,15 @@ def _plan(e: _Emitter, ops: list[Op]) -> dict[str, int]:
     return sizes
 
 
-def _check(op: Op, e: _Emitter, dtypes: tuple[str, ...]) -> None:
-    got = tuple(e.t(n).dtype for n in (*op.inputs, op.output))
-    if any(d not in dtypes for d in got):
-        raise CTargetError(f"c target: op {op.kind} -> {op.output!r} on dtypes {list(got)}; "
-                           f"the C runtime implements it for {list(dtypes)} only")
+def _width(op: Op, e: _Emitter, names: tuple[str, ...]) -> str:
+    """Kernel suffix ("s8" or "s16") of an op whose tensors `names` share one width."""
+    got = [e.t(n).dtype for n in names]
+    if len(set(got)) != 1 or got[0] not in ACTIVATIONS:
+        listed = ", ".join(f"{n}: {d}" for n, d in zip(names, got, strict=True))
+        raise CTargetError(f"c target: op {op.kind} -> {op.output!r} on {listed}; the C "
+                           "runtime implements it with every operand int8, or every one "
+                           "int16")
+    return SUFFIX[got[0]]
 
 
 def _step(e: _Emitter, op: Op, name: str) -> str:
@@ -253,10 +267,16 @@ def _emit_op(e: _Emitter, op: Op, index: int) -> None:
     comment = f"    /* {op.kind} -> {out} */"
     lines: list[str] = []
     if op.kind == "fully_connected":
-        _check(op, e, ("int8", "int32"))
         x, w, bias = op.inputs
-        if e.t(x).dtype != "int8" or e.t(out).dtype != "int8" or e.t(w).dtype != "int8":
-            raise CTargetError(f"c target: fully_connected -> {out!r} needs int8 x, w and y")
+        width = _width(op, e, (x, out))
+        if e.t(w).dtype != "int8" or e.t(bias).dtype != "int32":
+            raise CTargetError(f"c target: fully_connected -> {out!r} needs int8 weights and "
+                               f"int32 biases, got {e.t(w).dtype} and {e.t(bias).dtype}")
+        top = int(np.max(a["shift"]))
+        if width == "s16" and top > FC16_MAX_SHIFT:
+            raise CTargetError(f"c target: 16x8 fully_connected -> {out!r} has a requantization "
+                               f"shift {top} > {FC16_MAX_SHIFT}; the int64 multiplier cannot "
+                               "apply it")
         depth, units = e.t(w).shape
         rows = e.t(x).size // depth
         mult = np.broadcast_to(np.asarray(a["multiplier"], np.int64), (units,))
@@ -282,43 +302,49 @@ def _emit_op(e: _Emitter, op: Op, index: int) -> None:
             pp = e.const_array("uint16_t", f"{tag}_pre", pre)
             pw = e.const_array("int8_t", f"{tag}_weight", wv,
                                f"{w}: {int(start[-1])} of {weights.size} synapses")
-            lines.append(f"    ncc_sparse_fully_connected_s8({e.ptr(x)}, {ps}, {pp}, {pw}, "
+            lines.append(f"    ncc_sparse_fully_connected_{width}({e.ptr(x)}, {ps}, {pp}, {pw}, "
                          f"{e.ptr(bias)}, {rows}, {depth}, {units}, &{tag}_params, {y});")
             e.macs += rows * int(start[-1])
             e.sparse.append({"tensor": out, "synapses": int(start[-1]),
                              "dense_size": int(weights.size)})
         else:
-            lines.append(f"    ncc_fully_connected_s8({e.ptr(x)}, {e.ptr(w)}, {e.ptr(bias)}, "
+            lines.append(f"    ncc_fully_connected_{width}({e.ptr(x)}, {e.ptr(w)}, {e.ptr(bias)}, "
                          f"{rows}, {depth}, {units}, &{tag}_params, {y});")
             e.macs += rows * depth * units
     elif op.kind in ("qadd", "qsub"):
-        _check(op, e, ("int8",))
+        width = _width(op, e, (*op.inputs, out))
         fields = ", ".join(str(int(a[k])) for k in (
             "a_zp", "b_zp", "a_multiplier", "a_shift", "b_multiplier", "b_shift",
             "multiplier", "shift", "out_zp", "left_shift"))
         e.decl(f"static const ncc_add_params {tag}_params = {{{fields}}};\n")
-        fn = "ncc_add_s8" if op.kind == "qadd" else "ncc_sub_s8"
+        fn = f"ncc_{'add' if op.kind == 'qadd' else 'sub'}_{width}"
         p, q = op.inputs
         lines.append(f"    {fn}({e.ptr(p)}, {_step(e, op, p)}, {e.ptr(q)}, {_step(e, op, q)}, "
                      f"{n}, &{tag}_params, {y});")
-    elif op.kind in ("qmul", "requantize"):
-        _check(op, e, ("int8",))
-        if op.kind == "qmul":
-            fields = [a["a_zp"], a["b_zp"], a["multiplier"], a["shift"], a["out_zp"]]
-        else:
-            fields = [a["in_zp"], 0, a["multiplier"], a["shift"], a["out_zp"]]
+    elif op.kind == "qmul":
+        width = _width(op, e, (*op.inputs, out))
+        fields = (a["a_zp"], a["b_zp"], a["multiplier"], a["shift"], a["out_zp"])
         e.decl(f"static const ncc_mul_params {tag}_params = "
                f"{{{', '.join(str(int(v)) for v in fields)}}};\n")
-        if op.kind == "qmul":
-            p, q = op.inputs
-            lines.append(f"    ncc_mul_s8({e.ptr(p)}, {_step(e, op, p)}, {e.ptr(q)}, "
-                         f"{_step(e, op, q)}, {n}, &{tag}_params, {y});")
-        else:
-            lines.append(f"    ncc_requantize_s8({e.ptr(op.inputs[0])}, {n}, &{tag}_params, {y});")
+        p, q = op.inputs
+        lines.append(f"    ncc_mul_{width}({e.ptr(p)}, {_step(e, op, p)}, {e.ptr(q)}, "
+                     f"{_step(e, op, q)}, {n}, &{tag}_params, {y});")
+    elif op.kind == "requantize":  # int8 <-> int16 too: ncc_requantize_s8_s16, _s16_s8
+        x = op.inputs[0]
+        if {e.t(x).dtype, e.t(out).dtype} - set(ACTIVATIONS):
+            raise CTargetError(f"c target: requantize -> {out!r} from {e.t(x).dtype} to "
+                               f"{e.t(out).dtype}; the C runtime requantizes between int8 "
+                               "and int16 only")
+        fields = (a["in_zp"], 0, a["multiplier"], a["shift"], a["out_zp"])
+        e.decl(f"static const ncc_mul_params {tag}_params = "
+               f"{{{', '.join(str(int(v)) for v in fields)}}};\n")
+        widths = [SUFFIX[e.t(name).dtype] for name in (x, out)]
+        fn = "_".join(["ncc_requantize", *dict.fromkeys(widths)])  # one suffix if equal
+        lines.append(f"    {fn}({e.ptr(x)}, {n}, &{tag}_params, {y});")
     elif op.kind == "lut":
-        _check(op, e, ("int8",))
         x, table = op.inputs
-        lines.append(f"    ncc_lut_s8({e.ptr(x)}, {n}, {e.ptr(table)}, {y});")
+        width = _width(op, e, (x, table))
+        lines.append(f"    ncc_lut_{width}({e.ptr(x)}, {n}, {e.ptr(table)}, {y});")
     elif op.kind in ("max", "min") or op.kind in COMPARISONS:
         dtype = e.t(op.inputs[0]).dtype
         if dtype not in SUFFIX:

@@ -8,8 +8,11 @@ neurons integer thresholds on their membranes and decays as multipliers where ex
 
 Weights are int8 (K, N) matrices, or synapse lists (`pre`, `post`, `weight`, present
 synapses only) when fewer than `SPARSE_DENSITY` of the entries are nonzero (sparse NCP
-wirings). Each population gets per-neuron arrays `<pop>.threshold` (what its compare layer
-reads) and, for a fixed-point decay, `<pop>.decay_multiplier` / `<pop>.decay_shift`.
+wirings). Activations are int8 or, in a 16x8 graph, int16: a `lut` layer's table then has
+65536 entries (128 KiB of flash each) and `NCC_L<i>_TABLE_OFFSET` (32768, or 128 for int8)
+is what the header says to add to x before indexing it. Each population gets per-neuron
+arrays `<pop>.threshold` (what its compare layer reads) and, for a fixed-point decay,
+`<pop>.decay_multiplier` / `<pop>.decay_shift`.
 """
 
 from __future__ import annotations
@@ -241,6 +244,10 @@ def header(spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
                 h.append(f"#define {p}_IN{j} {idents[name]}")
             else:
                 h.append(f"#define {p}_IN{j} {buf_ids[name]} /* {name} */")
+        if layer["kind"] == "lut":  # y = table[x + offset], offset = -min(x's dtype)
+            x_dtype = spec["buffers"][layer["inputs"][0]]["dtype"]
+            offset = -int(np.iinfo(np.dtype(x_dtype)).min)
+            h.append(f"#define {p}_TABLE_OFFSET {offset} /* {x_dtype} x */")
         for key, value in sorted(layer["params"].items()):
             macro = f"{p}_{key.upper()}"
             if isinstance(value, bool) or value is None:

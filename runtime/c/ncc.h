@@ -12,7 +12,11 @@
  *   1 (same shape as the output) or 0 (a scalar broadcast); the emitter materializes
  *   any other broadcast with ncc_strided_copy first;
  * - bool tensors are uint8_t holding 0 or 1;
- * - multipliers are Q31 in [0, 2^31), shifts in [-31, 30] (positive: left).
+ * - multipliers are Q31 in [0, 2^31), shifts in [-31, 30] (positive: left);
+ * - the integer ops come in two widths: `_s8` (int8 activations) and `_s16` (TFLite's
+ *   16x8 mode: int16 activations, zero point 0, int8 weights, int32 biases). Both widths
+ *   share one definition per kernel in ncc_kernels.c; the 16x8 dense layers accumulate in
+ *   int64 and requantize with TFLite's int64 MultiplyByQuantizedMultiplier.
  *
  * Signed right shifts and signed overflow are never relied upon: floor division by a
  * power of two and two's complement wraparound are written out with defined operations.
@@ -27,7 +31,7 @@
 extern "C" {
 #endif
 
-#define NCC_RUNTIME_VERSION 1
+#define NCC_RUNTIME_VERSION 2 /* 2: the 16x8 (_s16) integer kernels */
 #define NCC_MAX_RANK 6
 
 /* element types of ncc_cast (integer IR dtypes the runtime stores) */
@@ -49,25 +53,25 @@ typedef enum {
 
 /* fully_connected: per output channel requantization (multiplier[n], shift[n]) */
 typedef struct {
-    int32_t x_zp;             /* input zero point, [-128, 127] */
+    int32_t x_zp;             /* input zero point: [-128, 127] (int8), 0 (int16) */
     const int32_t *multiplier; /* [units], Q31 in [0, 2^31) */
-    const int32_t *shift;      /* [units], [-31, 30] */
-    int32_t out_zp;           /* output zero point, [-128, 127] */
+    const int32_t *shift;      /* [units], [-31, 30] (int8); [-31, 14] (int16, see below) */
+    int32_t out_zp;           /* output zero point: [-128, 127] (int8), 0 (int16) */
 } ncc_fc_params;
 
-/* qadd / qsub: TFLite int8 ADD/SUB (inputs << left_shift, three multipliers) */
+/* qadd / qsub: TFLite ADD/SUB (inputs << left_shift, three multipliers) */
 typedef struct {
-    int32_t a_zp, b_zp;               /* [-128, 127] */
+    int32_t a_zp, b_zp;               /* [-128, 127] (int8), 0 (int16) */
     int32_t a_multiplier, a_shift;    /* rescale a to the common scale */
     int32_t b_multiplier, b_shift;    /* rescale b to the common scale */
     int32_t multiplier, shift;        /* common scale -> output scale */
-    int32_t out_zp;                   /* [-128, 127] */
-    int32_t left_shift;               /* 20 for int8, [0, 30] */
+    int32_t out_zp;                   /* [-128, 127] (int8), 0 (int16) */
+    int32_t left_shift;               /* 20 for int8, 15 for int16, [0, 30] */
 } ncc_add_params;
 
 /* qmul and requantize: one multiplier */
 typedef struct {
-    int32_t a_zp, b_zp;               /* [-128, 127] (requantize: a_zp = in_zp, b_zp unused) */
+    int32_t a_zp, b_zp;  /* [-128, 127] (int8), 0 (int16) (requantize: a_zp = in_zp) */
     int32_t multiplier, shift;
     int32_t out_zp;
 } ncc_mul_params;
@@ -83,6 +87,13 @@ int32_t ncc_rounding_divide_by_pot(int32_t x, int32_t exponent);
 /* TFLite MultiplyByQuantizedMultiplier: x * multiplier * 2^(shift - 31), rounded.
    x is wrapped to int32 after the left shift (C int32 behaviour, as golden.py). */
 int32_t ncc_multiply_by_quantized_multiplier(int64_t x, int32_t multiplier, int32_t shift);
+/* TFLite's int64 MultiplyByQuantizedMultiplier (16x8 dense layers): the multiplier reduced
+   to 16 bits, m16 = m < 0x7FFF0000 ? (m + 2^15) >> 16 : 0x7FFF, then one rounding:
+   floor((x * m16 + 2^(14 - shift)) / 2^(15 - shift)). x in [-2^47, 2^47) (the quantizer
+   proves it; a value outside is clamped to it, so the product stays below 2^62), shift in
+   [-31, 14]. Returned as int64, not narrowed: golden.py saturates it straight to int16. */
+int64_t ncc_multiply_by_quantized_multiplier_int64(int64_t x, int32_t multiplier,
+                                                   int32_t shift);
 
 /* --- integer ops of the IR ---------------------------------------------------------- */
 
@@ -93,6 +104,11 @@ int32_t ncc_multiply_by_quantized_multiplier(int64_t x, int32_t multiplier, int3
 void ncc_fully_connected_s8(const int8_t *x, const int8_t *w, const int32_t *bias,
                             int32_t rows, int32_t depth, int32_t units,
                             const ncc_fc_params *p, int8_t *y);
+/* 16x8: x, y int16, w int8, bias int32; int64 accumulator (|acc| < 2^47, proven by the
+   quantizer), y = sat16(ncc_multiply_by_quantized_multiplier_int64(acc, m, s) + out_zp) */
+void ncc_fully_connected_s16(const int16_t *x, const int8_t *w, const int32_t *bias,
+                             int32_t rows, int32_t depth, int32_t units,
+                             const ncc_fc_params *p, int16_t *y);
 
 /* The same on a sparse weight matrix (CSR by output neuron): the synapses of output
    n are s in [post_start[n], post_start[n + 1]), each reading input pre[s] with weight
@@ -101,23 +117,40 @@ void ncc_sparse_fully_connected_s8(const int8_t *x, const int32_t *post_start,
                                    const uint16_t *pre, const int8_t *weight,
                                    const int32_t *bias, int32_t rows, int32_t depth,
                                    int32_t units, const ncc_fc_params *p, int8_t *y);
+void ncc_sparse_fully_connected_s16(const int16_t *x, const int32_t *post_start,
+                                    const uint16_t *pre, const int8_t *weight,
+                                    const int32_t *bias, int32_t rows, int32_t depth,
+                                    int32_t units, const ncc_fc_params *p, int16_t *y);
 
-/* y = sat8(MBQM(MBQM((a - a_zp) << ls, am, as) +/- MBQM((b - b_zp) << ls, bm, bs), m, s)
-   + out_zp) */
+/* y = sat(MBQM(MBQM((a - a_zp) << ls, am, as) +/- MBQM((b - b_zp) << ls, bm, bs), m, s)
+   + out_zp), sat to the width of y; a, b and y of one width */
 void ncc_add_s8(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int32_t n,
                 const ncc_add_params *p, int8_t *y);
 void ncc_sub_s8(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int32_t n,
                 const ncc_add_params *p, int8_t *y);
+void ncc_add_s16(const int16_t *a, int32_t a_step, const int16_t *b, int32_t b_step,
+                 int32_t n, const ncc_add_params *p, int16_t *y);
+void ncc_sub_s16(const int16_t *a, int32_t a_step, const int16_t *b, int32_t b_step,
+                 int32_t n, const ncc_add_params *p, int16_t *y);
 
-/* y = sat8(MBQM((a - a_zp)(b - b_zp), m, s) + out_zp); |product| <= 255^2 */
+/* y = sat(MBQM((a - a_zp)(b - b_zp), m, s) + out_zp); |product| <= 255^2 (int8),
+   2^30 (int16, zero points 0) */
 void ncc_mul_s8(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int32_t n,
                 const ncc_mul_params *p, int8_t *y);
+void ncc_mul_s16(const int16_t *a, int32_t a_step, const int16_t *b, int32_t b_step,
+                 int32_t n, const ncc_mul_params *p, int16_t *y);
 
-/* y = sat8(MBQM(x - a_zp, m, s) + out_zp) */
+/* y = sat(MBQM(x - a_zp, m, s) + out_zp), named by input then output width when they
+   differ (ncc_requantize_s8_s16: int8 x -> int16 y) */
 void ncc_requantize_s8(const int8_t *x, int32_t n, const ncc_mul_params *p, int8_t *y);
+void ncc_requantize_s16(const int16_t *x, int32_t n, const ncc_mul_params *p, int16_t *y);
+void ncc_requantize_s8_s16(const int8_t *x, int32_t n, const ncc_mul_params *p, int16_t *y);
+void ncc_requantize_s16_s8(const int16_t *x, int32_t n, const ncc_mul_params *p, int8_t *y);
 
 /* y = table[x + 128]: table has 256 entries */
 void ncc_lut_s8(const int8_t *x, int32_t n, const int8_t *table, int8_t *y);
+/* y = table[x + 32768]: table has 65536 entries */
+void ncc_lut_s16(const int16_t *x, int32_t n, const int16_t *table, int16_t *y);
 
 /* --- compare / select / min / max / cast ------------------------------------------- */
 

@@ -55,104 +55,168 @@ int32_t ncc_multiply_by_quantized_multiplier(int64_t x, int32_t multiplier, int3
     return ncc_rounding_divide_by_pot(ncc_srdhm(scaled, multiplier), right);
 }
 
+int64_t ncc_multiply_by_quantized_multiplier_int64(int64_t x, int32_t multiplier,
+                                                   int32_t shift) {
+    const int64_t limit = (int64_t)1 << 47;
+    /* m in [0, 2^31): m + 2^15 < 2^31 + 2^15 and the shift is of a non-negative value */
+    int64_t reduced = multiplier < 0x7FFF0000L
+                          ? ((int64_t)multiplier + ((int64_t)1 << 15)) >> 16 : 0x7FFF;
+    int32_t total_shift = 15 - shift; /* [1, 46] for shift in [-31, 14] */
+    x = x < -limit ? -limit : (x >= limit ? limit - 1 : x);
+    /* |x * reduced| < 2^47 * 2^15 = 2^62; the rounding term adds at most 2^45 */
+    return floor_shift(x * reduced + ((int64_t)1 << (total_shift - 1)), total_shift);
+}
+
 static int8_t sat8(int64_t v) {
     return (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
 }
 
-/* --- integer ops -------------------------------------------------------------------- */
+static int16_t sat16(int64_t v) {
+    return (int16_t)(v < -32768 ? -32768 : (v > 32767 ? 32767 : v));
+}
 
-void ncc_fully_connected_s8(const int8_t *x, const int8_t *w, const int32_t *bias,
-                            int32_t rows, int32_t depth, int32_t units,
-                            const ncc_fc_params *p, int8_t *y) {
-    int32_t r, k, n;
-    for (r = 0; r < rows; ++r) {
-        const int8_t *xr = x + r * depth;
-        for (n = 0; n < units; ++n) {
-            /* unsigned accumulation: two's complement wraparound without UB */
-            uint32_t acc = (uint32_t)bias[n];
-            for (k = 0; k < depth; ++k) {
-                int32_t term = ((int32_t)xr[k] - p->x_zp) * (int32_t)w[k * units + n];
-                acc += (uint32_t)term;
-            }
-            y[r * units + n] = sat8(
-                (int64_t)ncc_multiply_by_quantized_multiplier(ncc_wrap32((int64_t)acc),
+/* --- integer ops --------------------------------------------------------------------
+ * One definition per kernel serves both widths: a macro writes the loop over elements
+ * for an element type, and the arithmetic of one element is a static function taking and
+ * returning int64_t, shared by the widths. Only the dense layer's accumulator and
+ * requantization differ between int8 and 16x8 (TFLite does the same). */
+
+/* The dense layer's output n from its accumulator. int8: the int32 accumulator (held in a
+   uint32_t, see below) through the int32 MBQM; MBQM's result is in int32, + out_zp fits. */
+static int8_t fc_output_s8(uint32_t acc, const ncc_fc_params *p, int32_t n) {
+    return sat8((int64_t)ncc_multiply_by_quantized_multiplier(ncc_wrap32((int64_t)acc),
                                                               p->multiplier[n], p->shift[n])
                 + p->out_zp);
-        }
+}
+
+/* 16x8: the int64 accumulator through TFLite's int64 MBQM; |result| < 2^62, + out_zp fits */
+static int16_t fc_output_s16(int64_t acc, const ncc_fc_params *p, int32_t n) {
+    return sat16(ncc_multiply_by_quantized_multiplier_int64(acc, p->multiplier[n],
+                                                            p->shift[n]) + p->out_zp);
+}
+
+/* fully_connected, dense and CSR, for activation type T. A term (x - x_zp) * w is at most
+   65535 * 128 < 2^23 in magnitude: int32 holds it for both widths. ACC is the accumulator:
+   - int8, uint32_t: the sum modulo 2^32, two's complement wraparound without UB; the
+     quantizer proves |acc| < 2^31, and past it the bits still match golden.py, whose MBQM
+     wraps to int32 too;
+   - int16, int64_t: |acc| <= depth * 2^23 + 2^31 < 2^55 for any int32 depth, never wraps;
+     the quantizer proves |acc| < 2^47, the range of the int64 MBQM. */
+#define NCC_FULLY_CONNECTED(NAME, SPARSE_NAME, T, ACC, OUTPUT)                              \
+    void NAME(const T *x, const int8_t *w, const int32_t *bias, int32_t rows,              \
+              int32_t depth, int32_t units, const ncc_fc_params *p, T *y) {                 \
+        int32_t r, k, n;                                                                    \
+        for (r = 0; r < rows; ++r) {                                                        \
+            const T *xr = x + r * depth;                                                    \
+            for (n = 0; n < units; ++n) {                                                   \
+                ACC acc = (ACC)bias[n];                                                     \
+                for (k = 0; k < depth; ++k) {                                               \
+                    acc += (ACC)(((int32_t)xr[k] - p->x_zp) * (int32_t)w[k * units + n]);   \
+                }                                                                           \
+                y[r * units + n] = OUTPUT(acc, p, n);                                       \
+            }                                                                               \
+        }                                                                                   \
+    }                                                                                       \
+    void SPARSE_NAME(const T *x, const int32_t *post_start, const uint16_t *pre,           \
+                     const int8_t *weight, const int32_t *bias, int32_t rows,              \
+                     int32_t depth, int32_t units, const ncc_fc_params *p, T *y) {          \
+        int32_t r, s, n;                                                                    \
+        for (r = 0; r < rows; ++r) {                                                        \
+            const T *xr = x + r * depth;                                                    \
+            for (n = 0; n < units; ++n) {                                                   \
+                ACC acc = (ACC)bias[n];                                                     \
+                for (s = post_start[n]; s < post_start[n + 1]; ++s) {                      \
+                    acc += (ACC)(((int32_t)xr[pre[s]] - p->x_zp) * (int32_t)weight[s]);     \
+                }                                                                           \
+                y[r * units + n] = OUTPUT(acc, p, n);                                       \
+            }                                                                               \
+        }                                                                                   \
     }
+
+NCC_FULLY_CONNECTED(ncc_fully_connected_s8, ncc_sparse_fully_connected_s8, int8_t, uint32_t,
+                    fc_output_s8)
+NCC_FULLY_CONNECTED(ncc_fully_connected_s16, ncc_sparse_fully_connected_s16, int16_t,
+                    int64_t, fc_output_s16)
+
+/* One element of qadd (sign 1) or qsub (sign -1), before saturation. (a - a_zp) << ls is
+   at most 255 * 2^20 < 2^28 (int8) or 32768 * 2^15 = 2^30 (int16, zero point 0) in
+   magnitude; each rescaled side is an int32, so |raw| <= 2^32, which MBQM wraps to int32
+   exactly as golden.py does; its int32 result + out_zp fits int64. */
+static int64_t add_sub(int64_t a, int64_t b, const ncc_add_params *p, int32_t sign) {
+    int64_t as = (a - p->a_zp) * ((int64_t)1 << p->left_shift);
+    int64_t bs = (b - p->b_zp) * ((int64_t)1 << p->left_shift);
+    int64_t a_scaled = ncc_multiply_by_quantized_multiplier(as, p->a_multiplier, p->a_shift);
+    int64_t b_scaled = ncc_multiply_by_quantized_multiplier(bs, p->b_multiplier, p->b_shift);
+    int64_t raw = a_scaled + sign * b_scaled;
+    return (int64_t)ncc_multiply_by_quantized_multiplier(raw, p->multiplier, p->shift)
+           + p->out_zp;
 }
 
-void ncc_sparse_fully_connected_s8(const int8_t *x, const int32_t *post_start,
-                                   const uint16_t *pre, const int8_t *weight,
-                                   const int32_t *bias, int32_t rows, int32_t depth,
-                                   int32_t units, const ncc_fc_params *p, int8_t *y) {
-    int32_t r, s, n;
-    for (r = 0; r < rows; ++r) {
-        const int8_t *xr = x + r * depth;
-        for (n = 0; n < units; ++n) {
-            uint32_t acc = (uint32_t)bias[n];
-            for (s = post_start[n]; s < post_start[n + 1]; ++s) {
-                int32_t term = ((int32_t)xr[pre[s]] - p->x_zp) * (int32_t)weight[s];
-                acc += (uint32_t)term;
-            }
-            y[r * units + n] = sat8(
-                (int64_t)ncc_multiply_by_quantized_multiplier(ncc_wrap32((int64_t)acc),
-                                                              p->multiplier[n], p->shift[n])
-                + p->out_zp);
-        }
+static int64_t add_element(int64_t a, int64_t b, const ncc_add_params *p) {
+    return add_sub(a, b, p, 1);
+}
+
+static int64_t sub_element(int64_t a, int64_t b, const ncc_add_params *p) {
+    return add_sub(a, b, p, -1);
+}
+
+/* One element of qmul: |(a - a_zp)(b - b_zp)| <= 255^2 (int8) or 2^30 (int16, zero points
+   0); any int16 zero points keep it below 2^32, which MBQM wraps as golden.py does. */
+static int64_t mul_element(int64_t a, int64_t b, const ncc_mul_params *p) {
+    return (int64_t)ncc_multiply_by_quantized_multiplier((a - p->a_zp) * (b - p->b_zp),
+                                                         p->multiplier, p->shift)
+           + p->out_zp;
+}
+
+/* elementwise binary kernel over T: y[i] = SAT(ELEMENT(a[i * a_step], b[i * b_step])) */
+#define NCC_BINARY(NAME, T, PARAMS, ELEMENT, SAT)                                           \
+    void NAME(const T *a, int32_t a_step, const T *b, int32_t b_step, int32_t n,           \
+              const PARAMS *p, T *y) {                                                      \
+        int32_t i;                                                                          \
+        for (i = 0; i < n; ++i) {                                                           \
+            y[i] = SAT(ELEMENT((int64_t)a[i * a_step], (int64_t)b[i * b_step], p));         \
+        }                                                                                   \
     }
+
+NCC_BINARY(ncc_add_s8, int8_t, ncc_add_params, add_element, sat8)
+NCC_BINARY(ncc_sub_s8, int8_t, ncc_add_params, sub_element, sat8)
+NCC_BINARY(ncc_mul_s8, int8_t, ncc_mul_params, mul_element, sat8)
+NCC_BINARY(ncc_add_s16, int16_t, ncc_add_params, add_element, sat16)
+NCC_BINARY(ncc_sub_s16, int16_t, ncc_add_params, sub_element, sat16)
+NCC_BINARY(ncc_mul_s16, int16_t, ncc_mul_params, mul_element, sat16)
+
+/* One element of requantize: |x - in_zp| <= 65535; MBQM wraps (x - in_zp) << shift to
+   int32 exactly as golden.py does; its int32 result + out_zp fits int64. */
+static int64_t requantize_element(int64_t x, const ncc_mul_params *p) {
+    return (int64_t)ncc_multiply_by_quantized_multiplier(x - p->a_zp, p->multiplier,
+                                                         p->shift)
+           + p->out_zp;
 }
 
-static void add_sub_s8(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step,
-                       int32_t n, const ncc_add_params *p, int32_t sign, int8_t *y) {
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        /* (a - a_zp) << 20: |.| <= 255 * 2^20 < 2^28 */
-        int64_t as = ((int64_t)a[i * a_step] - p->a_zp) * ((int64_t)1 << p->left_shift);
-        int64_t bs = ((int64_t)b[i * b_step] - p->b_zp) * ((int64_t)1 << p->left_shift);
-        int64_t a_scaled = ncc_multiply_by_quantized_multiplier(as, p->a_multiplier, p->a_shift);
-        int64_t b_scaled = ncc_multiply_by_quantized_multiplier(bs, p->b_multiplier, p->b_shift);
-        int64_t raw = a_scaled + sign * b_scaled;
-        y[i] = sat8((int64_t)ncc_multiply_by_quantized_multiplier(raw, p->multiplier, p->shift)
-                    + p->out_zp);
+#define NCC_REQUANTIZE(NAME, TX, TY, SAT)                                                   \
+    void NAME(const TX *x, int32_t n, const ncc_mul_params *p, TY *y) {                     \
+        int32_t i;                                                                          \
+        for (i = 0; i < n; ++i) {                                                           \
+            y[i] = SAT(requantize_element((int64_t)x[i], p));                               \
+        }                                                                                   \
     }
-}
 
-void ncc_add_s8(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int32_t n,
-                const ncc_add_params *p, int8_t *y) {
-    add_sub_s8(a, a_step, b, b_step, n, p, 1, y);
-}
+NCC_REQUANTIZE(ncc_requantize_s8, int8_t, int8_t, sat8)
+NCC_REQUANTIZE(ncc_requantize_s16, int16_t, int16_t, sat16)
+NCC_REQUANTIZE(ncc_requantize_s8_s16, int8_t, int16_t, sat16)
+NCC_REQUANTIZE(ncc_requantize_s16_s8, int16_t, int8_t, sat8)
 
-void ncc_sub_s8(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int32_t n,
-                const ncc_add_params *p, int8_t *y) {
-    add_sub_s8(a, a_step, b, b_step, n, p, -1, y);
-}
-
-void ncc_mul_s8(const int8_t *a, int32_t a_step, const int8_t *b, int32_t b_step, int32_t n,
-                const ncc_mul_params *p, int8_t *y) {
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        int64_t prod = ((int64_t)a[i * a_step] - p->a_zp) * ((int64_t)b[i * b_step] - p->b_zp);
-        y[i] = sat8((int64_t)ncc_multiply_by_quantized_multiplier(prod, p->multiplier, p->shift)
-                    + p->out_zp);
+/* table lookup: x + OFFSET (= -min(T)) is in [0, 2^bits), the table's index range */
+#define NCC_LUT(NAME, T, OFFSET)                                                            \
+    void NAME(const T *x, int32_t n, const T *table, T *y) {                                \
+        int32_t i;                                                                          \
+        for (i = 0; i < n; ++i) {                                                           \
+            y[i] = table[(int32_t)x[i] + (OFFSET)];                                         \
+        }                                                                                   \
     }
-}
 
-void ncc_requantize_s8(const int8_t *x, int32_t n, const ncc_mul_params *p, int8_t *y) {
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        int64_t centered = (int64_t)x[i] - p->a_zp;
-        y[i] = sat8((int64_t)ncc_multiply_by_quantized_multiplier(centered, p->multiplier,
-                                                                  p->shift) + p->out_zp);
-    }
-}
-
-void ncc_lut_s8(const int8_t *x, int32_t n, const int8_t *table, int8_t *y) {
-    int32_t i;
-    for (i = 0; i < n; ++i) {
-        y[i] = table[(int32_t)x[i] + 128];
-    }
-}
+NCC_LUT(ncc_lut_s8, int8_t, 128)
+NCC_LUT(ncc_lut_s16, int16_t, (int32_t)32768)
 
 /* --- compare / select / min / max / cast ------------------------------------------- */
 

@@ -2,10 +2,11 @@
 
 Every model runs 10,000 steps through the harness session (ctypes over the library the
 system compiler builds) and must equal the golden integer model on every output and every
-state. The same sources compile warning-free with gcc and clang, run clean under
-AddressSanitizer + UndefinedBehaviorSanitizer and valgrind, and, cross-compiled for a
-Cortex-M4, give the same bits under QEMU. Tests that need a tool skip, naming it, when it is
-not installed (CI installs them all: .ci/run).
+state; the 16x8 models (int16 activations, `QuantOptions(activations="int16")`) run 2,000
+steps of int16 inputs over the whole range. The same sources compile warning-free with gcc
+and clang, run clean under AddressSanitizer + UndefinedBehaviorSanitizer and valgrind, and,
+cross-compiled for a Cortex-M4, give the same bits under QEMU. Tests that need a tool
+skip, naming it, when it is not installed (CI installs them all: .ci/run).
 """
 
 import importlib.util
@@ -20,12 +21,14 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np
 import pytest
 
+from ncc.compiler import numerics as qn
 from ncc.compiler.artifact import load_artifact_graph, read_manifest, write_artifact
-from ncc.compiler.data import stress_int8
+from ncc.compiler.data import stress_int8, stress_ints
 from ncc.compiler.driver import compile_model
 from ncc.compiler.interpret import run_batch, run_step
-from ncc.compiler.ir import verify
+from ncc.compiler.ir import Graph, Op, QuantParams, Tensor, verify
 from ncc.compiler.numerics import quantize
+from ncc.compiler.quantize import DEFAULT_OPTIONS, QuantOptions
 from ncc.models import zoo
 from ncc.runtime import cortex_m
 from ncc.runtime.cbuild import (
@@ -46,6 +49,12 @@ MODELS = ("cfc", "cfc_ncp", "ltc", "lif", "cfc_dt")
 # step) runs as 16 sequences of 625 steps
 SEQUENCES = {"cfc": 2, "cfc_ncp": 8, "ltc": 16, "lif": 4, "cfc_dt": 8}
 SHORT = 300  # steps under sanitizers and valgrind
+# 16x8 models: int16 activations, int8 weights; 2,000 steps each (golden: ~1 ms a step)
+INT16 = QuantOptions(activations="int16")
+STEPS16 = 2000
+MODELS16 = ("cfc16", "cfc_ncp16", "lif16")
+SEQUENCES.update({"cfc16": 2, "cfc_ncp16": 4, "lif16": 2})
+CFC16 = "cfc16"  # the int16 model the compiler, sanitizer, valgrind and QEMU tests also build
 
 
 def calibration(dt: bool = False, seed: int = 0) -> dict[str, np.ndarray]:
@@ -80,7 +89,9 @@ def cfc_dt():
 
 
 FACTORIES = {"cfc": lambda: zoo.cfc(units=8), "cfc_ncp": cfc_ncp, "ltc": lambda: zoo.ltc(16),
-             "lif": lambda: zoo.lif(hidden=32), "cfc_dt": cfc_dt}
+             "lif": lambda: zoo.lif(hidden=32), "cfc_dt": cfc_dt,
+             "cfc16": lambda: zoo.cfc(units=16), "cfc_ncp16": cfc_ncp,
+             "lif16": lambda: zoo.lif(hidden=32)}
 
 
 class Case:
@@ -90,12 +101,15 @@ class Case:
         self.name = name
         self.art = root / name
         has_dt = name.endswith("_dt")
+        options = INT16 if name in MODELS16 else DEFAULT_OPTIONS
         compile_model(FACTORIES[name](), "c", self.art, calibration=calibration(has_dt),
-                      verify_steps=0)
+                      options=options, verify_steps=0)
         self.g = load_artifact_graph(self.art)
         self.manifest = read_manifest(self.art)
         n = SEQUENCES[name]
-        self.xs = int8_inputs(STEPS).reshape(n, STEPS // n, FEATURES)
+        steps = STEPS16 if name in MODELS16 else STEPS
+        self.xs = stress_ints(steps, FEATURES, options.activations).reshape(n, steps // n,
+                                                                            FEATURES)
         self.dts = None
         if has_dt:
             (dt_name,) = self.g.by_role("dt")
@@ -129,6 +143,18 @@ def cases(tmp_path_factory) -> dict[str, Case]:
     return {name: Case(name, root) for name in MODELS}
 
 
+@pytest.fixture(scope="module")
+def cases16(tmp_path_factory) -> dict[str, Case]:
+    """The 16x8 models (QuantOptions(activations="int16"))."""
+    root = tmp_path_factory.mktemp("c16")
+    return {name: Case(name, root) for name in MODELS16}
+
+
+def case_of(request, name: str) -> Case:
+    """An int8 or a 16x8 case by name, from its module fixture."""
+    return request.getfixturevalue("cases16" if name in MODELS16 else "cases")[name]
+
+
 def needs(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
@@ -153,6 +179,43 @@ def test_c_runtime_equals_golden_for_10k_steps(name, cases):
     assert len(np.unique(y)) > 10
     for s_in, s_out in case.g.state_pairs:
         assert (case.golden[s_out] != case.g.initial_state[s_in].reshape(-1)).any(), s_out
+
+
+@pytest.mark.parametrize("name", MODELS16)
+def test_int16_c_runtime_equals_golden_for_2k_steps(name, cases16):
+    """16x8: every output and state equal the golden model over 2,000 steps of int16
+    inputs spanning the whole range; the _s16 kernels ran, sparse layers as synapse lists."""
+    case = cases16[name]
+    session = open_session(case.art)
+    assert isinstance(session, CSession)
+    for i in range(len(case.xs)):
+        xs, dts = case.sequence(i)
+        case.expect(session.run(xs, dts), i, f"ctypes sequence {i}")
+    assert case.xs.size == STEPS16 * FEATURES
+    assert case.xs.min() == -32768 and case.xs.max() == 32767
+    y = case.golden[case.g.by_role("output")[0]]
+    assert y.dtype == np.int16 and len(np.unique(y)) > 100
+    for s_in, s_out in case.g.state_pairs:
+        assert (case.golden[s_out] != case.g.initial_state[s_in].reshape(-1)).any(), s_out
+    source = (case.art / "model.c").read_text()
+    assert "_s16(" in source and not re.search(r"ncc_\w+_s8\(", source)
+    assert "ncc_arena_s8" not in source  # every buffer is int16 (or bool, int32)
+    details = case.manifest["details"]
+    sparse = details["sparse_layers"]
+    assert source.count("ncc_sparse_fully_connected_s16(") == len(sparse)
+    assert bool(sparse) == (name == "cfc_ncp16")
+    assert bool(details["spiking_layers"]) == (name == "lif16")  # spikes: int16 0/1
+    tables = [op for op in case.g.ops if op.kind == "lut"]
+    assert tables and all(case.g.constants[op.inputs[1]].shape == (65536,) for op in tables)
+    # each table is 128 KiB of flash; the scratch arenas count int16 elements as 2 bytes
+    assert details["memory"]["weights_bytes"] >= 2 * 65536 * len(tables)
+    arenas = re.findall(r"static (u?int\d+)_t ncc_arena_\w+\[(\d+)\];", source)
+    assert details["memory"]["scratch_bytes"] == sum(
+        int(n) * np.dtype(t).itemsize for t, n in arenas)
+    assert details["api"]["step"].count("int16_t *") == 1 + len(case.g.by_role("output"))
+    if "flash_bytes" in details["cortex_m"]:
+        print(f"{name}: cortex-m4 flash {details['cortex_m']['flash_bytes']} B, "
+              f"RAM {details['cortex_m']['ram_bytes']} B, {len(tables)} tables")
 
 
 def test_plain_step_of_a_dt_model_feeds_dt_one(cases):
@@ -260,9 +323,9 @@ def test_runtime_uses_no_heap_libm_or_float():
 
 
 @pytest.mark.parametrize("cc", ["gcc", "clang"])
-def test_warning_free_with_gcc_and_clang(cc, cases, tmp_path):
+def test_warning_free_with_gcc_and_clang(cc, cases, cases16, tmp_path):
     needs(cc)
-    for case in cases.values():
+    for case in [*cases.values(), cases16[CFC16]]:
         for opt in ("-O0", "-O2"):
             # build_executable compiles with -std=c99 -Wall -Wextra -Werror -pedantic
             build_executable(case.art, tmp_path / f"{case.name}{opt}", cc=cc, flags=(opt,))
@@ -277,9 +340,9 @@ def _sanitizing_compiler() -> str:
     pytest.skip("gcc not installed (CI installs it: .ci/run)")
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_address_and_undefined_behaviour_sanitizers_are_clean(name, cases, tmp_path):
-    case = cases[name]
+@pytest.mark.parametrize("name", [*MODELS, CFC16])
+def test_address_and_undefined_behaviour_sanitizers_are_clean(name, request, tmp_path):
+    case = case_of(request, name)
     exe = build_executable(case.art, tmp_path / "asan", cc=_sanitizing_compiler(),
                            flags=("-O1", "-g", "-fno-omit-frame-pointer",
                                   "-fsanitize=address,undefined",
@@ -288,10 +351,10 @@ def test_address_and_undefined_behaviour_sanitizers_are_clean(name, cases, tmp_p
     case.expect(run_executable(exe, case.manifest, xs, dts), 0, "asan+ubsan")
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_valgrind_is_clean(name, cases, tmp_path):
+@pytest.mark.parametrize("name", [*MODELS, CFC16])
+def test_valgrind_is_clean(name, request, tmp_path):
     needs("valgrind")
-    case = cases[name]
+    case = case_of(request, name)
     exe = build_executable(case.art, tmp_path / "model", flags=("-O1", "-g"))
     xs, dts = case.sequence(0, SHORT)
     got = run_executable(exe, case.manifest, xs, dts,
@@ -335,10 +398,10 @@ def test_timing_loop_inside_c_builds_clean_and_runs_the_model(cases, tmp_path):
 # --- Cortex-M4 under QEMU -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_cortex_m4_under_qemu_equals_golden(name, cases):
+@pytest.mark.parametrize("name", [*MODELS, CFC16])
+def test_cortex_m4_under_qemu_equals_golden(name, request):
     needs(cortex_m.CC, cortex_m.SIZE, cortex_m.QEMU)
-    case = cases[name]
+    case = case_of(request, name)
     xs, dts = case.sequence(0, 1000)  # LTC's sequences are 625 steps: all of one
     got = cortex_m.run(case.art, xs, dts, timeout=120)
     case.expect(got, 0, "cortex-m4 (qemu mps2-an386)")
@@ -403,3 +466,148 @@ def test_every_op_kernel_is_exact(tmp_path):
     for name in g.outputs:
         np.testing.assert_array_equal(host[name].reshape(golden[name][0, :steps].shape),
                                       golden[name][0, :steps], err_msg=f"host {name}")
+
+
+def _int16_kernel_graph() -> Graph:
+    """x (1, 24) and state s (1, 24), int16, through every _s16 kernel: a 65536-entry table,
+    a dense layer 648 deep whose accumulator leaves int32 at the rails, a sparse one (CSR),
+    mul, sub, add (one with a scalar operand), requantize int16 -> int16 and int16 -> int8
+    -> int16, and spikes (compare, cast to int16) into a dense layer."""
+    P, Q, R = (QuantParams((s,), (0,), "int16") for s in (1e-3, 3e-5, 2e-3))
+    WIDE = QuantParams((0.7,), (0,), "int16")  # the deep layer's output
+    B = QuantParams((0.3,), (-5,), "int8")  # an int8 tensor in between
+    S = QuantParams((1.0,), (0,), "int16")  # spikes
+    rng = np.random.default_rng(5)
+    tensors: dict[str, Tensor] = {}
+    constants: dict[str, np.ndarray] = {}
+    ops: list[Op] = []
+
+    def t(name, shape, dtype="int16", quant=None):
+        tensors[name] = Tensor(name, tuple(shape), dtype, quant)
+        return name
+
+    def c(name, value, quant=None):
+        constants[name] = np.asarray(value)
+        return t(name, constants[name].shape, str(constants[name].dtype), quant)
+
+    def op(kind, ins, out, shape, out_dtype="int16", quant=None, **attrs):
+        t(out, shape, out_dtype, quant)
+        ops.append(Op(kind, tuple(ins), out, attrs))
+        return out
+
+    def dense(name, x, w, po):
+        pw = qn.symmetric_per_channel(w, axis=1)
+        px = tensors[x].quant
+        bias_scale = np.asarray(pw.scale) * px.scale[0]
+        mults = [qn.quantize_multiplier(b / po.scale[0]) for b in bias_scale]
+        bias = qn.quantize_bias(rng.standard_normal(w.shape[1]), bias_scale)
+        return op("fully_connected", [x, c(f"{name}_w", qn.quantize(w, pw), pw),
+                                      c(f"{name}_b", bias, QuantParams(
+                                          tuple(bias_scale), (0,) * w.shape[1], "int32", 0))],
+                  name, (1, w.shape[1]), quant=po, x_zp=0, multiplier=tuple(m for m, _ in mults),
+                  shift=tuple(s for _, s in mults), out_zp=0, dtype="int16")
+
+    x, s = t("x", (1, 24), quant=P), t("s", (1, 24), quant=P)
+    levels = np.arange(-32768, 32768)
+    act = op("lut", [x, c("table", np.round(30000 * np.tanh(levels / 8000)).astype(np.int16))],
+             "act", (1, 24), quant=Q)
+    wide = op("concat", [x] * 27, "wide", (1, 648), quant=P, axis=-1)
+    deep = dense("deep", wide, rng.uniform(0.9, 1.0, (648, 4)), WIDE)
+    mask = rng.uniform(size=(24, 6)) < 0.4  # 60% of the synapses absent: a synapse list
+    sparse = dense("sparse", act, rng.standard_normal((24, 6)) * mask, R)
+    m, sh = qn.quantize_multiplier(Q.scale[0] / R.scale[0])
+    rq = op("requantize", [act], "rq", (1, 24), quant=R, in_zp=0, multiplier=m, shift=sh,
+            out_zp=0, dtype="int16")
+    prod = op("qmul", [s, act], "prod", (1, 24), quant=P, a_zp=0, b_zp=0, out_zp=0,
+              dtype="int16", **dict(zip(("multiplier", "shift"), qn.quantize_multiplier(
+                  P.scale[0] * Q.scale[0] / P.scale[0]), strict=True)))
+    diff = op("qsub", [prod, rq], "diff", (1, 24), quant=P, **qn.add_params(P, R, P))
+    s_next = op("qadd", [diff, x], "s_next", (1, 24), quant=P, **qn.add_params(P, P, P))
+    shifted = op("qadd", [x, c("offset", np.asarray([1234], np.int16), P)], "shifted",
+                 (1, 24), quant=P, **qn.add_params(P, P, P))
+    m8, s8 = qn.quantize_multiplier(P.scale[0] / B.scale[0])
+    x8 = op("requantize", [x], "x8", (1, 24), "int8", B, in_zp=0, multiplier=m8, shift=s8,
+            out_zp=B.zero_point[0], dtype="int8")
+    m16, s16 = qn.quantize_multiplier(B.scale[0] / R.scale[0])
+    x16 = op("requantize", [x8], "x16", (1, 24), quant=R, in_zp=B.zero_point[0],
+             multiplier=m16, shift=s16, out_zp=0, dtype="int16")
+    fired = op("greater", [x, c("theta", np.asarray([1000], np.int16), P)], "fired", (1, 24),
+               "bool")
+    spikes = op("cast", [fired], "spikes", (1, 24), quant=S, dtype="int16")
+    driven = dense("driven", spikes, rng.standard_normal((24, 5)), R)
+    sel = op("where", [fired, x, s], "sel", (1, 24), quant=P)
+    outputs = [act, deep, sparse, shifted, x8, x16, driven, sel, s_next]
+    roles = {x: "input", s: "state_in", **{o: "output" for o in outputs}, s_next: "state_out"}
+    return verify(Graph("int16_kernels", tensors, [x, s], outputs, roles, [(s, s_next)],
+                        constants, ops, {s: np.full((1, 24), 100, np.int16)},
+                        {"quantized": True}))
+
+
+S16_KERNELS = ("fully_connected_s16", "sparse_fully_connected_s16", "add_s16", "sub_s16",
+               "mul_s16", "requantize_s16", "requantize_s16_s8", "requantize_s8_s16",
+               "lut_s16")
+
+
+def test_every_int16_kernel_is_exact_and_sanitizer_clean(tmp_path):
+    g = _int16_kernel_graph()
+    art = c_target.lower(g)
+    source = art.files["model.c"].decode()
+    for kernel in S16_KERNELS:
+        assert f"ncc_{kernel}(" in source, kernel
+    write_artifact(tmp_path / "ops16", g, art, {"factory": "int16_kernel_graph"})
+    xs = stress_ints(800, 24, "int16", seed=11)[:, None, :]
+    golden = run_batch(g, xs[None, :, 0, :])
+    # the deep layer's accumulator leaves int32 at the rails (an int32 one would wrap)
+    _, w, b = next(op for op in g.ops if op.output == "deep").inputs
+    acc = np.tile(xs[:, 0, :].astype(np.int64), 27) @ g.constants[w] + g.constants[b]
+    assert np.abs(acc).max() > 2**31 - 1
+    got = open_session(tmp_path / "ops16").run(xs)
+    for name in g.outputs:
+        np.testing.assert_array_equal(got[name].reshape(golden[name][0].shape),
+                                      golden[name][0], err_msg=name)
+    exe = build_executable(tmp_path / "ops16", tmp_path / "ops16.exe",
+                           cc=_sanitizing_compiler(),
+                           flags=("-O1", "-g", "-fsanitize=address,undefined",
+                                  "-fno-sanitize-recover=all"))
+    host = run_executable(exe, read_manifest(tmp_path / "ops16"), xs)
+    for name in g.outputs:
+        np.testing.assert_array_equal(host[name].reshape(golden[name][0].shape),
+                                      golden[name][0], err_msg=f"asan+ubsan {name}")
+
+
+def test_mixed_widths_and_out_of_range_shifts_are_refused():
+    g = _int16_kernel_graph()
+    mixed = [Op(o.kind, ("diff", "x8"), o.output, o.attrs) if o.output == "s_next" else o
+             for o in g.ops]
+    with pytest.raises(c_target.CTargetError, match=r"qadd -> 's_next' on diff: int16, "
+                                                    r"x8: int8"):
+        c_target.lower(g.replace(ops=mixed))
+    steep = [Op(o.kind, o.inputs, o.output, {**o.attrs, "shift": (15,) * 4})
+             if o.output == "deep" else o for o in g.ops]
+    with pytest.raises(c_target.CTargetError, match="shift 15 > 14"):
+        c_target.lower(g.replace(ops=steep))
+
+
+def test_int64_multiplier_matches_the_numeric_core(tmp_path):
+    """ncc_multiply_by_quantized_multiplier_int64 (16x8 dense layers) against
+    numerics.multiply_by_quantized_multiplier_int64 over its whole input range."""
+    import ctypes
+    import subprocess
+
+    from ncc.runtime.cbuild import find_compiler, runtime_file
+
+    lib = tmp_path / "libncc_kernels.so"
+    subprocess.run([find_compiler(), *WARNINGS, "-O2", "-shared", "-fPIC", "-o", str(lib),
+                    str(runtime_file("ncc_kernels.c"))], check=True, capture_output=True)
+    fn = ctypes.CDLL(str(lib)).ncc_multiply_by_quantized_multiplier_int64
+    fn.restype = ctypes.c_int64
+    fn.argtypes = [ctypes.c_int64, ctypes.c_int32, ctypes.c_int32]
+    rng = np.random.default_rng(0)
+    edges_x = [-(1 << 47), (1 << 47) - 1, -1, 0, 1]
+    edges_m = [0, 1 << 30, 0x7FFEFFFF, 0x7FFF0000, (1 << 31) - 1]
+    x = np.concatenate([np.repeat(edges_x, 5), rng.integers(-(1 << 47), 1 << 47, 4000)])
+    m = np.concatenate([np.tile(edges_m, 5), rng.integers(0, 1 << 31, 4000)])
+    shift = rng.integers(-31, c_target.FC16_MAX_SHIFT + 1, len(x))
+    want = qn.multiply_by_quantized_multiplier_int64(x, m, shift)
+    got = np.array([fn(int(a), int(b), int(c)) for a, b, c in zip(x, m, shift, strict=True)])
+    np.testing.assert_array_equal(got, want)

@@ -1,8 +1,9 @@
 """fixed-point: the tables, run by the golden table interpreter, are the golden model's bits.
 
 Whole models over 10,000 steps (CfC dense and on a sparse AutoNCP wiring, LTC, a LIF
-network); sparse weights stored as present synapses only; spiking populations with
-integer thresholds; the C header compiles warning-free.
+network), and their 16x8 forms (int16 activations, 65536-entry tables) over 2,000 steps of
+int16 inputs spanning the whole range; sparse weights stored as present synapses only;
+spiking populations with integer thresholds; the C header compiles warning-free.
 """
 
 import os
@@ -18,8 +19,10 @@ import pytest
 
 from ncc.compiler.artifact import load_artifact_graph, read_manifest
 from ncc.compiler.batch import rebatch
+from ncc.compiler.data import stress_ints
 from ncc.compiler.driver import compile_model, verify_artifact
 from ncc.compiler.interpret import run_sequence
+from ncc.compiler.quantize import QuantOptions
 from ncc.compiler.tables import TableModel, read_tables
 from ncc.models import zoo
 from ncc.runtime.session import FixedPointSession, open_session
@@ -62,6 +65,20 @@ MODELS = {"cfc": lambda: zoo.cfc(units=8), "cfc_autoncp": autoncp_cfc,
           "ltc": lambda: zoo.ltc(units=14), "lif": lambda: zoo.lif(hidden=32)}
 
 
+INT16 = QuantOptions(activations="int16")
+STEPS16, SEQUENCES16 = 2000, 4
+MODELS16 = {"cfc16": lambda: zoo.cfc(units=16), "cfc_autoncp16": autoncp_cfc,
+            "lif16": lambda: zoo.lif(hidden=32)}
+
+
+@pytest.fixture(scope="module")
+def artifacts16(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fixed_point16")
+    return {name: compile_model(make(), "fixed-point", root / name, calibration=calibration(),
+                                options=INT16, verify_steps=0).out_dir
+            for name, make in MODELS16.items()}
+
+
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     root = tmp_path_factory.mktemp("fixed_point")
@@ -89,6 +106,50 @@ def test_table_interpreter_equals_golden_for_10k_steps(name, artifacts):
             diff = np.flatnonzero(got[out] != golden[out])
             assert diff.size == 0, f"{name} {out}: {diff.size} values differ, first {diff[:5]}"
     assert len(np.unique(golden[g.by_role("output")[0]])) > 10  # the inputs moved the model
+
+
+@pytest.mark.parametrize("name", list(MODELS16))
+def test_int16_table_interpreter_equals_golden_for_2k_steps(name, artifacts16):
+    """16x8: the artifact's tables over 200 steps, then the same graph's tables at batch 4
+    over 500 steps, every output and state equal to the golden model; each table holds
+    65536 int16 entries and tables.h says to index it with x + 32768."""
+    art = artifacts16[name]
+    g = load_artifact_graph(art)
+    xs = stress_ints(STEPS16, 8, "int16").reshape(SEQUENCES16, -1, 8).transpose(1, 0, 2)
+    assert xs.min() == -32768 and xs.max() == 32767
+    tables = read_tables(art)
+    gb = rebatch(g, SEQUENCES16)
+    for graph, model, inputs in [(g, tables, stress_ints(200, 8, "int16", seed=3)[:, None, :]),
+                                 (gb, TableModel(*build_tables(gb)), xs)]:
+        golden = run_sequence(graph, inputs)
+        got = model.run(inputs)
+        assert set(got) == set(g.outputs)
+        for out in g.outputs:
+            assert got[out].dtype == golden[out].dtype == np.int16
+            diff = np.flatnonzero(got[out] != golden[out])
+            assert diff.size == 0, f"{name} {out}: {diff.size} values differ, first {diff[:5]}"
+    assert len(np.unique(golden[g.by_role("output")[0]])) > 100
+    luts = [la for la in tables.spec["layers"] if la["kind"] == "lut"]
+    assert luts
+    for layer in luts:
+        table = tables.arrays[layer["inputs"][1]]
+        assert table.shape == (65536,) and table.dtype == np.int16
+    header = (art / "tables.h").read_text()
+    assert header.count("_TABLE_OFFSET 32768 /* int16 x */") == len(luts)
+    assert all(b["bits"] in (1, 16, 32) for b in tables.buffers.values())
+
+
+def test_int16_lif_population_has_int16_thresholds(artifacts16):
+    tables = read_tables(artifacts16["lif16"])
+    (pop,) = [p for p in tables.spec["populations"] if p["kind"] == "LIF"]
+    assert pop["neurons"] == 32 and pop["reset"] == "subtract" and pop["membrane_bits"] == 16
+    assert pop["decay"]["beta"] == pytest.approx(0.8, abs=0.02)
+    theta = tables.arrays[pop["threshold"]]
+    assert theta.shape == (32,) and theta.dtype == np.int16
+    session = open_session(artifacts16["lif16"])
+    session.run(stress_ints(500, 8, "int16")[:, None, :])
+    assert 0 < session.model.events / session.model.steps <= read_manifest(
+        artifacts16["lif16"])["details"]["synaptic_events_per_step_max"]
 
 
 def test_sparse_wirings_store_present_synapses_only(artifacts):
@@ -147,11 +208,11 @@ def test_verify_passes_and_compiles_are_byte_identical(artifacts, tmp_path):
         assert (again / name).read_bytes() == (artifacts["lif"] / name).read_bytes()
 
 
-def test_header_compiles_warning_free(artifacts, tmp_path):
+def test_header_compiles_warning_free(artifacts, artifacts16, tmp_path):
     cc = shutil.which("cc")
     if cc is None:
         pytest.skip("no C compiler")
-    for name, art in artifacts.items():
+    for name, art in [*artifacts.items(), ("cfc16", artifacts16["cfc16"])]:
         src = tmp_path / f"{name}.c"
         src.write_text('#include "tables.h"\nint probe(void) { return NCC_LAYER_COUNT + '
                        'NCC_STATE_BYTES; }\n')

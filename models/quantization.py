@@ -52,7 +52,8 @@ __all__ = [
     "rounding_divide_by_pot", "multiply_by_quantized_multiplier", "quantize", "dequantize",
     "requantize", "quantize_bias", "build_table", "lookup", "round_half_away_jax",
     "saturate_jax", "quantize_multiplier_jax", "saturating_rounding_doubling_high_mul_jax",
-    "rounding_divide_by_pot_jax", "multiply_by_quantized_multiplier_jax", "quantize_jax",
+    "rounding_divide_by_pot_jax", "multiply_by_quantized_multiplier_jax",
+    "multiply_by_quantized_multiplier_int64_jax", "quantize_jax",
     "dequantize_jax", "requantize_jax", "lookup_jax", "fake_quant", "fake_quant_table",
     "fake_quant_dynamic", "fake_quant_spec_from_jaxpr_eqn", "fake_quant_params_from_jaxpr_eqn",
     "keras_fake_quant", "keras_fake_quant_table", "fake_quant_dense", "fake_quant_binary",
@@ -545,6 +546,36 @@ def multiply_by_quantized_multiplier_jax(x: jax.Array, multiplier: Any, shift: A
         saturating_rounding_doubling_high_mul_jax(scaled, multiplier), right)
 
 
+def multiply_by_quantized_multiplier_int64_jax(x: jax.Array, multiplier: np.ndarray,
+                                               shift: np.ndarray) -> jax.Array:
+    """`multiply_by_quantized_multiplier_int64` for int32 x, in int32/uint32 arithmetic only
+    (JAX runs without 64-bit integers). multiplier, shift: concrete (numpy), per channel.
+
+    x * reduced + 2^(t-1) (t = 15 - shift) is split at bit 16: x = hi 2^16 + lo, so
+    hi * reduced < 2^30 and lo * reduced < 2^31. For t >= 17 the low 16 bits cannot reach
+    the result: (hi * reduced + (lo * reduced >> 16) + 2^(t-17)) >> (t - 16). For t <= 16:
+    hi * reduced * 2^(16-t) + (lo * reduced + 2^(t-1)) >> t, exact modulo 2^32, hence
+    exact whenever the result fits int32 (`check_accumulator` proves it does).
+    """
+    m = np.asarray(multiplier, np.int64)
+    reduced = np.where(m < 0x7FFF0000, (m + (1 << 15)) >> 16, 0x7FFF).astype(np.int32)
+    t = (15 - np.asarray(shift, np.int64)).astype(np.int32)
+    x = jnp.asarray(x, jnp.int32)
+    hi = jnp.right_shift(x, jnp.int32(16))
+    lo = _u32(x) & jnp.uint32(0xFFFF)
+    a = hi * jnp.asarray(reduced)
+    low = lo * jnp.asarray(reduced).astype(jnp.uint32)  # int32 constants only (traced)
+    wide_t = jnp.asarray(np.maximum(t, 17))
+    big = jnp.right_shift(  # arithmetic: int32
+        a + (low >> 16).astype(jnp.int32) + jnp.left_shift(jnp.int32(1), wide_t - 17),
+        wide_t - 16)
+    narrow_t = jnp.asarray(np.minimum(t, 16))
+    rounded = (low + jnp.left_shift(jnp.uint32(1), (narrow_t - 1).astype(jnp.uint32))) \
+        >> narrow_t.astype(jnp.uint32)
+    small = jnp.left_shift(a, 16 - narrow_t) + rounded.astype(jnp.int32)
+    return jnp.where(jnp.asarray(t >= 17), big, small)
+
+
 def _broadcast_jax(p: QuantParams, ndim: int, values: tuple, dtype: Any) -> jax.Array:
     return jnp.asarray(_broadcast(p, ndim, values), dtype)
 
@@ -955,8 +986,14 @@ def _dense_fn(p_x: QuantParams, p_w: QuantParams, p_out: QuantParams) -> Any:
         bq = round_half_away_jax(bias.reshape(-1) * jnp.asarray(inv_bias))
         bq = jnp.clip(bq, -_INT32_F32_MAX, _INT32_F32_MAX).astype(jnp.int32)
         acc = jnp.matmul(qx, wq, preferred_element_type=jnp.int32) + bq
-        out = multiply_by_quantized_multiplier_jax(acc, jnp.asarray(mult),
-                                                        jnp.asarray(shift))
+        if p_x.bits > 8:  # 16x8: TFLite's int64 requantization (ncc.compiler.golden)
+            if kernel.shape[0] * 65535 * 127 >= INT32_MAX:
+                raise ValueError(f"a {kernel.shape[0]}-term 16x8 dense layer can leave "
+                                 "int32; fake_quant_dense takes at most 257 inputs at 16 bits")
+            out = multiply_by_quantized_multiplier_int64_jax(acc, mult, shift)
+        else:
+            out = multiply_by_quantized_multiplier_jax(acc, jnp.asarray(mult),
+                                                       jnp.asarray(shift))
         out = saturate_jax(out + p_out.zero_point[0], p_out.bits, p_out.signed)
         return dequantize_jax(out, p_out)
 

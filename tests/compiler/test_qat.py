@@ -33,11 +33,11 @@ F, U, N_OUT, STEPS = 6, 16, 3, 1000
 class QATRNN(nnx.Module):
     """h' = tanh(W [x, h] + b), y = V h' + c; x and h share one grid (one point, q_h)."""
 
-    def __init__(self, *, rngs: nnx.Rngs, exact_dense: bool = True) -> None:
+    def __init__(self, *, rngs: nnx.Rngs, exact_dense: bool = True, bits: int = 8) -> None:
         self.cell, self.head = QuantDense(F + U, U, rngs=rngs), QuantDense(U, N_OUT, rngs=rngs)
         self.cell.bias[...] = 0.1 * jax.random.normal(rngs.params(), (U,))
         self.head.bias[...] = 0.1 * jax.random.normal(rngs.params(), (N_OUT,))
-        self.q_h, self.q_pre, self.q_y = FakeQuant(8), FakeQuant(8), FakeQuant(8)
+        self.q_h, self.q_pre, self.q_y = FakeQuant(bits), FakeQuant(bits), FakeQuant(bits)
         self.exact_dense = exact_dense
 
     def initial_state(self, batch_size: int) -> jax.Array:
@@ -64,8 +64,8 @@ def inputs(n: int, steps: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-1, 1, (n, steps, F)).astype(np.float32)
 
 
-def qat_model(exact_dense: bool = True) -> QATRNN:
-    model = QATRNN(rngs=nnx.Rngs(0), exact_dense=exact_dense)
+def qat_model(exact_dense: bool = True, bits: int = 8) -> QATRNN:
+    model = QATRNN(rngs=nnx.Rngs(0), exact_dense=exact_dense, bits=bits)
     set_mode(model, "calibrate")
     xs = inputs(4, 40, 1)
     h = model.initial_state(4)
@@ -136,6 +136,23 @@ def test_onnxruntime_is_bit_exact(compiled):
     report = compiled.report
     assert report["passed"], report
     assert all(m["identical"] == 1.0 for m in report["golden"].values())
+
+
+def test_16_bit_fake_quant_forward_equals_golden_and_onnxruntime(tmp_path):
+    """16-bit activations: the dense layers requantize with TFLite's int64 (16x8) form in
+    JAX's int32 arithmetic, and still equal the golden model and onnxruntime."""
+    model = qat_model(bits=16)
+    result = compile_model(model, "onnx-int8", tmp_path / "onnx", input_shape=(F,),
+                           verify_steps=300)
+    assert result.report["passed"], result.report
+    q = result.graph
+    assert {q.tensors[n].dtype for n in q.inputs + q.outputs} == {"int16"}
+    xs = inputs(1, 300, 7)[0]
+    y_fq, h_fq = forward(model, xs)
+    out = run_sequence(q, qn.quantize(xs, q.tensors["x"].quant)[:, None])
+    y_gold = qn.dequantize(out["y"][:, 0], q.tensors["y"].quant)
+    np.testing.assert_array_equal(y_fq.view(np.uint32), y_gold.view(np.uint32))
+    assert len(np.unique(out["y"])) > 200
 
 
 def test_float_fake_quant_dense_is_not_the_integer_kernel():

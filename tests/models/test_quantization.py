@@ -318,3 +318,19 @@ def test_percentile_observer_ignores_outliers_and_per_axis_minmax():
     s = per.update(per.init(), np.array([[1.0, -2.0, 3.0], [-4.0, 5.0, 0.5]]))
     np.testing.assert_array_equal(np.asarray(s["hi"]), [1.0, 5.0, 3.0])
     assert per.params(s, symmetric=True).axis == 1
+
+
+def test_int64_requantization_in_jax_int32_equals_the_numeric_core():
+    """TFLite's int64 MBQM (16x8 dense layers), computed by JAX without 64-bit integers."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.integers(-2**31, 2**31, 20_000),
+                        [-2**31, 2**31 - 1, 0, -1, 1, 65535, -65536, 65536]]).astype(np.int64)
+    multipliers = np.array([1 << 30, 2**31 - 1, 1_500_000_000, 1_300_000_000, 2_147_418_112,
+                            1_999_999_999, 1_800_000_000, 0x7FFF0000])
+    shifts = np.array([-1, -20, -31, 0, -2, 1, 7, -15])
+    got = np.asarray(q.multiply_by_quantized_multiplier_int64_jax(
+        jnp.asarray(x.astype(np.int32))[:, None], multipliers, shifts))
+    want = q.multiply_by_quantized_multiplier_int64(x[:, None], multipliers, shifts)
+    fits = (want >= -2**31) & (want < 2**31)  # the kernel's result is an int32
+    assert fits.sum() > 100_000
+    np.testing.assert_array_equal(got[fits], want[fits])

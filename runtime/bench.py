@@ -9,7 +9,8 @@ one after another, repeated), bits identical to the golden model, max LSB, SQNR 
 float and error growth; for spiking models, the fraction of spike values the golden
 model shares with float. Speed: the median per-step latency at batch 1 of each runtime,
 reported as a ratio to onnxruntime float, and the MAC-count bound (MACs per step over
-a measured int8 MatMulInteger rate). `run_bench` returns the results as plain data;
+a measured int8 MatMulInteger rate). The 16x8 mode (`--activations int16`) is benched as
+its own paths, "tflite-int8 16x8" and "c 16x8". `run_bench` returns the results as plain data;
 `ncc.runtime.bench_report` writes them out.
 """
 
@@ -38,6 +39,17 @@ class Config:
     zoo: bool = True  # the full suite (trained here), not only the bundled models
     batch: int = 256  # sequences per call for the throughput figures
     tflite_peer: bool = True
+
+
+SIXTEEN = ("tflite-int8", "c")  # targets also benched with int16 activations (16x8)
+
+
+def variants() -> list[tuple[str, str, str]]:
+    """(path name, target, activations): every target at int8, then the 16x8 ones."""
+    from ncc.compiler.driver import TARGETS
+
+    return ([(t, t, "int8") for t in TARGETS]
+            + [(f"{t} 16x8", t, "int16") for t in SIXTEEN])
 
 
 QUICK = Config(long_steps=2000, timing_calls=1000, zoo=False)
@@ -270,10 +282,11 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
     import jax
 
     from ncc.compiler.artifact import load_artifact_graph, load_reference_graph
-    from ncc.compiler.driver import APPROXIMATE, QUANTIZED, TARGETS, compile_model
+    from ncc.compiler.driver import APPROXIMATE, QUANTIZED, compile_model
     from ncc.compiler.interpret import run_batch
     from ncc.compiler.load import load_model
     from ncc.compiler.numerics import dequantize
+    from ncc.compiler.quantize import QuantOptions
     from ncc.runtime.session import RUNTIMES, ReferenceSession, open_session
     from ncc.runtime.validate import _quantized_inputs, compare
 
@@ -296,15 +309,16 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
         res["runtimes"]["Keras eager float"] = {"step_us": eager}
     float_dir = None
     golden_cache: dict[str, dict[str, np.ndarray]] = {}
-    for target in TARGETS:
-        log(f"{case.name}: {target}")
-        out = work / f"{case.name.split()[0]}.{target}"
+    for path, target, activations in variants():
+        log(f"{case.name}: {path}")
+        out = work / f"{case.name.split()[0]}.{path.replace(' ', '-')}"
         entry: dict[str, Any] = {}
-        res["targets"][target] = entry
+        res["targets"][path] = entry
         try:
             t0 = time.perf_counter()
             compile_model(source, target, out, verify_steps=0,
-                          calibration=calib if target in QUANTIZED else None)
+                          calibration=calib if target in QUANTIZED else None,
+                          options=QuantOptions(activations=activations))
             entry["compile_s"] = time.perf_counter() - t0
         except Exception as e:  # a target that cannot take this model is a result
             entry["error"] = f"{type(e).__name__}: {e}"[:300]
@@ -328,7 +342,7 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
                 feeds0[name] = np.ones(g.tensors[name].shape, np.float32)
             res["runtimes"]["jax.jit float"] = {"step_us": step_latency_us(
                 lambda f=feeds0, s=step: jax.block_until_ready(s(f)), config.timing_calls)}
-        if target in ("onnx-float", "onnx-int8"):
+        if path in ("onnx-float", "onnx-int8"):
             try:
                 res["throughput"][target] = {
                     "batch": config.batch, "steps_per_s": batch_throughput(
@@ -358,11 +372,11 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
                 res["traces"]["golden"] = dequantize(gold[y], g.tensors[y].quant).reshape(
                     len(long), -1)[:, 0]
         runtimes = list(RUNTIMES.get(target, {None: None})) + (
-            ["litert-default"] if target == "tflite-int8" else [])
+            ["litert-default"] if path == "tflite-int8" else [])
         for rt in runtimes:
-            label = target if rt is None else f"{target} ({rt})"
+            label = path if rt is None else f"{path} ({rt})"
             log(f"{case.name}: {label}")
-            r: dict[str, Any] = {"target": target}
+            r: dict[str, Any] = {"target": path}
             res["runtimes"][label] = r
             try:
                 session = (litert_default_session(out) if rt == "litert-default"
@@ -394,7 +408,7 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
             except Exception as e:
                 r["error"] = f"{type(e).__name__}: {e}"[:300]
         if target == "c":
-            res["runtimes"]["c (loop inside C)"] = c_loop_timing(out, xq, dtq, config)
+            res["runtimes"][f"{path} (loop inside C)"] = c_loop_timing(out, xq, dtq, config)
     res["int8_bound_us"] = res.get("macs_per_step", 0) / mac_rate * 1e6
     if float_dir is not None:
         res["peers"] = bench_peers(case, config, data, float_dir, work, float_long,

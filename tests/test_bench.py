@@ -28,8 +28,13 @@ def test_bench_smoke_writes_report_and_holds_exactness(tmp_path):
             assert m["targets"][target]["artifact_bytes"] > 0, target
             if target != "onnx-float":
                 assert m["targets"][target]["test_sqnr_db"] > 10, target
+        for label in ("tflite-int8 16x8 (litert)", "tflite-int8 16x8 (tflm)", "c 16x8"):
+            assert runtimes[label]["identical"] == 1.0, (m["model"], label)
+        assert runtimes["c 16x8 (loop inside C)"]["step_us"] > 0
         assert m["throughput"]["onnx-int8"]["steps_per_s"] > 0
         assert m["targets"]["onnx-int8"]["weight_bytes"] < m["float_weight_bytes"]
+    cfc = models["cfc16 (bundled)"]["targets"]  # 16x8: about 12 dB over int8 measured
+    assert cfc["tflite-int8 16x8"]["test_sqnr_db"] > cfc["tflite-int8"]["test_sqnr_db"] + 6
     nir = models["lif64 (bundled)"]["runtimes"]["nir"]
     assert "error" not in nir and nir["step_us"] > 0 and nir["max_abs_error"] <= 1e-4
     spikes = models["lif64 (bundled)"]["spike_agreement"]

@@ -22,6 +22,7 @@ from ncc.compiler.driver import (
     compile_model,
     verify_artifact,
 )
+from ncc.compiler.quantize import QuantOptions
 from ncc.models.archive import atomic_write, npz_bytes, read_npz
 
 MODELS = {"cfc": "cfc_digits.ckpt", "lif": "lif_digits.ckpt"}
@@ -33,6 +34,9 @@ def bundled_dir() -> Path:
     from ncc import models
 
     return Path(models.__file__).resolve().parent / "bundled"
+
+
+SIXTEEN = ("tflite-int8",)  # also shown in the 16x8 mode (int16 activations)
 
 
 def run_demo(out: Path, progress: Progress | None = None) -> tuple[list[dict[str, Any]], str]:
@@ -47,12 +51,15 @@ def run_demo(out: Path, progress: Progress | None = None) -> tuple[list[dict[str
                                        "y": digits["y"][digits["test"]]}))
     calibration = {"x": digits["x"][digits["train"]]}
     rows = []
+    paths = [(t, "int8") for t in TARGETS] + [(t, "int16") for t in SIXTEEN if t in TARGETS]
     for name, file in MODELS.items():
-        for target in TARGETS:
+        for target, activations in paths:
             if target in SPIKING_ONLY and name not in SPIKING:
                 continue
-            res = compile_model(bundled_dir() / file, target, out / f"{name}.{target}",
+            suffix = "" if activations == "int8" else "-16x8"
+            res = compile_model(bundled_dir() / file, target, out / f"{name}.{target}{suffix}",
                                 calibration=calibration if target in QUANTIZED else None,
+                                options=QuantOptions(activations=activations),
                                 verify_steps=0, progress=progress)
             for runtime in RUNTIMES.get(target, {None: None}):
                 try:
@@ -63,7 +70,8 @@ def run_demo(out: Path, progress: Progress | None = None) -> tuple[list[dict[str
                                  "artifact": str(res.out_dir), "ops": len(res.graph.ops),
                                  "skipped": str(e), "passed": True})
                     continue
-                rows.append(_row(name, target, runtime, res, report))
+                rows.append({**_row(name, target, runtime, res, report),
+                             "activations": activations})
     return rows, _table(rows, out)
 
 
@@ -98,7 +106,8 @@ def _table(rows: list[dict[str, Any]], out: Path) -> str:
                           "", "", f"not run: {r['skipped']}")
             continue
         same = r["identical_to_golden"]
-        table.add_row(r["model"], r["target"], r["runtime"], str(r["ops"]),
+        target = r["target"] + (" 16x8" if r.get("activations") == "int16" else "")
+        table.add_row(r["model"], target, r["runtime"], str(r["ops"]),
                       f"{r['accuracy_float']:.2%}",
                       f"{r['accuracy_artifact']:.2%}",
                       "n/a (float)" if same is None else f"{same:.2%}",

@@ -4,6 +4,7 @@ code 2 and nothing half-written, the demo runs and passes."""
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,6 +150,9 @@ def test_demo_runs_and_every_row_passes(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)["results"]
     assert {r["model"] for r in rows} == {"cfc", "lif"}
     assert {r["target"] for r in rows} == set(TARGETS)
+    sixteen = [r for r in rows if r["activations"] == "int16"]  # the 16x8 mode, shown too
+    assert {(r["model"], r["target"]) for r in sixteen} == {("cfc", "tflite-int8"),
+                                                            ("lif", "tflite-int8")}
     for r in rows:
         assert r["passed"], r
         # the bundled models are trained: the artifacts must classify digits as well
@@ -160,8 +164,7 @@ def test_demo_runs_and_every_row_passes(tmp_path, capsys):
             assert r["identical_to_golden"] == 1.0
         else:
             assert r["max_abs_error"] <= 1e-4
-        report = json.loads((tmp_path / "demo" / f"{r['model']}.{r['target']}" /
-                             "report.json").read_text())
+        report = json.loads((Path(r["artifact"]) / "report.json").read_text())
         assert report["passed"] and report["steps"] == 8 and report["sequences"] == 360
 
 

@@ -1,0 +1,91 @@
+"""Fake-quant in `keras.ops` for the Keras layers' `quantization=` (any backend)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ncc.models.quantization.fake_quant import fake_quant, fake_quant_table
+from ncc.models.quantization.numeric import QuantParams, _broadcast, build_table
+
+# --- keras.ops fake-quant (for the Keras layers' `quantization=`) ---------------------------
+
+
+def keras_fake_quant(x: Any, p: QuantParams) -> Any:
+    """`fake_quant` for Keras 3 tensors. JAX backend: the very same custom_jvp; other
+    backends: the same float32 formula with keras.ops and a straight-through gradient."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        return fake_quant(x, p)
+    ops = keras.ops
+    x = ops.cast(x, "float32")
+    inv = ops.convert_to_tensor(_broadcast(p, len(x.shape), p.inv_scale), "float32")
+    scale = ops.convert_to_tensor(_broadcast(p, len(x.shape), p.scale), "float32")
+    zp = ops.convert_to_tensor(_broadcast(p, len(x.shape), p.zero_point), "float32")
+
+    @ops.custom_gradient
+    def fq(v: Any) -> Any:
+        y = v * inv
+        t = ops.sign(y) * ops.floor(ops.abs(y))
+        r = t + ops.where(ops.abs(y - t) >= 0.5, ops.sign(y), ops.zeros_like(y)) + zp
+        out = (ops.clip(r, p.qmin, p.qmax) - zp) * scale
+        inside = ops.logical_and(r >= p.qmin, r <= p.qmax)
+
+        def grad(*args: Any, upstream: Any = None) -> Any:
+            g = upstream if upstream is not None else args[0]
+            return ops.where(inside, g, ops.zeros_like(g))
+
+        return out, grad
+
+    return fq(x)
+
+
+def keras_fake_quant_table(x: Any, fn: str, p_in: QuantParams, p_out: QuantParams) -> Any:
+    """`fake_quant_table` for Keras 3 tensors (same table; straight-through f'(x) gradient)."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        return fake_quant_table(x, fn, p_in, p_out)
+    ops = keras.ops
+    table = ops.convert_to_tensor(build_table(fn, p_in, p_out).astype(np.float32))
+    smooth_fn = {"sigmoid": ops.sigmoid, "tanh": ops.tanh, "exp": ops.exp,
+                 "lecun_tanh": "lecun_tanh"}[fn]
+    inv = float(np.float32(p_in.inv_scale[0]))
+
+    @ops.custom_gradient
+    def fq(v: Any) -> Any:
+        y = v * inv
+        t = ops.sign(y) * ops.floor(ops.abs(y))
+        r = t + ops.where(ops.abs(y - t) >= 0.5, ops.sign(y), ops.zeros_like(y))
+        r = r + p_in.zero_point[0]
+        idx = ops.cast(ops.clip(r, p_in.qmin, p_in.qmax) - p_in.qmin, "int32")
+        out = (ops.take(table, idx) - p_out.zero_point[0]) * p_out.scale[0]
+        inside = ops.logical_and(r >= p_in.qmin, r <= p_in.qmax)
+
+        def grad(*args: Any, upstream: Any = None) -> Any:
+            g = upstream if upstream is not None else args[0]
+            slope = ops.convert_to_tensor(0.0)
+            with_slope = g * _keras_slope(smooth_fn, v)
+            return ops.where(inside, with_slope, ops.zeros_like(g) + slope)
+
+        return out, grad
+
+    return fq(ops.cast(x, "float32"))
+
+
+def _keras_slope(fn: Any, v: Any) -> Any:
+    import keras
+
+    ops = keras.ops
+    if fn is ops.sigmoid:
+        s = ops.sigmoid(v)
+        return s * (1.0 - s)
+    if fn is ops.tanh:
+        return 1.0 - ops.tanh(v) ** 2
+    if fn == "lecun_tanh":
+        return 1.7159 * 0.666 * (1.0 - ops.tanh(0.666 * v) ** 2)
+    return ops.exp(v)
+
+

@@ -531,7 +531,8 @@ def quantize(g: Graph, ranges: dict[str, TensorRange],
     """Integer IR for float graph `g` (from `prepare`) given calibrated `ranges`."""
     plan = _plan(g)
     params = choose_params(g, plan, ranges, opts)
-    free = {names[0] for names in _members(g, plan) if len(names) == 1}
+    fixed = _presets(g).keys() | _spikes(g)
+    free = {names[0] for names in _members(g, plan) if len(names) == 1} - fixed
     b = _IntBuilder(g, params, opts, free)
     for name in g.inputs:
         b.declare_q(name)

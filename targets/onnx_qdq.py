@@ -44,6 +44,12 @@ def lower(g: Graph, reference: Graph, sequence_length: int | None = None) -> Art
     quantization (see `compiler.quantize.annotate`)."""
     if sequence_length is not None:
         raise ValueError("onnx-qdq artifacts run one step per call; drop --sequence-length")
+    wide = sorted(n for n, t in reference.tensors.items()
+                  if t.quant is not None and t.quant.dtype != "int8")
+    if wide:
+        raise ValueError(f"onnx-qdq is the int8 QDQ form (opset 18), but {wide[0]!r} is "
+                         f"{reference.tensors[wide[0]].quant.dtype}; compile --activations "
+                         "int16 models to onnx-int8 or tflite-int8")
     n = _Nodes()
     f = reference
     inputs = []

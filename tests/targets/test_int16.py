@@ -202,3 +202,10 @@ def test_cli_compiles_int16(tmp_path):
     assert {t["quantization"]["dtype"] for t in manifest["tensors"]} == {"int16"}
     report = (out / "report.json").read_text()
     assert '"passed": true' in report
+
+
+def test_onnx_qdq_refuses_int16_and_writes_nothing(tmp_path):
+    with pytest.raises(ValueError, match="onnx-qdq is the int8 QDQ form"):
+        compile_model(zoo.cfc(units=8), "onnx-qdq", tmp_path / "qdq", calibration=calibration(),
+                      options=INT16, verify_steps=0)
+    assert not (tmp_path / "qdq").exists()

@@ -291,9 +291,10 @@ def choose_params(g: Graph, plan: _Plan, ranges: dict[str, TensorRange],
 
 class _IntBuilder:
     def __init__(self, g: Graph, params: dict[str, QuantParams], opts: QuantOptions,
-                 free: set[str]):
+                 free: set[str], qat: set[str]):
         self.g, self.params, self.opts = g, params, opts
         self.free = free  # tensors whose parameters no other tensor shares
+        self.qat = qat  # tensors whose parameters the model's fake-quant points fix
         self.users = g.consumers()
         self.tensors: dict[str, Tensor] = {}
         self.constants: dict[str, np.ndarray] = {}
@@ -435,11 +436,13 @@ def _lower_mul(b: _IntBuilder, op: Op) -> None:
     """`qmul`, with output parameters on which every runtime's multiplier gives the same
     bits (`numerics.mul_is_portable`): the output's own if it shares them with no other
     tensor (and, int16, feeds no other product: its scale would not be 12-bit), else a
-    portable intermediate requantized onto the output's grid."""
+    portable intermediate requantized onto the output's grid. A QAT product keeps the
+    arithmetic its training forward computed (tflite-int8 refuses it if not portable)."""
     a, c = (b.operand(n) for n in op.inputs)
     pa, pc, out = b.tensors[a].quant, b.tensors[c].quant, op.output
     po = b.params[out]
-    portable = None if qn.mul_is_portable(pa, pc, po) else qn.portable_mul_params(pa, pc, po)
+    portable = (None if out in b.qat or qn.mul_is_portable(pa, pc, po)
+                else qn.portable_mul_params(pa, pc, po))
     product = out
     feeds_mul = any(u.kind == "mul" for u in b.users[out])
     if portable is not None and out in b.free and not (po.dtype == "int16" and feeds_mul):
@@ -531,9 +534,10 @@ def quantize(g: Graph, ranges: dict[str, TensorRange],
     """Integer IR for float graph `g` (from `prepare`) given calibrated `ranges`."""
     plan = _plan(g)
     params = choose_params(g, plan, ranges, opts)
-    fixed = _presets(g).keys() | _spikes(g)
-    free = {names[0] for names in _members(g, plan) if len(names) == 1} - fixed
-    b = _IntBuilder(g, params, opts, free)
+    presets, members = _presets(g), _members(g, plan)
+    qat = {n for names in members if set(names) & presets.keys() for n in names}
+    free = {names[0] for names in members if len(names) == 1} - qat - _spikes(g)
+    b = _IntBuilder(g, params, opts, free, qat)
     for name in g.inputs:
         b.declare_q(name)
     for op in g.ops:

@@ -245,6 +245,35 @@ def test_fake_quant_binary_is_the_golden_kernel(kind):
         np.testing.assert_allclose(np.asarray(g), np.broadcast_to(e, a.shape))
 
 
+def test_a_qat_product_keeps_its_arithmetic_even_when_not_portable():
+    """The quantizer makes MUL parameters portable between LiteRT and TFLite Micro, but never
+    those a QAT model fixed: there the training forward defines the bits."""
+    from ncc.compiler.frontends import from_jax
+    from ncc.models.quantization import QuantParams as CoreParams
+    from ncc.models.quantization import fake_quant_binary
+
+    pa, pb, po = (CoreParams((s,), (z,), 8, True) for s, z in (
+        (0.025373712182044983, -17), (0.026936296373605728, -4), (0.03950349986553192, -9)))
+    assert not qn.mul_is_portable(*(qn.from_core(p) for p in (pa, pb, po)))
+
+    def step(x, h):
+        y = fake_quant_binary("mul", fake_quant(x, pa), fake_quant(h, pb), pa, pb, po)
+        return y, fake_quant(jnp.clip(fake_quant(x, pa), -0.9, 0.9), pb)
+
+    g = to_graph(from_jax(step, (4,), jnp.zeros((1, 4))))
+    q, _ = quantize_graph(g, None)
+    assert [op.kind for op in q.ops].count("qmul") == 1
+    assert "requantize" not in {op.kind for op in q.ops}
+    xs = np.random.default_rng(0).uniform(-0.99, 0.99, (50, 1, 4)).astype(np.float32)
+    out = run_sequence(q, qn.quantize(xs, q.tensors["x"].quant))
+    h, ys = jnp.zeros((1, 4)), []
+    for x in xs:
+        y, h = step(jnp.asarray(x), h)
+        ys.append(np.asarray(y))
+    np.testing.assert_array_equal(np.stack(ys).view(np.uint32),
+                                  qn.dequantize(out["y"], q.tensors["y"].quant).view(np.uint32))
+
+
 # --- a QAT CfC cell: compiles with its own parameters, its forward is the golden model -------
 
 

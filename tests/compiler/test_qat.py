@@ -371,7 +371,7 @@ def test_qat_ltc_cell_compiles_with_its_own_parameters(tmp_path):
 # --- a QAT spiking net: integer membranes, thresholds and decays compile as they are ---------
 
 
-def qat_snn(kind: str):
+def qat_snn(kind: str, membrane_bits: int = 8):
     import spyx
 
     from ncc.models.nnx.spiking import (
@@ -384,7 +384,7 @@ def qat_snn(kind: str):
     )
     from ncc.models.quantization import QuantConfig, QuantParams
 
-    cfg, rngs, hidden = QuantConfig(membrane_bits=8), nnx.Rngs(0), 16
+    cfg, rngs, hidden = QuantConfig(membrane_bits=membrane_bits), nnx.Rngs(0), 16
     th = {"threshold": 0.75, "config": cfg}  # theta = 1 would make spikes * theta vanish
     neuron = {"lif": lambda: QuantLIF((hidden,), rngs=rngs, **th),  # per-neuron beta
               "lif_shift_zero": lambda: QuantLIF((hidden,), decay_shift=3, reset="zero",
@@ -406,9 +406,10 @@ def qat_snn(kind: str):
     return net
 
 
+@pytest.mark.parametrize("membrane_bits", [8, 16])  # int16 membranes among int8 activations
 @pytest.mark.parametrize("kind", ["lif", "lif_shift_zero", "if", "cuba"])
-def test_qat_spiking_net_forward_equals_golden_over_1000_steps(kind, tmp_path):
-    net = qat_snn(kind)
+def test_qat_spiking_net_forward_equals_golden_over_1000_steps(kind, membrane_bits, tmp_path):
+    net = qat_snn(kind, membrane_bits)
     q, _ = quantize_graph(to_graph(net, (F,)), None)  # no calibration: the net's own grids
     xs = (np.random.default_rng(5).random((STEPS, F)) < 0.4).astype(np.float32)
     step = nnx.jit(lambda m, x, s: m(x, s))
@@ -423,6 +424,8 @@ def test_qat_spiking_net_forward_equals_golden_over_1000_steps(kind, tmp_path):
     assert fired and len(np.unique(out["y"])) > 10  # spikes reach the readout
     if kind == "lif":  # per-neuron decays: a diagonal fully-connected with exact multipliers
         assert sum(op.kind == "fully_connected" for op in q.ops) == 3
+    membranes = {q.tensors[s].dtype for s, _ in q.state_pairs}
+    assert membranes == {f"int{membrane_bits}"}
     compiled = compile_model(net, "onnx-int8", tmp_path / kind, input_shape=(F,),
                              verify_steps=100)
     assert compiled.report["passed"], compiled.report

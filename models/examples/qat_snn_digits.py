@@ -3,8 +3,10 @@
 Pixels are rate-coded into T Bernoulli spike trains (p = intensity). Network: the input
 spikes' grid (0 / 1), QuantDense(64, H) -> QuantLIF(H) -> QuantDense(H, 10) -> QuantLI(10) inside
 `spyx.nn.Sequential`, run with `spyx.nn.run`; the class score is the mean readout.
-Membranes are int8 (`QuantConfig(membrane_bits=8)`): the onnx-int8 target holds int8
-activations. Prints float and fake-quant accuracy and saves an ncc checkpoint:
+Membranes are int8 (`QuantConfig(membrane_bits=8)`), so that every integer target takes
+the net: int16 membranes among int8 activations run in the golden model and onnx-int8, but
+tflite-int8 and the C runtime need one activation type per op. Prints float and fake-quant
+accuracy and saves an ncc checkpoint:
 
     python -m ncc.models.examples.qat_snn_digits            # -> qat_snn_digits.ckpt
     ncc compile qat_snn_digits.ckpt --target onnx-int8

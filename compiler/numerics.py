@@ -115,10 +115,12 @@ def short_scale(scale: float, bits: int = SCALE_BITS_16) -> float:
 
 def mul_multipliers(pa: QuantParams, pb: QuantParams, po: QuantParams) -> dict[str, tuple]:
     """(multiplier, shift) of MUL as each runtime's Prepare derives it from float32 scales:
-    "double" (TFLite Micro, the golden model: s_a * s_b / s_o in double) and "float32"
+    "double" (TFLite Micro, the golden model and the training side's `fake_quant_binary`:
+    the numeric core's `binary_multipliers`, s_a * s_b / s_o in double) and "float32"
     (LiteRT 2.x: the same expression evaluated in float, then widened)."""
+    double = core.binary_multipliers("mul", to_core(pa), to_core(pb), to_core(po))
     sa, sb, so = (np.float32(p.scale[0]) for p in (pa, pb, po))
-    return {"double": quantize_multiplier(float(sa) * float(sb) / float(so)),
+    return {"double": (double["multiplier"], double["shift"]),
             "float32": quantize_multiplier(float(sa * sb / so))}
 
 

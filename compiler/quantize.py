@@ -291,8 +291,9 @@ def choose_params(g: Graph, plan: _Plan, ranges: dict[str, TensorRange],
 
 class _IntBuilder:
     def __init__(self, g: Graph, params: dict[str, QuantParams], opts: QuantOptions,
-                 free: set[str], qat: set[str]):
+                 free: set[str], qat: set[str], spikes: set[str]):
         self.g, self.params, self.opts = g, params, opts
+        self.spikes = spikes  # exact 0/1 tensors
         self.free = free  # tensors whose parameters no other tensor shares
         self.qat = qat  # tensors whose parameters the model's fake-quant points fix
         self.users = g.consumers()
@@ -490,7 +491,7 @@ def _lower_dense(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
                                                      (0,) * len(bias_scale), "int32", 0))
     mult, shift = zip(*(qn.quantize_multiplier(float(s) / po.scale[0]) for s in bias_scale),
                       strict=True)
-    spikes = x in _spikes(g) and px.zero_point[0] == 0  # 0/1 values: |x - zp| <= 1
+    spikes = x in b.spikes and px.zero_point[0] == 0  # 0/1 values: |x - zp| <= 1
     qn.check_accumulator(px.dtype, weights.shape[0], bias_q, shift, op.source or out,
                          x_span=1 if spikes else None)
     b.declare_q(out)
@@ -534,10 +535,10 @@ def quantize(g: Graph, ranges: dict[str, TensorRange],
     """Integer IR for float graph `g` (from `prepare`) given calibrated `ranges`."""
     plan = _plan(g)
     params = choose_params(g, plan, ranges, opts)
-    presets, members = _presets(g), _members(g, plan)
+    presets, members, spikes = _presets(g), _members(g, plan), _spikes(g)
     qat = {n for names in members if set(names) & presets.keys() for n in names}
-    free = {names[0] for names in members if len(names) == 1} - qat - _spikes(g)
-    b = _IntBuilder(g, params, opts, free, qat)
+    free = {names[0] for names in members if len(names) == 1} - qat - spikes
+    b = _IntBuilder(g, params, opts, free, qat, spikes)
     for name in g.inputs:
         b.declare_q(name)
     for op in g.ops:

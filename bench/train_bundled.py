@@ -34,8 +34,8 @@ def digits() -> dict[str, np.ndarray]:
 
 
 def train_cfc(data: dict[str, np.ndarray]) -> tuple[object, float]:
+    from ncc.bench.models import train_keras
     from ncc.models import zoo
-    from ncc.runtime.bench_models import train_keras
 
     model = train_keras(zoo.cfc(units=16), data, epochs=60)
     logits = np.asarray(model(data["x"][data["test"]]))[:, -1]
@@ -45,8 +45,8 @@ def train_cfc(data: dict[str, np.ndarray]) -> tuple[object, float]:
 def train_lif(data: dict[str, np.ndarray]) -> tuple[object, float]:
     import jax.numpy as jnp
 
+    from ncc.bench.models import train_snn
     from ncc.models import zoo
-    from ncc.runtime.bench_models import train_snn
 
     net = train_snn(zoo.lif(hidden=64), data, steps=800)
     x = jnp.asarray(data["x"][data["test"]])

@@ -153,3 +153,13 @@ def canonicalize(g: Graph, max_rounds: int = 10) -> Graph:
         if (len(g.ops), len(g.constants)) == before:
             break
     return verify(g)
+
+
+def strip_fake_quant(g: Graph) -> Graph:
+    """`g` with every `fake_quant` op an identity (then removed): the float model, for float
+    targets and float lowerings of the reference. Quantized graphs have none."""
+    if not any(op.kind == "fake_quant" for op in g.ops):
+        return g
+    ops = [Op("identity", op.inputs, op.output, {}, op.source) if op.kind == "fake_quant"
+           else op for op in g.ops]
+    return canonicalize(g.replace(ops=ops))

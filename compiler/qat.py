@@ -1,6 +1,6 @@
 """QAT: a model's own fake-quant parameters become the compiled model's parameters.
 
-The tracer calls `recognize` on every equation (`trace.SPECIAL_CALLS`). The fake-quant
+The tracer calls `recognize` on every nested call (`trace.SPECIAL_CALLS`). The fake-quant
 `custom_jvp_call`s of `ncc.models.quantization` become IR:
 
 - `fake_quant(x, p)` of an activation -> a `fake_quant` op carrying p (the quantizer gives
@@ -40,10 +40,9 @@ from typing import Any
 import numpy as np
 
 from ncc.compiler import numerics as qn
+from ncc.compiler.builder import GraphBuilder, TraceError
 from ncc.compiler.interpret import evaluate
-from ncc.compiler.ir import Graph, Op, Tensor
-from ncc.compiler.passes import canonicalize
-from ncc.compiler.trace import SPECIAL_CALLS, TraceError, _Builder
+from ncc.compiler.ir import Tensor
 from ncc.models import quantization as core
 from ncc.models.quantization import (
     BINARY_MARKER,
@@ -78,7 +77,7 @@ def fake_quant_attrs(p: core.QuantParams) -> dict[str, Any]:
             "axis": p.axis}
 
 
-def _constant_value(b: _Builder, name: str) -> np.ndarray | None:
+def _constant_value(b: GraphBuilder, name: str) -> np.ndarray | None:
     """The value of `name` if it is a constant or computed from constants only."""
     if name in b.constants:
         return b.constants[name]
@@ -91,7 +90,7 @@ def _constant_value(b: _Builder, name: str) -> np.ndarray | None:
     return np.asarray(evaluate(made, args)).astype(b.tensors[name].dtype)
 
 
-def _on_grid_constant(b: _Builder, value: np.ndarray, p: core.QuantParams, hint: str) -> str:
+def _on_grid_constant(b: GraphBuilder, value: np.ndarray, p: core.QuantParams, hint: str) -> str:
     grid = core.dequantize(core.quantize(value, p), p).astype(np.float32)
     name = b.constant(grid, hint)
     t = b.tensors[name]
@@ -99,7 +98,7 @@ def _on_grid_constant(b: _Builder, value: np.ndarray, p: core.QuantParams, hint:
     return name
 
 
-def _activation(b: _Builder, x: str, p: core.QuantParams) -> str:
+def _activation(b: GraphBuilder, x: str, p: core.QuantParams) -> str:
     if p.per_axis:
         raise TraceError(f"fake_quant at {b.source}: per-axis parameters on an activation; "
                          "ncc quantizes activations per tensor")
@@ -110,7 +109,7 @@ def _activation(b: _Builder, x: str, p: core.QuantParams) -> str:
     return b.emit("fake_quant", [x], **fake_quant_attrs(p))
 
 
-def _table(b: _Builder, x: str, fn: str, p_in: core.QuantParams,
+def _table(b: GraphBuilder, x: str, fn: str, p_in: core.QuantParams,
            p_out: core.QuantParams) -> str:
     y = _activation(b, x, p_in)
     if fn == "lecun_tanh":
@@ -124,7 +123,7 @@ def _table(b: _Builder, x: str, fn: str, p_in: core.QuantParams,
     return _activation(b, y, p_out)
 
 
-def _dense(b: _Builder, payload: dict[str, Any], ins: list[str]) -> str:
+def _dense(b: GraphBuilder, payload: dict[str, Any], ins: list[str]) -> str:
     p_x, p_w, p_out = (core.QuantParams.from_dict(payload[k]) for k in ("x", "w", "out"))
     x, kernel, bias = ins
     w_value, b_value = _constant_value(b, kernel), _constant_value(b, bias)
@@ -147,14 +146,14 @@ def _dense(b: _Builder, payload: dict[str, Any], ins: list[str]) -> str:
     return _activation(b, y, p_out)
 
 
-def _binary(b: _Builder, payload: dict[str, Any], ins: list[str]) -> str:
+def _binary(b: GraphBuilder, payload: dict[str, Any], ins: list[str]) -> str:
     p_a, p_b, p_out = (core.QuantParams.from_dict(payload[k]) for k in ("a", "b", "out"))
     a, c = ins
     y = b.emit(payload["kind"], [_activation(b, a, p_a), _activation(b, c, p_b)])
     return _activation(b, y, p_out)
 
 
-def _int_decay(b: _Builder, payload: dict[str, Any], ins: list[str]) -> str:
+def _int_decay(b: GraphBuilder, payload: dict[str, Any], ins: list[str]) -> str:
     p = core.QuantParams.from_dict(payload["membrane"])
     v, beta_name = ins
     beta = _constant_value(b, beta_name)
@@ -183,7 +182,7 @@ def _int_decay(b: _Builder, payload: dict[str, Any], ins: list[str]) -> str:
     return _activation(b, b.emit("matmul", [v, w]), p)
 
 
-def recognize(b: _Builder, eqn: Any, ins: list[str]) -> list[str] | None:
+def recognize(b: GraphBuilder, eqn: Any, ins: list[str]) -> list[str] | None:
     """IR for an ncc fake-quant call (see the module docstring), or None for other eqns."""
     ins = ins[int(eqn.params.get("num_consts", 0)):]  # closed-over constants come first
     dense = _call_payload(eqn, DENSE_MARKER)
@@ -208,17 +207,3 @@ def recognize(b: _Builder, eqn: Any, ins: list[str]) -> list[str] | None:
     if value is not None:
         return [_on_grid_constant(b, value, spec.params, x)]
     return [_activation(b, x, spec.params)]
-
-
-if recognize not in SPECIAL_CALLS:
-    SPECIAL_CALLS.append(recognize)
-
-
-def strip_fake_quant(g: Graph) -> Graph:
-    """`g` with every `fake_quant` op an identity (then removed): the float model, for float
-    targets and float lowerings of the reference. Quantized graphs have none."""
-    if not any(op.kind == "fake_quant" for op in g.ops):
-        return g
-    ops = [Op("identity", op.inputs, op.output, {}, op.source) if op.kind == "fake_quant"
-           else op for op in g.ops]
-    return canonicalize(g.replace(ops=ops))

@@ -10,7 +10,6 @@ naming the primitive and the user's source line.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,18 +19,15 @@ import numpy as np
 from jax._src import source_info_util
 from jax.extend import core as jcore
 
-from ncc.compiler.ir import Graph, Op, Tensor, infer, verify
-
-
-class TraceError(ValueError):
-    """The step function cannot be turned into IR."""
-
-
-class UnsupportedPrimitive(TraceError):
-    def __init__(self, primitive: str, where: str):
-        self.primitive, self.where = primitive, where
-        super().__init__(f"unsupported primitive '{primitive}' at {where}: ncc has no IR op "
-                         "for it; rewrite that line with supported operations")
+from ncc.compiler.builder import (  # noqa: F401  (TraceError is part of trace's API)
+    GraphBuilder,
+    TraceError,
+    UnsupportedPrimitive,
+    dtype_of,
+    sanitize,
+)
+from ncc.compiler.ir import Graph, Op, Tensor, verify
+from ncc.compiler.qat import recognize as recognize_fake_quant
 
 
 @dataclass
@@ -58,66 +54,7 @@ class StepFunction:
         return args + [np.asarray(s) for s in self.initial_state]
 
 
-def _dtype(aval: Any) -> str:
-    name = str(np.dtype(aval.dtype))
-    if name not in ("float32", "int32", "bool", "int8", "int16", "uint8"):
-        raise TraceError(f"dtype {name} is not supported (ncc traces float32 models)")
-    return name
-
-
-def _sanitize(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_") or "t"
-
-
-class _Builder:
-    """Accumulates IR tensors, constants and ops while walking a jaxpr."""
-
-    def __init__(self, const_names: dict[int, str]):
-        self.tensors: dict[str, Tensor] = {}
-        self.constants: dict[str, np.ndarray] = {}
-        self.ops: list[Op] = []
-        self.const_names = const_names
-        self._literals: dict[tuple[str, bytes], str] = {}
-        self._count = 0
-        self.source = ""
-
-    def fresh(self, hint: str = "t") -> str:
-        while True:
-            self._count += 1
-            name = f"{hint}{self._count}"
-            if name not in self.tensors:
-                return name
-
-    def declare(self, name: str, shape: Sequence[int], dtype: str) -> str:
-        self.tensors[name] = Tensor(name, tuple(int(d) for d in shape), dtype)
-        return name
-
-    def constant(self, value: Any, hint: str | None = None) -> str:
-        array = np.asarray(value)
-        array = array.astype(_dtype(array))
-        key = (str(array.dtype) + str(array.shape), array.tobytes())
-        if hint is None and array.size <= 16 and key in self._literals:
-            return self._literals[key]
-        name = _sanitize(hint) if hint else ("k" if array.ndim == 0 else "w")
-        name = name if name not in self.tensors else self.fresh(name + "_")
-        if name in ("k", "w"):
-            name = self.fresh(name)
-        self.declare(name, array.shape, str(array.dtype))
-        self.constants[name] = array
-        if hint is None and array.size <= 16:
-            self._literals[key] = name
-        return name
-
-    def emit(self, kind: str, inputs: Sequence[str], **attrs: Any) -> str:
-        out = self.fresh()
-        op = Op(kind, tuple(inputs), out, attrs, self.source)
-        shape, dtype = infer(op, [self.tensors[n] for n in inputs])
-        self.declare(out, shape, dtype)
-        self.ops.append(op)
-        return out
-
-
-Rule = Callable[[_Builder, Any, list[str]], list[str]]
+Rule = Callable[[GraphBuilder, Any, list[str]], list[str]]
 
 
 def _unary(kind: str) -> Rule:
@@ -128,7 +65,7 @@ def _binary(kind: str) -> Rule:
     return lambda b, eqn, a: [b.emit(kind, a)]
 
 
-def _dot_general(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+def _dot_general(b: GraphBuilder, eqn: Any, a: list[str]) -> list[str]:
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
     lhs, rhs = (b.tensors[n] for n in a)
     if lb or rb or len(lc) != 1 or len(rhs.shape) != 2 or lc[0] != len(lhs.shape) - 1:
@@ -137,7 +74,7 @@ def _dot_general(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
     return [b.emit("matmul", [a[0], w])]
 
 
-def _broadcast_in_dim(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+def _broadcast_in_dim(b: GraphBuilder, eqn: Any, a: list[str]) -> list[str]:
     shape = tuple(eqn.params["shape"])
     dims = eqn.params["broadcast_dimensions"]
     x = b.tensors[a[0]]
@@ -152,19 +89,19 @@ def _broadcast_in_dim(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
     return [name]
 
 
-def _reshape(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+def _reshape(b: GraphBuilder, eqn: Any, a: list[str]) -> list[str]:
     shape = tuple(int(d) for d in eqn.outvars[0].aval.shape)
     if b.tensors[a[0]].shape == shape:
         return [a[0]]
     return [b.emit("reshape", [a[0]], shape=shape)]
 
 
-def _convert(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
-    dtype = _dtype(eqn.outvars[0].aval)
+def _convert(b: GraphBuilder, eqn: Any, a: list[str]) -> list[str]:
+    dtype = dtype_of(eqn.outvars[0].aval)
     return [a[0] if b.tensors[a[0]].dtype == dtype else b.emit("cast", [a[0]], dtype=dtype)]
 
 
-def _select_n(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+def _select_n(b: GraphBuilder, eqn: Any, a: list[str]) -> list[str]:
     if len(a) != 3:
         raise UnsupportedPrimitive("select_n with more than two cases", b.source)
     pred = a[0]
@@ -174,14 +111,14 @@ def _select_n(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
     return [b.emit("where", [pred, a[2], a[1]])]  # select_n picks case[pred]
 
 
-def _slice(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+def _slice(b: GraphBuilder, eqn: Any, a: list[str]) -> list[str]:
     p = eqn.params
     steps = p["strides"] or (1,) * len(p["start_indices"])
     return [b.emit("slice", a, starts=tuple(p["start_indices"]),
                    stops=tuple(p["limit_indices"]), steps=tuple(steps))]
 
 
-def _split(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+def _split(b: GraphBuilder, eqn: Any, a: list[str]) -> list[str]:
     x = b.tensors[a[0]]
     axis, outs, start = eqn.params["axis"], [], 0
     for size in eqn.params["sizes"]:
@@ -194,7 +131,7 @@ def _split(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
     return outs
 
 
-def _integer_pow(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+def _integer_pow(b: GraphBuilder, eqn: Any, a: list[str]) -> list[str]:
     y = eqn.params["y"]
     if y == 1:
         return [a[0]]
@@ -204,30 +141,30 @@ def _integer_pow(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
     return [b.emit("pow", [a[0], exponent])]
 
 
-def _clamp(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+def _clamp(b: GraphBuilder, eqn: Any, a: list[str]) -> list[str]:
     lo, x, hi = a
     return [b.emit("max", [b.emit("min", [x, hi]), lo])]
 
 
-def _ne(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+def _ne(b: GraphBuilder, eqn: Any, a: list[str]) -> list[str]:
     return [b.emit("logical_not", [b.emit("equal", a)])]
 
 
-def _square(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+def _square(b: GraphBuilder, eqn: Any, a: list[str]) -> list[str]:
     return [b.emit("mul", [a[0], a[0]])]
 
 
-def _rsqrt(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+def _rsqrt(b: GraphBuilder, eqn: Any, a: list[str]) -> list[str]:
     one = b.constant(np.float32(1))
     return [b.emit("div", [one, b.emit("sqrt", a)])]
 
 
-def _log1p(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+def _log1p(b: GraphBuilder, eqn: Any, a: list[str]) -> list[str]:
     one = b.constant(np.ones((), b.tensors[a[0]].dtype))
     return [b.emit("log", [b.emit("add", [a[0], one])])]
 
 
-def _expm1(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+def _expm1(b: GraphBuilder, eqn: Any, a: list[str]) -> list[str]:
     one = b.constant(np.ones((), b.tensors[a[0]].dtype))
     return [b.emit("sub", [b.emit("exp", a), one])]
 
@@ -236,7 +173,7 @@ def _reduce(kind: str) -> Rule:
     return lambda b, eqn, a: [b.emit(kind, a, axes=tuple(eqn.params["axes"]))]
 
 
-def _squeeze_like(b: _Builder, eqn: Any, a: list[str]) -> list[str]:
+def _squeeze_like(b: GraphBuilder, eqn: Any, a: list[str]) -> list[str]:
     return _reshape(b, eqn, a)
 
 
@@ -269,9 +206,11 @@ NESTED = {"pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr",
           "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr",
           "custom_vjp_call_jaxpr": "fun_jaxpr", "remat": "jaxpr", "checkpoint": "jaxpr"}
 
-# Hook for recognizers of special nested calls (fake-quant): name -> handler.
-# A handler returns IR names for the outputs, or None to inline the call as usual.
-SPECIAL_CALLS: list[Callable[[_Builder, Any, list[str]], list[str] | None]] = []
+# Recognizers of special nested calls (fake-quant): each returns IR names for the
+# outputs, or None to inline the call as usual.
+SPECIAL_CALLS: tuple[Callable[[GraphBuilder, Any, list[str]], list[str] | None], ...] = (
+    recognize_fake_quant,
+)
 
 
 def _where(eqn: Any) -> str:
@@ -281,7 +220,7 @@ def _where(eqn: Any) -> str:
     return f"{frame.file_name}:{frame.start_line}"
 
 
-def _convert_jaxpr(b: _Builder, jaxpr: Any, consts: Sequence[Any], args: list[str],
+def _convert_jaxpr(b: GraphBuilder, jaxpr: Any, consts: Sequence[Any], args: list[str],
                    outer: str = "<unknown source>") -> list[str]:
     """`outer`: the user line of the call being inlined, for inner equations (e.g. the
     primitives inside jnp.cumsum's jit) whose own traceback has no user frame."""
@@ -336,9 +275,9 @@ def trace(step: StepFunction) -> Graph:
         first_line = (str(e).strip().splitlines() or [""])[0]
         raise TraceError(f"running one step of {step.name} failed: "
                          f"{type(e).__name__}: {first_line}") from e
-    b = _Builder(step.const_names)
+    b = GraphBuilder(step.const_names)
     names = ["x"] + (["dt"] if step.uses_dt else [])
-    names += [_sanitize(f"state_{n}") for n in step.state_names]
+    names += [sanitize(f"state_{n}") for n in step.state_names]
     roles = {"x": "input", **({"dt": "dt"} if step.uses_dt else {})}
     for name, arg in zip(names, example, strict=True):
         b.declare(name, arg.shape, str(arg.dtype))
@@ -359,7 +298,7 @@ def trace(step: StepFunction) -> Graph:
         roles[dst] = "output" if i == 0 else "state_out"
     state_in = names[len(names) - n_state:]
     g = Graph(
-        name=_sanitize(step.name),
+        name=sanitize(step.name),
         tensors=b.tensors, inputs=names, outputs=out_names, roles=roles,
         state_pairs=list(zip(state_in, out_names[1:], strict=True)),
         constants=b.constants, ops=b.ops,
@@ -371,13 +310,9 @@ def trace(step: StepFunction) -> Graph:
     return verify(g)
 
 
-def _rename(b: _Builder, old: str, new: str) -> None:
+def _rename(b: GraphBuilder, old: str, new: str) -> None:
     """Give op output `old` the name `new` everywhere (outputs get stable names)."""
     t = b.tensors.pop(old)
     b.tensors[new] = Tensor(new, t.shape, t.dtype, t.quant)
     b.ops = [Op(op.kind, tuple(new if n == old else n for n in op.inputs),
                 new if op.output == old else op.output, op.attrs, op.source) for op in b.ops]
-
-
-# fake-quant recognition (QAT) is always on; imported last: it registers into SPECIAL_CALLS
-from ncc.compiler import qat as _qat  # noqa: E402, F401

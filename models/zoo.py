@@ -6,9 +6,16 @@ Each factory is a valid `ncc compile` reference, e.g. `ncc.models.zoo:cfc`.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+
+
+def bundled_dir() -> Path:
+    """The folder of the bundled trained checkpoints and the digits data (`bundled/`)."""
+    return Path(__file__).resolve().parent / "bundled"
+
 
 FEATURES = 8  # scikit-learn digits read row by row: 8 pixels per step
 CLASSES = 10

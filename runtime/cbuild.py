@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from ncc.compiler.ir import QuantParams
+from ncc.compiler.requires import MissingDependency
 from ncc.compiler.numerics import quantize
 from ncc.targets.c import SOURCES, WARNINGS
 
 
-class NoCompiler(RuntimeError):
+class NoCompiler(MissingDependency):
     """No C compiler on this machine: the c target compiles, but cannot be run here."""
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ncc.compiler.artifact import check_files, load_artifact_graph, read_manifest
 from ncc.compiler.ir import Graph, QuantParams
+from ncc.compiler.requires import require
 from ncc.compiler.numerics import quantize
 
 
@@ -89,8 +90,7 @@ class _TfliteBase(Session):
 
     def __init__(self, art_dir: str | Path, manifest: dict[str, Any]):
         super().__init__(art_dir, manifest)
-        from ai_edge_litert import schema_py_generated as fb
-
+        fb = require("ai_edge_litert.schema_py_generated", "reading a .tflite artifact")
         self.model = (self.dir / manifest["entry"]).read_bytes()
         graph = fb.Model.GetRootAs(self.model, 0).Subgraphs(0)
         name = lambda i: graph.Tensors(i).Name().decode()  # noqa: E731
@@ -108,12 +108,15 @@ class TfliteSession(_TfliteBase):
     CONV_2D its own way and the optimized CONV_2D (ruy) rounds differently
     (tests/targets/test_tflite.py measures both)."""
 
+    reference_kernels = True
+
     def __init__(self, art_dir: str | Path, manifest: dict[str, Any]):
         super().__init__(art_dir, manifest)
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        self.interpreter = Interpreter(model_content=self.model, num_threads=1,
-                                       experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+        kernels = ({"experimental_op_resolver_type": OpResolverType.BUILTIN_REF}
+                   if self.reference_kernels else {})
+        self.interpreter = Interpreter(model_content=self.model, num_threads=1, **kernels)
         self.interpreter.allocate_tensors()
         self.in_index = {d["name"]: d["index"] for d in self.interpreter.get_input_details()}
         self.out_index = {d["name"]: d["index"] for d in self.interpreter.get_output_details()}
@@ -125,6 +128,13 @@ class TfliteSession(_TfliteBase):
         return {name: self.interpreter.get_tensor(i).copy() for name, i in self.out_index.items()}
 
 
+class LitertDefaultSession(TfliteSession):
+    """LiteRT with its default kernels (XNNPACK, optimized): what most users run; not
+    bit-exact (the bench measures by how much), so no `RUNTIMES` entry."""
+
+    reference_kernels = False
+
+
 class TfliteMicroSession(_TfliteBase):
     """TensorFlow Lite for Microcontrollers (its Python interpreter: reference kernels)."""
 
@@ -132,8 +142,8 @@ class TfliteMicroSession(_TfliteBase):
 
     def __init__(self, art_dir: str | Path, manifest: dict[str, Any]):
         super().__init__(art_dir, manifest)
-        from tflite_micro.python.tflite_micro import runtime
-
+        runtime = require("tflite_micro.python.tflite_micro.runtime",
+                          "the TFLite Micro runtime")
         arena = self.ARENA_OVERHEAD + 2 * self.activation_bytes
         self.interpreter = runtime.Interpreter.from_bytes(self.model, arena_size=arena)
 

@@ -70,7 +70,7 @@ def validate(run_artifact: Runner, run_reference: Runner, data: dict[str, np.nda
     return report
 
 
-def _quantized_inputs(g: Graph, xs: np.ndarray, dts: np.ndarray | None
+def quantized_inputs(g: Graph, xs: np.ndarray, dts: np.ndarray | None
                       ) -> tuple[np.ndarray, np.ndarray | None]:
     (x_name,) = g.by_role("input")
     xq = quantize(xs, g.tensors[x_name].quant)
@@ -120,7 +120,7 @@ def validate_quantized(run_artifact: Runner, golden: Graph, run_float: Runner,
     lsb = {n: 0 for n in names}
     got: dict[str, list[np.ndarray]] = {n: [] for n in outputs}
     ref: dict[str, list[np.ndarray]] = {n: [] for n in outputs}
-    xq_all, dtq_all = _quantized_inputs(golden, data["x"], data.get("dt"))
+    xq_all, dtq_all = quantized_inputs(golden, data["x"], data.get("dt"))
     gold_all = _golden_runs(golden, g_hash, xq_all, dtq_all)
     for i, xs in enumerate(data["x"]):
         dts = data["dt"][i] if "dt" in data else None

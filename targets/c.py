@@ -455,7 +455,8 @@ def _step_bytes(g: Graph, x_name: str, dt_names: list[str], outputs: list[str],
     return c + ["}", ""]
 
 
-def lower(g: Graph, sequence_length: int | None = None) -> Artifact:
+def lower(g: Graph, *, reference: Graph | None = None, model: Any = None,
+          sequence_length: int | None = None) -> Artifact:
     """C artifact of integer graph `g`: files model.h, model.c, ncc.h, ncc_kernels.c."""
     if not g.metadata.get("quantized"):
         raise CTargetError("the c target lowers a quantized graph; pass --calibration data")

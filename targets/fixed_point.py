@@ -276,7 +276,8 @@ def header(spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
     return "\n".join(h)
 
 
-def lower(g: Graph, sequence_length: int | None = None) -> Artifact:
+def lower(g: Graph, *, reference: Graph | None = None, model: Any = None,
+          sequence_length: int | None = None) -> Artifact:
     """Tables artifact of quantized graph `g`: tables.json, tables.npz, tables.h."""
     if not g.metadata.get("quantized"):
         raise FixedPointError("the fixed-point target writes a quantized graph; pass "

@@ -3,8 +3,8 @@
 NIR (the Neuromorphic Intermediate Representation) is what neuromorphic toolchains read
 (Lava, rockpool/Xylo, Norse, snnTorch, spyx). Unlike the other targets this one lowers the
 *source model*, not the IR: NIR nodes are continuous-time neurons, so the export reads the
-neurons' parameters (`lower(g, model)`, the driver hands it the loaded model because
-`LOWERS_MODEL` is set). Supported: `spyx.nn.Sequential`-style NNX models made of
+neurons' parameters (`lower(g, model=...)`: the pipeline hands every target the loaded
+model). Supported: `spyx.nn.Sequential`-style NNX models made of
 `nnx.Linear` and spyx neurons (LIF, IF, LI, CuBaLIF, RLIF, RIF, RCuBaLIF) or ncc's neurons in
 float mode (QuantLIF, QuantIF, QuantLI, QuantCuBaLIF).
 
@@ -53,7 +53,6 @@ from ncc.compiler.ir import Graph
 
 TARGET = "nir"
 ENTRY = "model.nir"
-LOWERS_MODEL = True  # the driver passes the loaded source model to `lower`
 NO_LEAK_TAU = 2.0 ** 40  # [dt] stands for an infinite time constant (decay 1)
 DT = 1.0  # the Euler step the parameters are chosen for (unit: one model step)
 SPIKING = ("LIF", "IF", "CubaLIF")
@@ -309,7 +308,8 @@ def _details(graph: Any, stateful: list[str]) -> dict[str, Any]:
     }
 
 
-def lower(g: Graph, model: Any, *, sequence_length: int | None = None) -> Artifact:
+def lower(g: Graph, *, reference: Graph | None = None, model: Any = None,
+          sequence_length: int | None = None) -> Artifact:
     """`model.nir` for the spiking NNX `model` whose float IR is `g` (one step, batch 1)."""
     if sequence_length is not None:
         raise NirExportError("the nir target has no --sequence-length: a NIR graph is one "

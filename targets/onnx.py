@@ -24,7 +24,7 @@ from ncc.compiler.ir import Graph, Op
 OPSET = 18
 TARGET = "onnx-float"
 
-_DTYPES = {"float32": TensorProto.FLOAT, "int8": TensorProto.INT8,
+ONNX_DTYPES = {"float32": TensorProto.FLOAT, "int8": TensorProto.INT8,
            "int16": TensorProto.INT16, "int32": TensorProto.INT32,
            "int64": TensorProto.INT64, "uint8": TensorProto.UINT8, "bool": TensorProto.BOOL}
 
@@ -36,7 +36,7 @@ _SIMPLE = {"matmul": "MatMul", "add": "Add", "sub": "Sub", "mul": "Mul", "div": 
            "floor": "Floor", "sign": "Sign", "logical_not": "Not", "where": "Where"}
 
 
-class _Nodes:
+class Nodes:
     """Collects ONNX nodes and the small int64 constants they need (shapes, axes)."""
 
     def __init__(self) -> None:
@@ -51,7 +51,7 @@ class _Nodes:
         return self.const(f"{op.output}__{what}", np.asarray(values, np.int64))
 
 
-def _lower_op(n: _Nodes, g: Graph, op: Op) -> None:
+def lower_float_op(n: Nodes, g: Graph, op: Op) -> None:
     out, ins, a = op.output, list(op.inputs), op.attrs
     if op.kind in _SIMPLE:
         n.nodes.append(helper.make_node(_SIMPLE[op.kind], ins, [out]))
@@ -61,7 +61,7 @@ def _lower_op(n: _Nodes, g: Graph, op: Op) -> None:
         hi = n.const(f"{out}__max", np.asarray(a["max"], dtype))
         n.nodes.append(helper.make_node("Clip", [ins[0], lo, hi], [out]))
     elif op.kind == "cast":
-        n.nodes.append(helper.make_node("Cast", ins, [out], to=_DTYPES[a["dtype"]]))
+        n.nodes.append(helper.make_node("Cast", ins, [out], to=ONNX_DTYPES[a["dtype"]]))
     elif op.kind == "concat":
         n.nodes.append(helper.make_node("Concat", ins, [out], axis=a["axis"]))
     elif op.kind == "slice":
@@ -87,17 +87,17 @@ def _lower_op(n: _Nodes, g: Graph, op: Op) -> None:
 
 def _value_info(g: Graph, name: str, lead: tuple[int, ...] = ()) -> onnx.ValueInfoProto:
     t = g.tensors[name]
-    return helper.make_tensor_value_info(name, _DTYPES[t.dtype], list(lead + t.shape))
+    return helper.make_tensor_value_info(name, ONNX_DTYPES[t.dtype], list(lead + t.shape))
 
 
-def step_graph(g: Graph, lower_op: Callable[[Any, Graph, Op], None] = _lower_op,
-               with_constants: bool = True, nodes: _Nodes | None = None,
+def step_graph(g: Graph, lower_op: Callable[[Any, Graph, Op], None] = lower_float_op,
+               with_constants: bool = True, nodes: Nodes | None = None,
                ) -> tuple[onnx.GraphProto, list[onnx.TensorProto]]:
     """The step as an ONNX graph; also returns the weight initializers.
 
     `lower_op(nodes, g, op)` appends the nodes of one IR op (the int8 target passes
     its own, with `nodes` carrying its helpers)."""
-    n = nodes or _Nodes()
+    n = nodes or Nodes()
     for op in g.ops:
         lower_op(n, g, op)
     weights = [numpy_helper.from_array(np.ascontiguousarray(v), k)
@@ -129,11 +129,11 @@ def sequence_graph(g: Graph, length: int) -> onnx.GraphProto:
                             num_scan_inputs=len(seq_in))
     def stacked(name: str, src: str) -> onnx.ValueInfoProto:
         t = g.tensors[src]
-        return helper.make_tensor_value_info(name, _DTYPES[t.dtype], [length, *t.shape])
+        return helper.make_tensor_value_info(name, ONNX_DTYPES[t.dtype], [length, *t.shape])
 
     def renamed(name: str, src: str) -> onnx.ValueInfoProto:
         t = g.tensors[src]
-        return helper.make_tensor_value_info(name, _DTYPES[t.dtype], list(t.shape))
+        return helper.make_tensor_value_info(name, ONNX_DTYPES[t.dtype], list(t.shape))
 
     return helper.make_graph(
         [scan], f"{g.name}_sequence",
@@ -153,7 +153,8 @@ def to_model(graph: onnx.GraphProto) -> onnx.ModelProto:
     return model
 
 
-def lower(g: Graph, sequence_length: int | None = None) -> Artifact:
+def lower(g: Graph, *, reference: Graph | None = None, model: Any = None,
+          sequence_length: int | None = None) -> Artifact:
     """Float ONNX artifact for graph `g` (one step, or a Scan over `sequence_length`)."""
     if sequence_length is None:
         graph, _ = step_graph(g)

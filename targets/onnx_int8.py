@@ -13,18 +13,20 @@ Opset 18 (BitwiseAnd needs 18).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from onnx import helper
 
 from ncc.compiler.artifact import Artifact
 from ncc.compiler.ir import Graph, Op
-from ncc.targets.onnx import _DTYPES, _lower_op, _Nodes, step_graph, to_model
+from ncc.targets.onnx import ONNX_DTYPES, Nodes, lower_float_op, step_graph, to_model
 
 TARGET = "onnx-int8"
 _WIDEN = ("greater", "greater_equal", "less", "less_equal", "equal", "max", "min", "where")
 
 
-class _Int(_Nodes):
+class _Int(Nodes):
     """Node helpers with unique names derived from the op being lowered."""
 
     def __init__(self) -> None:
@@ -44,7 +46,7 @@ class _Int(_Nodes):
         return self.const(self.tmp(op, what), np.asarray(value, np.int64))
 
     def cast(self, op: Op, name: str, dtype: str) -> str:
-        return self.node(op, "Cast", [name], "cast", to=_DTYPES[dtype])
+        return self.node(op, "Cast", [name], "cast", to=ONNX_DTYPES[dtype])
 
     def mbqm(self, op: Op, x: str, multiplier: object, shift: object) -> str:
         """int64 x -> MultiplyByQuantizedMultiplier(x, multiplier, shift), int64."""
@@ -105,7 +107,7 @@ class _Int(_Nodes):
         shifted = self.node(op, "Add", [acc, self.i64(op, "zp", out_zp)])
         clipped = self.node(op, "Clip", [shifted, self.i64(op, "lo", info.min),
                                          self.i64(op, "hi", info.max)])
-        self.nodes.append(helper.make_node("Cast", [clipped], [op.output], to=_DTYPES[dtype]))
+        self.nodes.append(helper.make_node("Cast", [clipped], [op.output], to=ONNX_DTYPES[dtype]))
 
     def centered(self, op: Op, x: str, zp: int) -> str:
         """int8 x -> int64 (x - zp)."""
@@ -151,17 +153,18 @@ def _lower_int_op(n: _Int, g: Graph, op: Op) -> None:
                 for i in ins]
         out_dtype = g.tensors[op.output].dtype
         inner = Op(op.kind, tuple(wide), n.tmp(op, "wide"), op.attrs)
-        _lower_op(n, g, inner)
+        lower_float_op(n, g, inner)
         if out_dtype in ("int8", "int16"):
             n.nodes.append(helper.make_node("Cast", [inner.output], [op.output],
-                                            to=_DTYPES[out_dtype]))
+                                            to=ONNX_DTYPES[out_dtype]))
         else:
             n.nodes.append(helper.make_node("Identity", [inner.output], [op.output]))
     else:
-        _lower_op(n, g, op)
+        lower_float_op(n, g, op)
 
 
-def lower(g: Graph, sequence_length: int | None = None) -> Artifact:
+def lower(g: Graph, *, reference: Graph | None = None, model: Any = None,
+          sequence_length: int | None = None) -> Artifact:
     """onnx-int8 artifact of integer graph `g` (one step per run)."""
     if not g.metadata.get("quantized"):
         raise ValueError("onnx-int8 lowers a quantized graph; pass --calibration data")

@@ -12,19 +12,20 @@ parameters; weights are int8 per output channel behind a DequantizeLinear.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from onnx import helper, numpy_helper
 
 from ncc.compiler import numerics as qn
 from ncc.compiler.artifact import Artifact
 from ncc.compiler.ir import Graph, Op, QuantParams
-from ncc.targets.onnx import _DTYPES, _lower_op, _Nodes, to_model
+from ncc.targets.onnx import ONNX_DTYPES, Nodes, lower_float_op, to_model
 
 TARGET = "onnx-qdq"
-LOWERS_REFERENCE = True
 
 
-def _params(n: _Nodes, name: str, p: QuantParams) -> list[str]:
+def _params(n: Nodes, name: str, p: QuantParams) -> list[str]:
     scale = np.asarray(p.scale, np.float32)
     zp = np.asarray(p.zero_point, np.dtype(p.dtype))
     if len(p.scale) == 1:
@@ -32,30 +33,33 @@ def _params(n: _Nodes, name: str, p: QuantParams) -> list[str]:
     return [n.const(f"{name}__scale", scale), n.const(f"{name}__zp", zp)]
 
 
-def _qdq(n: _Nodes, src: str, dst: str, p: QuantParams) -> None:
+def _qdq(n: Nodes, src: str, dst: str, p: QuantParams) -> None:
     """dst = DequantizeLinear(QuantizeLinear(src)) at parameters p."""
     args = _params(n, dst, p)
     n.nodes.append(helper.make_node("QuantizeLinear", [src, *args], [f"{dst}__q"]))
     n.nodes.append(helper.make_node("DequantizeLinear", [f"{dst}__q", *args], [dst]))
 
 
-def lower(g: Graph, reference: Graph, sequence_length: int | None = None) -> Artifact:
+def lower(g: Graph, *, reference: Graph | None = None, model: Any = None,
+          sequence_length: int | None = None) -> Artifact:
     """QDQ artifact of float graph `reference`, annotated with the golden graph `g`'s
     quantization (see `compiler.quantize.annotate`)."""
     if sequence_length is not None:
         raise ValueError("onnx-qdq artifacts run one step per call; drop --sequence-length")
+    if reference is None:
+        raise ValueError("onnx-qdq lowers the float reference graph; pass reference=")
     wide = sorted(n for n, t in reference.tensors.items()
                   if t.quant is not None and t.quant.dtype != "int8")
     if wide:
         raise ValueError(f"onnx-qdq is the int8 QDQ form (opset 18), but {wide[0]!r} is "
                          f"{reference.tensors[wide[0]].quant.dtype}; compile --activations "
                          "int16 models to onnx-int8 or tflite-int8")
-    n = _Nodes()
+    n = Nodes()
     f = reference
     inputs = []
     for name in f.inputs:  # int8 in, dequantized for the float body
         p = f.tensors[name].quant
-        inputs.append(helper.make_tensor_value_info(name, _DTYPES[p.dtype],
+        inputs.append(helper.make_tensor_value_info(name, ONNX_DTYPES[p.dtype],
                                                     list(f.tensors[name].shape)))
         n.nodes.append(helper.make_node("DequantizeLinear", [name, *_params(n, name, p)],
                                         [f"{name}__f"]))
@@ -75,7 +79,7 @@ def lower(g: Graph, reference: Graph, sequence_length: int | None = None) -> Art
         ins = tuple(rename.get(i, i) for i in op.inputs)
         p = f.tensors[op.output].quant
         raw = f"{op.output}__raw" if p is not None else op.output
-        _lower_op(n, f, Op(op.kind, ins, raw, op.attrs, op.source))
+        lower_float_op(n, f, Op(op.kind, ins, raw, op.attrs, op.source))
         if p is not None:
             _qdq(n, raw, op.output, p)
     outputs = []
@@ -83,7 +87,7 @@ def lower(g: Graph, reference: Graph, sequence_length: int | None = None) -> Art
         p = f.tensors[name].quant
         n.nodes.append(helper.make_node("QuantizeLinear", [name, *_params(n, f"{name}_out", p)],
                                         [f"{name}__out"]))
-        outputs.append(helper.make_tensor_value_info(f"{name}__out", _DTYPES[p.dtype],
+        outputs.append(helper.make_tensor_value_info(f"{name}__out", ONNX_DTYPES[p.dtype],
                                                      list(f.tensors[name].shape)))
     graph = helper.make_graph(n.nodes, f"{f.name}_qdq", inputs, outputs,
                               initializer=weights + n.initializers)

@@ -484,7 +484,8 @@ def _lower_op(m: _Model, g: Graph, op: Op) -> None:
 # --- entry point -------------------------------------------------------------------------------
 
 
-def lower(g: Graph, sequence_length: int | None = None) -> Artifact:
+def lower(g: Graph, *, reference: Graph | None = None, model: Any = None,
+          sequence_length: int | None = None) -> Artifact:
     """tflite-int8 artifact of integer graph `g`: `model.tflite`, one step per invoke.
 
     Inputs and outputs keep their IR names (x, [dt], state_in...; y, state_out...).

@@ -71,7 +71,7 @@ def small_cfc():
 @pytest.fixture(scope="session")
 def small_cfc_artifact(small_cfc, tmp_path_factory) -> Path:
     """`small_cfc` compiled once to onnx-float (no validation run)."""
-    from ncc.compiler.driver import compile_model
+    from ncc.cli.driver import compile_model
 
     out = tmp_path_factory.mktemp("art") / "cfc.onnx-float"
     return compile_model(small_cfc, "onnx-float", out, verify_steps=0).out_dir

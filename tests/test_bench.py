@@ -2,7 +2,7 @@
 
 import json
 
-from ncc.compiler.cli import main
+from ncc.cli.main import main
 
 
 def test_bench_smoke_writes_report_and_holds_exactness(tmp_path):
@@ -39,7 +39,7 @@ def test_bench_smoke_writes_report_and_holds_exactness(tmp_path):
     assert "error" not in nir and nir["step_us"] > 0 and nir["max_abs_error"] <= 1e-4
     spikes = models["lif64 (bundled)"]["spike_agreement"]
     assert spikes and all(0.5 < v <= 1.0 for v in spikes.values())
-    from ncc.runtime.bench_report import load_results, markdown
+    from ncc.bench.report import load_results, markdown
 
     again = load_results(out / "results.json")  # the report can be rebuilt from the file
     labels = list(again["models"][0]["runtimes"])

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ncc.compiler.cli import main
-from ncc.compiler.driver import to_graph
+from ncc.cli.main import main
 from ncc.compiler.ir import format_graph
 from ncc.compiler.load import load_model
+from ncc.compiler.pipeline import to_graph
 from ncc.compiler.serialize import graph_to_json
 from ncc.models.checkpoint import save_checkpoint
 
@@ -144,7 +144,7 @@ def test_verify_a_folder_that_is_not_an_artifact(tmp_path, capsys):
 
 
 def test_demo_runs_and_every_row_passes(tmp_path, capsys):
-    from ncc.compiler.driver import APPROXIMATE, QUANTIZED, TARGETS
+    from ncc.targets.registry import TARGETS
 
     assert main(["demo", "-o", str(tmp_path / "demo"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["results"]
@@ -158,9 +158,9 @@ def test_demo_runs_and_every_row_passes(tmp_path, capsys):
         # the bundled models are trained: the artifacts must classify digits as well
         assert r["accuracy_float"] > 0.8
         assert abs(r["accuracy_artifact"] - r["accuracy_float"]) <= 0.01, r
-        if r["target"] in APPROXIMATE:
+        if not TARGETS[r["target"]].exact:
             assert 0 < r["identical_to_golden"] <= 1.0  # measured and shown, not hidden
-        elif r["target"] in QUANTIZED:
+        elif TARGETS[r["target"]].quantized:
             assert r["identical_to_golden"] == 1.0
         else:
             assert r["max_abs_error"] <= 1e-4
@@ -171,10 +171,10 @@ def test_demo_runs_and_every_row_passes(tmp_path, capsys):
 def test_demo_without_a_c_compiler_writes_the_c_artifact_and_says_why_not_run(
         tmp_path, capsys, monkeypatch):
     """A fresh machine without gcc still runs `ncc demo`: the c row says what to install."""
-    import ncc.compiler.demo as demo
+    import ncc.cli.demo as demo
     import ncc.runtime.cbuild as cbuild
 
-    monkeypatch.setattr(demo, "TARGETS", {"c": "ncc.targets.c"})
+    monkeypatch.setattr(demo, "TARGETS", {"c": demo.TARGETS["c"]})
     monkeypatch.setattr(demo, "MODELS", {"cfc": demo.MODELS["cfc"]})
     monkeypatch.setattr(cbuild.shutil, "which", lambda name: None)
     assert main(["demo", "-o", str(tmp_path / "demo"), "--json"]) == 0

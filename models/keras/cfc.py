@@ -344,7 +344,7 @@ class CfC(LiquidRNN):
                  stateful: bool = False, unroll: bool = False,
                  zero_output_for_mask: bool = False, units: Any = None,
                  quantization: QuantConfig | dict | None = None, **kwargs: Any) -> None:
-        wiring = _wiring_or_units(wiring, units)
+        wiring = wiring_or_units(wiring, units)
         cell = CfCCell(wiring, mode=mode, activation=activation, backbone_units=backbone_units,
                        backbone_layers=backbone_layers, backbone_dropout=backbone_dropout,
                        fully_recurrent=fully_recurrent, quantization=quantization,
@@ -366,7 +366,7 @@ class CfC(LiquidRNN):
         return cfc_from_ncps(layer, **kwargs)
 
 
-def _wiring_or_units(wiring: Any, units: Any) -> Any:
+def wiring_or_units(wiring: Any, units: Any) -> Any:
     if wiring is not None and units is not None:
         raise ValueError("give either wiring or units, not both")
     if wiring is None and units is None:

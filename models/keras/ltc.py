@@ -9,7 +9,7 @@ from keras import ops
 
 from ncc.models import wirings
 from ncc.models.keras.base import LiquidCell, LiquidRNN, step_input_dim
-from ncc.models.keras.cfc import _wiring_or_units
+from ncc.models.keras.cfc import wiring_or_units
 from ncc.models.keras.quant import (
     QuantPoint,
     WeightQuant,
@@ -341,7 +341,7 @@ class LTC(LiquidRNN):
                  merge_mode: str | None = "concat", stateful: bool = False,
                  unroll: bool = False, zero_output_for_mask: bool = False, units: Any = None,
                  quantization: QuantConfig | dict | None = None, **kwargs: Any) -> None:
-        cell = LTCCell(_wiring_or_units(wiring, units), activation=activation,
+        cell = LTCCell(wiring_or_units(wiring, units), activation=activation,
                        backbone_units=backbone_units, backbone_layers=backbone_layers,
                        backbone_dropout=backbone_dropout, input_mapping=input_mapping,
                        output_mapping=output_mapping, ode_unfolds=ode_unfolds, epsilon=epsilon,

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
+from ncc.cli.driver import compile_model
 from ncc.compiler.artifact import check_files, read_manifest
-from ncc.compiler.driver import compile_model
 from ncc.models.archive import ArchiveError
 from ncc.models.checkpoint import save_checkpoint
 

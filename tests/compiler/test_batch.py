@@ -5,9 +5,9 @@ import pytest
 
 from ncc.compiler import numerics as qn
 from ncc.compiler.batch import rebatch
-from ncc.compiler.driver import quantize_graph, to_graph
 from ncc.compiler.interpret import run_batch, run_sequence
 from ncc.compiler.ir import IRError
+from ncc.compiler.pipeline import quantize_graph, to_graph
 from ncc.models import zoo
 
 

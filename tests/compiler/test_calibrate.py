@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from ncc.compiler.calibrate import CalibrationError, record_ranges
-from ncc.compiler.driver import to_graph
 from ncc.compiler.interpret import run_step
+from ncc.compiler.pipeline import to_graph
 from ncc.models import zoo
 
 

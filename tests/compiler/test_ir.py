@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from ncc.compiler.driver import to_graph
 from ncc.compiler.interpret import run_sequence
 from ncc.compiler.ir import Graph, IRError, Op, QuantParams, Tensor, format_graph, verify
+from ncc.compiler.pipeline import to_graph
 from ncc.compiler.serialize import graph_arrays, graph_hash, graph_to_json, load_graph, save_graph
 
 

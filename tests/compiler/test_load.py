@@ -100,7 +100,7 @@ def test_factory_reference_loads_and_reports_unsupported_primitive(tmp_path, mon
         "    return from_jax(step, (4,), jnp.zeros((1, 4)))\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    from ncc.compiler.driver import to_graph
+    from ncc.compiler.pipeline import to_graph
 
     step = load_model("ncc_t_factory_mod:make")
     with pytest.raises(UnsupportedPrimitive) as info:

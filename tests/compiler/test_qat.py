@@ -15,9 +15,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from ncc.cli.driver import compile_model
 from ncc.compiler import numerics as qn  # noqa: E402
-from ncc.compiler.driver import compile_model, quantize_graph, to_graph  # noqa: E402
 from ncc.compiler.interpret import run_sequence  # noqa: E402
+from ncc.compiler.pipeline import quantize_graph, to_graph  # noqa: E402
 from ncc.compiler.quantize import QuantizationError  # noqa: E402
 from ncc.compiler.trace import TraceError  # noqa: E402
 from ncc.models.nnx.fake_quant import FakeQuant, QuantDense, freeze, set_mode  # noqa: E402

@@ -5,10 +5,10 @@ import pytest
 
 from ncc.compiler import numerics as qn
 from ncc.compiler.calibrate import CalibrationError
-from ncc.compiler.driver import quantize_graph, to_graph
 from ncc.compiler.frontends import from_jax
 from ncc.compiler.interpret import run_sequence
 from ncc.compiler.ir import INTEGER_OPS
+from ncc.compiler.pipeline import quantize_graph, to_graph
 from ncc.compiler.quantize import QuantizationError
 from ncc.models import zoo
 

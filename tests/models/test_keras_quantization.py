@@ -13,8 +13,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from ncc.cli.driver import compile_model  # noqa: E402
 from ncc.compiler import numerics as qn  # noqa: E402
-from ncc.compiler.driver import compile_model  # noqa: E402
 from ncc.compiler.interpret import run_sequence  # noqa: E402
 from ncc.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from ncc.models.keras import (  # noqa: E402

@@ -10,7 +10,7 @@ from ncc.models.examples import qat_cfc_digits, qat_snn_digits
 
 
 def _compile(ckpt, out) -> str:
-    done = subprocess.run([sys.executable, "-m", "ncc.compiler.cli", "compile", str(ckpt),
+    done = subprocess.run([sys.executable, "-m", "ncc.cli.main", "compile", str(ckpt),
                            "--target", "onnx-int8", "-o", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr + done.stdout

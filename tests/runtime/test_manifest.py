@@ -6,9 +6,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from ncc.cli.driver import compile_model
 from ncc.compiler import __version__
 from ncc.compiler.artifact import load_artifact_graph
-from ncc.compiler.driver import compile_model
 from ncc.compiler.serialize import graph_hash
 from ncc.runtime.session import ReferenceSession, open_session
 

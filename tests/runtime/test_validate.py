@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from ncc.cli.driver import compile_model, verify_artifact
 from ncc.compiler.artifact import load_artifact_graph
 from ncc.compiler.data import random_data
-from ncc.compiler.driver import compile_model, verify_artifact
 from ncc.compiler.interpret import run_sequence
 from ncc.runtime.session import open_reference, open_session
 from ncc.runtime.validate import compare

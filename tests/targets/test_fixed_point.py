@@ -17,10 +17,10 @@ import subprocess
 import numpy as np
 import pytest
 
+from ncc.cli.driver import compile_model, verify_artifact
 from ncc.compiler.artifact import load_artifact_graph, read_manifest
 from ncc.compiler.batch import rebatch
 from ncc.compiler.data import stress_ints
-from ncc.compiler.driver import compile_model, verify_artifact
 from ncc.compiler.interpret import run_sequence
 from ncc.compiler.quantize import QuantOptions
 from ncc.compiler.tables import TableModel, read_tables

@@ -12,14 +12,15 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np
 import pytest
 
+from ncc.cli.driver import compile_model
 from ncc.compiler import numerics as qn
 from ncc.compiler.artifact import load_artifact_graph, read_manifest
 from ncc.compiler.batch import rebatch
 from ncc.compiler.data import stress_ints
-from ncc.compiler.driver import compile_model, quantize_graph, to_graph
 from ncc.compiler.frontends import from_keras
 from ncc.compiler.interpret import run_sequence
 from ncc.compiler.ir import QuantParams
+from ncc.compiler.pipeline import quantize_graph, to_graph
 from ncc.compiler.quantize import QuantOptions
 from ncc.models import zoo
 from ncc.runtime.session import open_session
@@ -113,7 +114,7 @@ def test_dt_input_cfc_onnx_and_tflite(tmp_path):
     for target in RUNTIMES:
         compile_model(step, target, tmp_path / target, calibration=cal, options=INT16,
                       verify_steps=0)
-        from ncc.compiler.driver import verify_artifact
+        from ncc.cli.driver import verify_artifact
 
         for runtime in RUNTIMES[target]:
             report = verify_artifact(tmp_path / target, data={k: v[:2, :500]
@@ -190,7 +191,7 @@ def test_add_whose_output_scale_is_too_fine_is_refused_not_aborted(tmp_path):
 
 
 def test_cli_compiles_int16(tmp_path):
-    from ncc.compiler.cli import main
+    from ncc.cli.main import main
 
     data = tmp_path / "cal.npz"
     np.savez(data, **calibration())

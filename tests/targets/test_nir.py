@@ -14,7 +14,7 @@ import pytest
 import spyx.nn as snn
 from flax import nnx
 
-from ncc.compiler.driver import compile_model
+from ncc.cli.driver import compile_model
 from ncc.compiler.load import load_model
 from ncc.models.nnx.spiking import QuantCuBaLIF, QuantIF, QuantLI, QuantLIF
 from ncc.targets.nir import NirExportError, NirInterpreter, nir_bytes, spyx_support, to_nir

@@ -19,7 +19,7 @@ import onnx
 import pytest
 from ncps.wirings import AutoNCP
 
-from ncc.compiler.driver import compile_model
+from ncc.cli.driver import compile_model
 from ncc.compiler.frontends import from_jax, from_keras
 from ncc.runtime.session import open_session
 

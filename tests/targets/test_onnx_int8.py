@@ -7,8 +7,8 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np
 import pytest
 
+from ncc.cli.driver import compile_model, verify_artifact
 from ncc.compiler.artifact import read_manifest
-from ncc.compiler.driver import compile_model, verify_artifact
 from ncc.models import zoo
 
 

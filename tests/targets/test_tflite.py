@@ -12,10 +12,10 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np
 import pytest
 
+from ncc.cli.driver import compile_model, verify_artifact
 from ncc.compiler import numerics as qn
 from ncc.compiler.artifact import load_artifact_graph, read_manifest, write_artifact
 from ncc.compiler.data import stress_int8
-from ncc.compiler.driver import compile_model, verify_artifact
 from ncc.compiler.interpret import run_sequence, run_step
 from ncc.compiler.ir import Graph, Op, QuantParams, Tensor, verify
 from ncc.models import zoo

@@ -38,8 +38,8 @@ class Case:
 
 def digits() -> Task:
     """The bundled digits task: x (1797, 8, 8) in [0, 1], y, train and test indices."""
-    from ncc.compiler.demo import bundled_dir
     from ncc.models.archive import read_npz
+    from ncc.models.zoo import bundled_dir
 
     return read_npz(bundled_dir() / "digits.npz")
 
@@ -118,7 +118,7 @@ def train_snn(net: Any, task: Task, steps: int = 800) -> Any:
 # ---- models ----------------------------------------------------------------------------------
 
 def _bundled(file: str) -> str:
-    from ncc.compiler.demo import bundled_dir
+    from ncc.models.zoo import bundled_dir
 
     return str(bundled_dir() / file)
 

@@ -14,26 +14,15 @@ import io
 from pathlib import Path
 from typing import Any
 
-from ncc.compiler.driver import (
-    QUANTIZED,
-    SPIKING_ONLY,
-    TARGETS,
-    Progress,
-    compile_model,
-    verify_artifact,
-)
+from ncc.cli.driver import compile_model, verify_artifact
+from ncc.compiler.pipeline import Progress
 from ncc.compiler.quantize import QuantOptions
 from ncc.models.archive import atomic_write, npz_bytes, read_npz
+from ncc.models.zoo import bundled_dir
+from ncc.targets.registry import TARGETS
 
 MODELS = {"cfc": "cfc_digits.ckpt", "lif": "lif_digits.ckpt"}
 SPIKING = {"lif"}
-
-
-def bundled_dir() -> Path:
-    """Where the bundled checkpoints live (installed package or source tree)."""
-    from ncc import models
-
-    return Path(models.__file__).resolve().parent / "bundled"
 
 
 SIXTEEN = ("tflite-int8",)  # also shown in the 16x8 mode (int16 activations)
@@ -41,6 +30,7 @@ SIXTEEN = ("tflite-int8",)  # also shown in the 16x8 mode (int16 activations)
 
 def run_demo(out: Path, progress: Progress | None = None) -> tuple[list[dict[str, Any]], str]:
     """Returns one row per (model, target, runtime) and the table as text."""
+    from ncc.compiler.requires import MissingDependency
     from ncc.runtime.cbuild import NoCompiler
     from ncc.runtime.session import RUNTIMES
 
@@ -54,19 +44,21 @@ def run_demo(out: Path, progress: Progress | None = None) -> tuple[list[dict[str
     paths = [(t, "int8") for t in TARGETS] + [(t, "int16") for t in SIXTEEN if t in TARGETS]
     for name, file in MODELS.items():
         for target, activations in paths:
-            if target in SPIKING_ONLY and name not in SPIKING:
+            if TARGETS[target].spiking_only and name not in SPIKING:
                 continue
             suffix = "" if activations == "int8" else "-16x8"
             res = compile_model(bundled_dir() / file, target, out / f"{name}.{target}{suffix}",
-                                calibration=calibration if target in QUANTIZED else None,
+                                calibration=calibration if TARGETS[target].quantized else None,
                                 options=QuantOptions(activations=activations),
                                 verify_steps=0, progress=progress)
             for runtime in RUNTIMES.get(target, {None: None}):
                 try:
                     report = verify_artifact(res.out_dir, data=test_file, runtime=runtime,
                                              progress=progress)
-                except NoCompiler as e:  # the C artifact is written; this machine can't run it
-                    rows.append({"model": name, "target": target, "runtime": "system cc",
+                except MissingDependency as e:  # the artifact is written; it can't run here
+                    rows.append({"model": name, "target": target,
+                                 "runtime": ("system cc" if isinstance(e, NoCompiler)
+                                             else runtime or "default"),
                                  "artifact": str(res.out_dir), "ops": len(res.graph.ops),
                                  "skipped": str(e), "passed": True})
                     continue

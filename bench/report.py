@@ -294,8 +294,8 @@ def load_results(path: Path) -> dict[str, Any]:
 
 
 def _path_order(label: str) -> tuple[int, str]:
-    """Floats first, then the targets in the driver's order, each runtime after its target."""
-    from ncc.compiler.driver import TARGETS
+    """Floats first, then the targets in the registry's order, each runtime after its target."""
+    from ncc.targets.registry import TARGETS
 
     order = ["Keras eager float", "jax.jit float", *TARGETS]
     base = label.split(" (")[0]

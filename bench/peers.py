@@ -90,7 +90,7 @@ def tflite_converter(model_ref: str, data: dict[str, np.ndarray], work: Path,
         t0 = time.perf_counter()
         with tempfile.TemporaryFile() as err:
             try:
-                rc = subprocess.run([sys.executable, "-m", "ncc.runtime.bench_tflite_peer", mode,
+                rc = subprocess.run([sys.executable, "-m", "ncc.bench.tflite_peer", mode,
                                      model_ref, str(data_file), str(out)], env=env,
                                     stdout=subprocess.DEVNULL, stderr=err,
                                     timeout=timeout).returncode

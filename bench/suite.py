@@ -11,7 +11,7 @@ model shares with float. Speed: the median per-step latency at batch 1 of each r
 reported as a ratio to onnxruntime float, and the MAC-count bound (MACs per step over
 a measured int8 MatMulInteger rate). The 16x8 mode (`--activations int16`) is benched as
 its own paths, "tflite-int8 16x8" and "c 16x8". `run_bench` returns the results as plain data;
-`ncc.runtime.bench_report` writes them out.
+`ncc.bench.report` writes them out.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from ncc.bench.models import Case
 from ncc.compiler.ir import Graph
-from ncc.runtime.bench_models import Case
 
 Log = Callable[[str], None]
 
@@ -46,7 +46,7 @@ SIXTEEN = ("tflite-int8", "c")  # targets also benched with int16 activations (1
 
 def variants() -> list[tuple[str, str, str]]:
     """(path name, target, activations): every target at int8, then the 16x8 ones."""
-    from ncc.compiler.driver import TARGETS
+    from ncc.targets.registry import TARGETS
 
     return ([(t, t, "int8") for t in TARGETS]
             + [(f"{t} 16x8", t, "int16") for t in SIXTEEN])
@@ -60,7 +60,7 @@ SMOKE = Config(long_steps=200, test_sequences=40, timing_calls=100, zoo=False, t
 def task_data(task: str, config: Config) -> dict[str, np.ndarray]:
     """calib (train split), test (+ labels) and one long sequence: the test sequences
     read one after another, repeated to `config.long_steps`; dt alongside for a dt task."""
-    from ncc.runtime.bench_models import TASKS
+    from ncc.bench.models import TASKS
 
     d = TASKS[task]()
     test = d["test"][:config.test_sequences]
@@ -156,21 +156,10 @@ def first_feeds(session: Any, x0: np.ndarray) -> dict[str, np.ndarray]:
 
 def litert_default_session(art_dir: Path) -> Any:
     """LiteRT with its default kernels (XNNPACK, optimized): what most users run."""
-    from ai_edge_litert.interpreter import Interpreter
-
     from ncc.compiler.artifact import read_manifest
-    from ncc.runtime.session import TfliteSession, _TfliteBase
+    from ncc.runtime.session import LitertDefaultSession
 
-    class LitertDefault(TfliteSession):
-        def __init__(self, d: Path, manifest: dict[str, Any]):
-            _TfliteBase.__init__(self, d, manifest)
-            self.interpreter = Interpreter(model_content=self.model, num_threads=1)
-            self.interpreter.allocate_tensors()
-            self.in_index = {x["name"]: x["index"] for x in self.interpreter.get_input_details()}
-            self.out_index = {x["name"]: x["index"]
-                              for x in self.interpreter.get_output_details()}
-
-    return LitertDefault(art_dir, read_manifest(art_dir))
+    return LitertDefaultSession(art_dir, read_manifest(art_dir))
 
 
 def spike_agreement(reference: Graph, golden: Graph, xs: np.ndarray) -> dict[str, float]:
@@ -236,15 +225,13 @@ def keras_eager_us(model: Any, x0: np.ndarray, dt: bool, calls: int) -> float | 
 def batch_throughput(g: Graph, target: str, batch: int, calls: int) -> float:
     """Steps per second of onnxruntime (one thread) running `g` rebatched to `batch`
     sequences per call (target onnx-float or onnx-int8)."""
-    import importlib
-
     import onnxruntime as ort
 
     from ncc.compiler.batch import rebatch
-    from ncc.compiler.driver import TARGETS
+    from ncc.targets.registry import get_target
 
     gb = rebatch(g, batch)
-    art = importlib.import_module(TARGETS[target]).lower(gb)
+    art = get_target(target).lower(gb)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     sess = ort.InferenceSession(art.files[art.entry], options,
@@ -267,9 +254,9 @@ def test_split_sqnr(reference: Graph, golden: Graph, data: dict[str, np.ndarray]
     whose membrane integrates without bound over one endless sequence."""
     from ncc.compiler.interpret import run_batch
     from ncc.compiler.numerics import dequantize
-    from ncc.runtime.validate import _quantized_inputs, compare
+    from ncc.runtime.validate import compare, quantized_inputs
 
-    xq, dtq = _quantized_inputs(golden, data["test"], data.get("test_dt"))
+    xq, dtq = quantized_inputs(golden, data["test"], data.get("test_dt"))
     y = [n for n in golden.outputs if golden.roles[n] == "output"][0]
     gold = run_batch(golden, xq, dtq)[y]
     ref = run_batch(reference, data["test"], data.get("test_dt"))[y]
@@ -282,18 +269,19 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
     import jax
 
     from ncc.compiler.artifact import load_artifact_graph, load_reference_graph
-    from ncc.compiler.driver import APPROXIMATE, QUANTIZED, compile_model
     from ncc.compiler.interpret import run_batch
     from ncc.compiler.load import load_model
     from ncc.compiler.numerics import dequantize
     from ncc.compiler.quantize import QuantOptions
     from ncc.runtime.session import RUNTIMES, ReferenceSession, open_session
-    from ncc.runtime.validate import _quantized_inputs, compare
+    from ncc.runtime.validate import compare, quantized_inputs
+    from ncc.targets.pipeline import build_artifact
+    from ncc.targets.registry import TARGETS
 
     res: dict[str, Any] = {"model": case.name, "spiking": case.spiking, "trained": case.trained,
                            "task": case.task, "targets": {}, "runtimes": {}, "traces": {},
                            "throughput": {}}
-    from ncc.runtime.bench_models import TASKS
+    from ncc.bench.models import TASKS
 
     log(f"{case.name}: model")
     t0 = time.perf_counter()
@@ -316,9 +304,9 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
         res["targets"][path] = entry
         try:
             t0 = time.perf_counter()
-            compile_model(source, target, out, verify_steps=0,
-                          calibration=calib if target in QUANTIZED else None,
-                          options=QuantOptions(activations=activations))
+            build_artifact(source, target, out,
+                           calibration=calib if TARGETS[target].quantized else None,
+                           options=QuantOptions(activations=activations))
             entry["compile_s"] = time.perf_counter() - t0
         except Exception as e:  # a target that cannot take this model is a result
             entry["error"] = f"{type(e).__name__}: {e}"[:300]
@@ -352,7 +340,7 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
         entry.update({"artifact_bytes": _artifact_bytes(out), "weight_bytes": _weight_bytes(g),
                       "ops": len(g.ops), **_target_details(out)})
         outputs = [n for n in g.outputs if g.roles[n] == "output"]
-        xq, dtq = _quantized_inputs(g, long[None], None if long_dt is None else long_dt[None]) \
+        xq, dtq = quantized_inputs(g, long[None], None if long_dt is None else long_dt[None]) \
             if quantized else (long[None], None if long_dt is None else long_dt[None])
         xq, dtq = xq[0], None if dtq is None else dtq[0]
         if quantized:
@@ -382,7 +370,7 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
                 session = (litert_default_session(out) if rt == "litert-default"
                            else open_session(out, rt))
                 if rt != "litert-default":
-                    from ncc.compiler.driver import verify_artifact
+                    from ncc.runtime.verify import verify_artifact
 
                     rep = verify_artifact(out, data=test, runtime=rt)
                     r["accuracy"] = rep["accuracy"]["artifact"]
@@ -391,7 +379,7 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
                 if quantized:
                     r["golden"] = _golden_metrics(got, gold)
                     r["identical"] = min(m["identical"] for m in r["golden"].values())
-                    r["bit_exact_required"] = (target not in APPROXIMATE
+                    r["bit_exact_required"] = (TARGETS[target].exact
                                                and rt != "litert-default")
                     yq = dequantize(got[outputs[0]].reshape(len(long), -1),
                                     g.tensors[outputs[0]].quant)
@@ -453,7 +441,7 @@ def bench_peers(case: Case, config: Config, data: dict[str, np.ndarray], float_d
                 work: Path, float_long: dict[str, np.ndarray], y_name: str,
                 log: Log) -> dict[str, Any]:
     """The peer paths on the same data: accuracy, SQNR against float, latency."""
-    from ncc.runtime.bench_peers import open_peer_session, ort_quantize_static, tflite_converter
+    from ncc.bench.peers import open_peer_session, ort_quantize_static, tflite_converter
     from ncc.runtime.session import ReferenceSession
     from ncc.runtime.validate import compare
 
@@ -510,7 +498,7 @@ def bench_peers(case: Case, config: Config, data: dict[str, np.ndarray], float_d
 
 def _case_child(index: int, config: Config, work: Path, rate: float, queue: Any) -> None:
     """Child process body: bench case `index` of the suite, messages and result to queue."""
-    from ncc.runtime.bench_models import suite
+    from ncc.bench.models import suite
 
     case = suite(config.zoo)[index]
     res = bench_case(case, config, task_data(case.task, config), work, rate,
@@ -551,13 +539,13 @@ def isolated_case(index: int, case: Case, config: Config, work: Path, rate: floa
 
 def run_bench(out: Path, config: Config, log: Log | None = None) -> dict[str, Any]:
     """Run the suite (artifacts in a temporary folder). Returns the results as plain data;
-    `ncc.runtime.bench_report.write_results` writes them to `out`."""
+    `ncc.bench.report.write_results` writes them to `out`."""
     import platform
 
     import onnxruntime
 
     log = log or (lambda msg: None)
-    from ncc.runtime.bench_models import suite
+    from ncc.bench.models import suite
 
     cases = suite(config.zoo)
     data = {task: task_data(task, config) for task in {c.task for c in cases}}

@@ -1,7 +1,8 @@
 """`ncc`: compile, inspect, verify, demo, bench.
 
 Exit codes: 0 success; 1 validation ran but the artifact failed it; 2 bad
-input (the one-line message says which input and what to do).
+input or a missing package (the one-line message says which input and what to do);
+3 an internal error (one line, and the traceback written to a file).
 """
 
 from __future__ import annotations
@@ -169,10 +170,11 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from ncc.compiler.driver import compile_model, resolve_target
+    from ncc.cli.driver import compile_model
     from ncc.compiler.quantize import QuantOptions
+    from ncc.targets.registry import get_target
 
-    target = resolve_target(args.target)
+    target = get_target(args.target).name
     out = Path(args.output or f"{Path(args.model.split(':')[-1]).stem}.{target}")
     with _Progress(not args.json) as progress:
         result = compile_model(args.model, target, out, input_shape=_shape(args.input_shape),
@@ -192,8 +194,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from ncc.compiler.artifact import load_artifact_graph, read_manifest
-    from ncc.compiler.driver import to_graph
     from ncc.compiler.load import load_model
+    from ncc.compiler.pipeline import to_graph
     from ncc.compiler.serialize import graph_to_json
 
     path = Path(args.path)
@@ -209,7 +211,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ncc.compiler.driver import verify_artifact
+    from ncc.cli.driver import verify_artifact
 
     with _Progress(not args.json) as progress:
         report = verify_artifact(args.artifact, data=args.data, sequences=args.sequences,
@@ -219,7 +221,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ncc.compiler.demo import run_demo
+    from ncc.cli.demo import run_demo
 
     with _Progress(not args.json) as progress:
         rows, text = run_demo(Path(args.output), progress=progress)
@@ -228,8 +230,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ncc.runtime.bench import FULL, QUICK, SMOKE, run_bench
-    from ncc.runtime.bench_report import summary_table, write_readme_table, write_results
+    from ncc.bench.report import summary_table, write_readme_table, write_results
+    from ncc.bench.suite import FULL, QUICK, SMOKE, run_bench
 
     config = SMOKE if args.smoke else QUICK if args.quick else FULL
     out = Path(args.output)
@@ -259,17 +261,42 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return 2
+    from ncc.compiler.builder import TraceError
     from ncc.compiler.ir import IRError
     from ncc.compiler.load import ModelLoadError
-    from ncc.compiler.trace import TraceError
+    from ncc.compiler.requires import MissingDependency, install_hint
     from ncc.models.archive import ArchiveError
 
     warnings.filterwarnings("ignore")
     try:
         return COMMANDS[args.command](args)
-    except (UserError, ModelLoadError, ArchiveError, TraceError, IRError, ValueError) as e:
+    except (UserError, ModelLoadError, ArchiveError, TraceError, IRError, ValueError,
+            MissingDependency) as e:
         print(f"ncc {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as e:
+        print(f"ncc {args.command}: error: the Python package {e.name!r} is not installed: "
+              f"{install_hint(e.name or '')}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ncc {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: one line here, the whole traceback in a file
+        first = (str(e).splitlines() or [""])[0]
+        print(f"ncc {args.command}: internal error ({type(e).__name__}: {first}); "
+              f"traceback in {_write_traceback()}; please report it", file=sys.stderr)
+        return 3
+
+
+def _write_traceback() -> str:
+    """Write the current exception's traceback to a file in the temp dir; its path."""
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="ncc-crash-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        traceback.print_exc(file=f)
+    return path
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Run as a subprocess under KERAS_BACKEND=tensorflow (the converter needs TF-backed
 Keras, and it may segfault, which must not take the benchmark down):
 
-    python -m ncc.runtime.bench_tflite_peer MODE MODEL DATA OUT
+    python -m ncc.bench.tflite_peer MODE MODEL DATA OUT
 
 MODE is `sequence` (the whole Keras model, recurrent layer inside the graph, full-int8
 with a representative dataset: DESIGN.md records a segfault in the calibrator) or

@@ -1,0 +1,59 @@
+"""The pipeline end to end, as the CLI and the demo run it: build the artifact folder,
+then validate it in its real runtime.
+
+`compile_model` and `verify_artifact` return plain data and raise one-line errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ncc.compiler.ir import Graph
+from ncc.compiler.pipeline import Progress
+from ncc.compiler.quantize import DEFAULT_OPTIONS, QuantOptions
+from ncc.runtime.verify import verify_artifact
+from ncc.targets.pipeline import build_artifact
+
+__all__ = ["CompileResult", "compile_model", "verify_artifact"]
+
+
+@dataclass
+class CompileResult:
+    out_dir: Path
+    graph: Graph
+    manifest: dict[str, Any]
+    report: dict[str, Any]
+
+
+def compile_model(model: Any, target: str, out_dir: str | Path, *,
+                  input_shape: tuple[int, ...] | None = None,
+                  sequence_length: int | None = None,
+                  calibration: str | Path | dict[str, np.ndarray] | None = None,
+                  options: QuantOptions = DEFAULT_OPTIONS, verify_steps: int = 100,
+                  progress: Progress | None = None) -> CompileResult:
+    """Compile `model` (object or MODEL reference) for `target` into folder `out_dir`.
+
+    Quantized targets calibrate on `calibration` (an .npz path or {"x": (N, T, F)}).
+    Validation then runs the artifact over the first 16 calibration sequences, cut to
+    `verify_steps` steps (float targets: one random sequence of that length; 0 skips
+    it), and writes its figures to report.json.
+    """
+    built = build_artifact(model, target, out_dir, input_shape=input_shape,
+                           sequence_length=sequence_length, calibration=calibration,
+                           options=options, progress=progress)
+    report: dict[str, Any] = {}
+    if verify_steps and built.calibration is not None:
+        # a quantized model is meant for inputs like its calibration data, not white noise
+        sample = {k: v[:16, :verify_steps] for k, v in built.calibration.items()
+                  if k in ("x", "dt")}
+        report = verify_artifact(built.out_dir, data=sample, progress=progress)
+    elif verify_steps:
+        steps = verify_steps
+        if sequence_length:
+            steps = sequence_length * max(1, -(-verify_steps // sequence_length))
+        report = verify_artifact(built.out_dir, sequences=1, steps=steps, progress=progress)
+    return CompileResult(built.out_dir, built.graph, built.manifest, report)

@@ -1,0 +1,74 @@
+"""Model -> artifact folder: load, trace, quantize, lower for one target, write.
+
+`build_artifact` is the pipeline up to a written folder; validation in the real runtime
+is `ncc.runtime.verify`. The CLI's driver and the bench compose the two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ncc.compiler.artifact import read_manifest, write_artifact
+from ncc.compiler.data import load_data
+from ncc.compiler.ir import Graph
+from ncc.compiler.load import load_model
+from ncc.compiler.passes import strip_fake_quant
+from ncc.compiler.pipeline import Progress, quantize_graph, to_graph
+from ncc.compiler.quantize import DEFAULT_OPTIONS, QuantOptions
+from ncc.targets.registry import get_target
+
+
+@dataclass
+class Built:
+    """A written artifact folder: its lowered IR (integer for quantized targets), the
+    manifest, and the calibration arrays used (None for float targets)."""
+
+    out_dir: Path
+    graph: Graph
+    manifest: dict[str, Any]
+    calibration: dict[str, np.ndarray] | None
+
+
+def _source(ref: Any) -> dict[str, Any]:
+    if isinstance(ref, (str, Path)):
+        path = Path(ref)
+        info: dict[str, Any] = {"source": str(ref)}
+        if path.is_file():
+            info["source_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return info
+    return {"source": f"<{type(ref).__name__} object>"}
+
+
+def build_artifact(model: Any, target: str, out_dir: str | Path, *,
+                   input_shape: tuple[int, ...] | None = None,
+                   sequence_length: int | None = None,
+                   calibration: str | Path | dict[str, np.ndarray] | None = None,
+                   options: QuantOptions = DEFAULT_OPTIONS,
+                   progress: Progress | None = None) -> Built:
+    """Compile `model` (object or MODEL reference) for `target` into folder `out_dir`.
+
+    Quantized targets calibrate on `calibration` (an .npz path or {"x": (N, T, F)}); a
+    float target refuses it."""
+    spec = get_target(target)
+    obj = load_model(str(model)) if isinstance(model, (str, Path)) else model
+    g = to_graph(obj, input_shape)
+    reference = None
+    if spec.quantized:
+        if isinstance(calibration, (str, Path)):
+            (x_name,) = g.by_role("input")
+            calibration = load_data(calibration, g.tensors[x_name].shape[1:])
+        g, reference = quantize_graph(g, calibration, options, progress)
+    elif calibration is not None:
+        raise ValueError(f"--calibration applies to quantized targets; {spec.name} is float")
+    else:
+        g = strip_fake_quant(g)  # a float target runs the float model
+    art = spec.lower(g, reference=None if reference is None else strip_fake_quant(reference),
+                     model=obj, sequence_length=sequence_length)
+    path = write_artifact(Path(out_dir), g, art, _source(model), reference=reference)
+    return Built(path, g, read_manifest(path),
+                 calibration if isinstance(calibration, dict) else None)

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from ncc.compiler.ir import QuantParams
-from ncc.compiler.requires import MissingDependency
 from ncc.compiler.numerics import quantize
-from ncc.targets.c import SOURCES, WARNINGS
+from ncc.compiler.requires import MissingDependency
+from ncc.targets.c_toolchain import SOURCES, WARNINGS
 
 
 class NoCompiler(MissingDependency):

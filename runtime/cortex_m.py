@@ -26,11 +26,11 @@ import numpy as np
 
 from ncc.compiler.artifact import read_manifest
 from ncc.runtime.cbuild import decode_trace, encode_steps, runtime_file
-from ncc.targets.c import ARM_CC as CC
-from ncc.targets.c import ARM_CPU_FLAGS as CPU_FLAGS
-from ncc.targets.c import ARM_OPT_FLAGS as OPT_FLAGS
-from ncc.targets.c import ARM_SIZE as SIZE
-from ncc.targets.c import SOURCES, WARNINGS, cortex_m_footprint
+from ncc.targets.c_toolchain import ARM_CC as CC
+from ncc.targets.c_toolchain import ARM_CPU_FLAGS as CPU_FLAGS
+from ncc.targets.c_toolchain import ARM_OPT_FLAGS as OPT_FLAGS
+from ncc.targets.c_toolchain import ARM_SIZE as SIZE
+from ncc.targets.c_toolchain import SOURCES, WARNINGS, cortex_m_footprint
 
 QEMU = "qemu-system-arm"
 MACHINE = "mps2-an386"  # ARM MPS2 with a Cortex-M4 (AN386)

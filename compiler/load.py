@@ -1,16 +1,39 @@
-"""Model inputs: a `.keras` file, an ncc `.ckpt`, or a Python reference `module:factory`."""
+"""Model inputs: a `.keras` file, an ncc `.ckpt`, or a Python reference `module:factory`.
+
+Files are untrusted data and load without running their code:
+
+- `.ckpt`: `ncc.models.checkpoint.load_checkpoint` (a registry of allowed classes,
+  checked arguments and sizes, bounded zip members, npz without pickle, finite weights).
+- `.keras`: the zip's members are checked first (safe names, only the members Keras
+  writes, declared sizes within limits); its `config.json` goes through the same class
+  registry and size limits as a checkpoint's Keras config; Keras then loads it with
+  `safe_mode=True` (no lambdas), and NaN / inf weights are refused.
+- `package.module:factory` is code the user names on the command line: it is imported
+  and called, as asked.
+
+Every refusal is a `ModelLoadError` with a one-line message (exit code 2 in the CLI).
+"""
 
 from __future__ import annotations
 
 import importlib
 import inspect
 import os
+import re
 import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from ncc.models.archive import ArchiveError
+import numpy as np
+
+from ncc.models.archive import ArchiveError, check_members, one_line, open_zip, read_member
+
+#: Members a `.keras` file may hold (what `keras.saving` writes).
+KERAS_MEMBERS = re.compile(r"(config\.json|metadata\.json|model\.weights[\w.-]*\.(h5|npz|json)"
+                           r"|assets/.*)\Z")
+#: Room for what an HDF5 weights file adds to the weights themselves.
+_H5_OVERHEAD = 16 << 20
 
 
 class ModelLoadError(ValueError):
@@ -37,22 +60,65 @@ def load_model(ref: str) -> Any:
     raise ModelLoadError(f"{ref}: no such file (expected .keras, .ckpt or package.module:factory)")
 
 
+def check_keras_file(path: Path) -> None:
+    """A `.keras` zip checked before Keras opens it: member names and sizes, then its
+    config.json against the checkpoint registry and limits. ModelLoadError otherwise."""
+    from ncc.models.checkpoint_spec import (
+        MAX_SPEC_BYTES,
+        MAX_WEIGHTS_BYTES,
+        check_keras_config,
+        parse_json,
+    )
+
+    where = str(path)
+    try:
+        with open_zip(path, where) as zf:
+            infos = check_members(zf, where, limit=MAX_SPEC_BYTES + MAX_WEIGHTS_BYTES
+                                  + _H5_OVERHEAD, limits={"config.json": MAX_SPEC_BYTES,
+                                                          "metadata.json": 1 << 20},
+                                  allow_dirs=True)
+            for info in infos:
+                if not KERAS_MEMBERS.match(info.filename):
+                    raise ArchiveError(f"{where}: unexpected member {info.filename!r} (a "
+                                       ".keras file holds config.json, metadata.json, "
+                                       "model.weights.* and assets/); refusing")
+            config = next((i for i in infos if i.filename == "config.json"), None)
+            if config is None:
+                raise ArchiveError(f"{where}: no config.json; not a Keras 3 model file")
+            data = read_member(zf, config, where)
+    except ArchiveError as e:
+        raise ModelLoadError(str(e)) from None
+    try:
+        check_keras_config(parse_json(data, where, "config.json"), where)
+    except ArchiveError as e:
+        reason = str(e).removeprefix(f"{where}: ")
+        raise ModelLoadError(f"{where}: cannot load the Keras model ({reason})") from None
+
+
 def _load_keras(path: Path) -> Any:
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import keras
 
-    from ncc.models.checkpoint import _register_keras_layers
+    from ncc.models.checkpoint import register_keras_layers
 
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file")
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path}: corrupt or truncated .keras file (not a zip archive)")
-    _register_keras_layers()
+    check_keras_file(path)
+    register_keras_layers()
     try:
-        return keras.saving.load_model(path, safe_mode=True, compile=False)
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ModelLoadError(f"{path}: cannot load the Keras model ({msg})") from None
+        raise ModelLoadError(f"{path}: cannot load the Keras model ({one_line(e)})") from None
+    for v in getattr(model, "weights", []):
+        value = np.asarray(v)
+        if value.dtype.kind == "f":
+            bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+            if bad:
+                raise ModelLoadError(f"{path}: weight {v.path!r} has {bad} NaN or infinite "
+                                     f"value{'s' if bad > 1 else ''}; refusing")
+    return model
 
 
 def _load_factory(ref: str) -> Any:

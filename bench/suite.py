@@ -136,7 +136,7 @@ def step_latency_us(call: Callable[[], Any], calls: int) -> float:
 def first_feeds(session: Any, x0: np.ndarray) -> dict[str, np.ndarray]:
     """The artifact-named feeds of a session's first step for input x0 (float or int8)."""
     from ncc.compiler.ir import QuantParams
-    from ncc.compiler.numerics import quantize
+    from ncc.numerics import quantize
 
     by_name = {t["name"]: t for t in session.manifest["tensors"]}
     (x_name,) = session.names("input")
@@ -166,7 +166,7 @@ def spike_agreement(reference: Graph, golden: Graph, xs: np.ndarray) -> dict[str
     """Fraction of spike values (int8 0/1 results of `cast` from bool in the golden graph)
     equal in the float reference and the golden model over sequence xs (T, F)."""
     from ncc.compiler.interpret import run_step
-    from ncc.compiler.numerics import quantize
+    from ncc.numerics import quantize
 
     spikes = [op.output for op in golden.ops if op.kind == "cast"
               and golden.tensors[op.inputs[0]].dtype == "bool"]
@@ -253,7 +253,7 @@ def test_split_sqnr(reference: Graph, golden: Graph, data: dict[str, np.ndarray]
     each from the initial state: the figure that means something for a spiking readout
     whose membrane integrates without bound over one endless sequence."""
     from ncc.compiler.interpret import run_batch
-    from ncc.compiler.numerics import dequantize
+    from ncc.numerics import dequantize
     from ncc.runtime.validate import compare, quantized_inputs
 
     xq, dtq = quantized_inputs(golden, data["test"], data.get("test_dt"))
@@ -271,8 +271,8 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
     from ncc.compiler.artifact import load_artifact_graph, load_reference_graph
     from ncc.compiler.interpret import run_batch
     from ncc.compiler.load import load_model
-    from ncc.compiler.numerics import dequantize
     from ncc.compiler.quantize import QuantOptions
+    from ncc.numerics import dequantize
     from ncc.runtime.session import RUNTIMES, ReferenceSession, open_session
     from ncc.runtime.validate import compare, quantized_inputs
     from ncc.targets.pipeline import build_artifact

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from ncc import numerics as nx
 from ncc.compiler.golden import INT_KERNELS
-from ncc.compiler.ir import Graph, Op, Tensor
+from ncc.compiler.ir import Graph, Op, QuantParams, Tensor
 
 Kernel = Callable[[Any, list[Any], dict[str, Any]], Any]
 
@@ -64,12 +65,12 @@ KERNELS: dict[str, Kernel] = {
 
 def _fake_quant(xp: Any, a: list[Any], at: dict[str, Any]) -> Any:
     """dequantize(quantize(x)) with the numeric core's rounding (numpy, or JAX under jit)."""
-    from ncc.models import quantization as core
-
-    p = core.QuantParams.from_dict({k: at[k] for k in ("scale", "zero_point", "dtype", "axis")})
+    p = QuantParams.of_dtype(at["scale"], at["zero_point"], at["dtype"], at["axis"])
     if xp is np:
-        return core.dequantize(core.quantize(a[0], p), p)
-    return core.fake_quant(a[0], p)
+        return nx.dequantize(nx.quantize(a[0], p), p)
+    from ncc.models.quantization import fake_quant  # JAX: only when the graph runs under it
+
+    return fake_quant(a[0], p)
 
 
 KERNELS["fake_quant"] = _fake_quant
@@ -100,9 +101,7 @@ def dt_one(t: Tensor) -> np.ndarray:
     one = np.ones(t.shape, np.float32)
     if t.quant is None:
         return one
-    from ncc.compiler.numerics import quantize
-
-    return quantize(one, t.quant)
+    return nx.quantize(one, t.quant)
 
 
 def run_sequence(g: Graph, xs: np.ndarray, dts: np.ndarray | None = None,

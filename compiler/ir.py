@@ -7,8 +7,8 @@ batch = 1), a dtype and, after quantization, `QuantParams`. Weights live in
 `Graph.constants`. Ops come from the closed set `OPS`; elementwise ops follow
 numpy broadcasting.
 
-This module imports nothing from the rest of ncc: it is the contract every
-other part speaks.
+This module imports nothing from the rest of ncc but the numeric core (`QuantParams`
+is `ncc.numerics.QuantParams`): it is the contract every other part speaks.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from ncc.numerics import QuantParams
 
 DTYPES = ("float32", "int8", "int16", "int32", "int64", "uint8", "bool")
 ROLES = ("input", "dt", "state_in", "state_out", "output")
@@ -55,7 +57,7 @@ OPS: dict[str, tuple[int | None, tuple[str, ...]]] = {
     "clip": (1, ("min", "max")),
     "cast": (1, ("dtype",)),
     # QAT: dequantize(quantize(x)) on the grid (scale, zero_point, dtype, axis), float32 in
-    # and out, evaluated exactly like ncc.models.quantization.fake_quant. The quantizer turns
+    # and out, evaluated exactly like ncc.numerics.quantize then dequantize. The quantizer turns
     # it into preset parameters for its input and output; it never reaches a target.
     "fake_quant": (1, ("scale", "zero_point", "dtype", "axis")),
     # selection: where(cond, a, b)
@@ -92,32 +94,6 @@ COMPARISONS = frozenset({"greater", "greater_equal", "less", "less_equal", "equa
 
 class IRError(ValueError):
     """A graph breaks an IR rule; the message names the offending tensor or op."""
-
-
-@dataclass(frozen=True)
-class QuantParams:
-    """Affine quantization: real = scale * (q - zero_point).
-
-    scale, zero_point: one entry per tensor, or one per slice along `axis`.
-    dtype: the integer storage type (int8, int16, int32).
-    """
-
-    scale: tuple[float, ...]
-    zero_point: tuple[int, ...]
-    dtype: str = "int8"
-    axis: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "scale": [float(s) for s in self.scale],
-            "zero_point": [int(z) for z in self.zero_point],
-            "dtype": self.dtype,
-            "axis": self.axis,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> QuantParams:
-        return cls(tuple(d["scale"]), tuple(d["zero_point"]), d["dtype"], d["axis"])
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from ncc import numerics as nx
 from ncc.compiler import golden
-from ncc.compiler import numerics as qn
 from ncc.compiler.ir import Graph, Op, Tensor, verify
 
 COMPARE = ("greater", "greater_equal")
@@ -38,7 +38,7 @@ MOVES = ("slice", "reshape", "identity")
 
 
 def _levels(dtype: str) -> np.ndarray:
-    lo, hi = qn.dtype_range(dtype)
+    lo, hi = nx.dtype_range(dtype)
     return np.arange(lo, hi + 1).astype(dtype)
 
 
@@ -68,7 +68,7 @@ def fold_thresholds(g: Graph) -> Graph:
             c = constants[op.inputs[1]].reshape(())
             mask = looked > c if op.kind == "greater" else looked >= c
             theta = _threshold_of(mask, levels)
-            lo, hi = qn.dtype_range(g.tensors[v].dtype)
+            lo, hi = nx.dtype_range(g.tensors[v].dtype)
             if theta is not None and lo <= theta < hi:
                 name = f"{op.output}_theta"
                 constants[name] = np.asarray([theta], g.tensors[v].dtype)
@@ -87,7 +87,7 @@ def _fit_requantize(table: np.ndarray, p_in: Any, p_out: Any) -> dict[str, Any] 
     levels = _levels(p_in.dtype).astype(np.int64)
     x = levels - p_in.zero_point[0]
     y = table.astype(np.int64) - p_out.zero_point[0]
-    lo, hi = qn.dtype_range(p_out.dtype)
+    lo, hi = nx.dtype_range(p_out.dtype)
     inside = (table > lo) & (table < hi) & (x != 0)
     if inside.sum() < 2:
         return None
@@ -95,7 +95,7 @@ def _fit_requantize(table: np.ndarray, p_in: Any, p_out: Any) -> dict[str, Any] 
     for candidate in (ratio, round(ratio * 256) / 256):  # the fit, and a short fraction
         if candidate <= 0:
             continue
-        m, s = qn.quantize_multiplier(candidate)
+        m, s = nx.quantize_multiplier(candidate)
         attrs = {"in_zp": p_in.zero_point[0], "multiplier": m, "shift": s,
                  "out_zp": p_out.zero_point[0], "dtype": p_out.dtype}
         if np.array_equal(golden.requantize(levels.astype(p_in.dtype), **attrs), table):
@@ -196,8 +196,8 @@ def _decay(g: Graph, v: str, state_out: str, avoid: set[str]) -> tuple[dict[str,
                 form = {"form": "bit_shift", "shift": 1 - int(op.attrs["shift"])}
         else:
             levels = _levels(p_in.dtype)
-            real_in = qn.dequantize(levels, p_in)
-            real_out = qn.dequantize(g.constants[op.inputs[1]], p_out)
+            real_in = nx.dequantize(levels, p_in)
+            real_out = nx.dequantize(g.constants[op.inputs[1]], p_out)
             beta = float(np.dot(real_in, real_out) / max(np.dot(real_in, real_in), 1e-30))
             form = {"form": "table", "table": op.inputs[1]}
         return {**form, "beta": round(float(beta), 6), "layer": op.output}, op.output
@@ -239,8 +239,8 @@ def populations(g: Graph) -> list[Population]:
         if decay is None and gate is not None and pop.reset == "zero":
             p_gate = g.tensors[gate.output].quant
             table = g.constants[gate.inputs[1]]
-            no_spike = -qn.dtype_range(g.tensors[gate.inputs[0]].dtype)[0]  # index of s = 0
-            beta = float(qn.dequantize(table[no_spike], p_gate))
+            no_spike = -nx.dtype_range(g.tensors[gate.inputs[0]].dtype)[0]  # index of s = 0
+            beta = float(nx.dequantize(table[no_spike], p_gate))
             decay = ({"form": "gate", "table": gate.inputs[1], "beta": round(beta, 6),
                       "layer": gate.output}, gate.output)
         if decay is not None:

@@ -11,7 +11,8 @@ The tracer calls `recognize` on every nested call (`trace.SPECIAL_CALLS`). The f
   `table=fn`, fake_quant(p_out): the quantizer builds that table with the core's
   `build_table`, the very table the training forward looks up;
 - `fake_quant_dense(x, W, b, p_x, p_w, p_out)` (below) -> fake_quant(p_x), matmul by the
-  on-grid W, add of the on-grid bias, fake_quant(p_out);
+  on-grid W, add of the bias b (the quantizer's `ncc.numerics.quantize_bias` of it is the
+  int32 bias the training forward computes), fake_quant(p_out);
 - `fake_quant_binary(kind, a, b, p_a, p_b, p_out)` -> fake_quant(p_a), fake_quant(p_b), the
   add / sub / mul, fake_quant(p_out): the quantizer's qadd / qsub / qmul, whose fixed-point
   arithmetic the training forward computes (same reason as `fake_quant_dense` below);
@@ -39,17 +40,15 @@ from typing import Any
 
 import numpy as np
 
-from ncc.compiler import numerics as qn
+from ncc import numerics as nx
 from ncc.compiler.builder import GraphBuilder, TraceError
 from ncc.compiler.interpret import evaluate
-from ncc.compiler.ir import Tensor
-from ncc.models import quantization as core
+from ncc.compiler.ir import QuantParams, Tensor
 from ncc.models.quantization import (
     BINARY_MARKER,
     DENSE_MARKER,
     INT_DECAY_MARKER,
-    dense_multipliers,
-    quantize_dense_bias,
+    fake_quant_spec_from_jaxpr_eqn,
 )
 
 # --- recognition (tracer side) ---------------------------------------------------------------
@@ -67,11 +66,7 @@ def _call_payload(eqn: Any, marker: str) -> dict[str, Any] | None:
     return None
 
 
-def ir_params(p: core.QuantParams) -> qn.QuantParams:
-    return qn.from_core(p)
-
-
-def fake_quant_attrs(p: core.QuantParams) -> dict[str, Any]:
+def fake_quant_attrs(p: QuantParams) -> dict[str, Any]:
     """Attributes of the IR `fake_quant` op for core parameters p."""
     return {"scale": tuple(p.scale), "zero_point": tuple(p.zero_point), "dtype": p.dtype,
             "axis": p.axis}
@@ -90,15 +85,15 @@ def _constant_value(b: GraphBuilder, name: str) -> np.ndarray | None:
     return np.asarray(evaluate(made, args)).astype(b.tensors[name].dtype)
 
 
-def _on_grid_constant(b: GraphBuilder, value: np.ndarray, p: core.QuantParams, hint: str) -> str:
-    grid = core.dequantize(core.quantize(value, p), p).astype(np.float32)
+def _on_grid_constant(b: GraphBuilder, value: np.ndarray, p: QuantParams, hint: str) -> str:
+    grid = nx.dequantize(nx.quantize(value, p), p).astype(np.float32)
     name = b.constant(grid, hint)
     t = b.tensors[name]
-    b.tensors[name] = Tensor(name, t.shape, t.dtype, ir_params(p))
+    b.tensors[name] = Tensor(name, t.shape, t.dtype, p)
     return name
 
 
-def _activation(b: GraphBuilder, x: str, p: core.QuantParams) -> str:
+def _activation(b: GraphBuilder, x: str, p: QuantParams) -> str:
     if p.per_axis:
         raise TraceError(f"fake_quant at {b.source}: per-axis parameters on an activation; "
                          "ncc quantizes activations per tensor")
@@ -109,13 +104,13 @@ def _activation(b: GraphBuilder, x: str, p: core.QuantParams) -> str:
     return b.emit("fake_quant", [x], **fake_quant_attrs(p))
 
 
-def _table(b: GraphBuilder, x: str, fn: str, p_in: core.QuantParams,
-           p_out: core.QuantParams) -> str:
+def _table(b: GraphBuilder, x: str, fn: str, p_in: QuantParams,
+           p_out: QuantParams) -> str:
     y = _activation(b, x, p_in)
     if fn == "lecun_tanh":
-        y = b.emit("mul", [y, b.constant(np.float32(0.666))], table=fn)
+        y = b.emit("mul", [y, b.constant(np.float32(nx.LECUN_TANH_GAIN))], table=fn)
         y = b.emit("tanh", [y], table=fn)
-        y = b.emit("mul", [y, b.constant(np.float32(1.7159))], table=fn)
+        y = b.emit("mul", [y, b.constant(np.float32(nx.LECUN_TANH_AMPLITUDE))], table=fn)
     elif fn in ("sigmoid", "tanh", "exp"):
         y = b.emit(fn, [y], table=fn)
     else:
@@ -124,37 +119,33 @@ def _table(b: GraphBuilder, x: str, fn: str, p_in: core.QuantParams,
 
 
 def _dense(b: GraphBuilder, payload: dict[str, Any], ins: list[str]) -> str:
-    p_x, p_w, p_out = (core.QuantParams.from_dict(payload[k]) for k in ("x", "w", "out"))
+    p_x, p_w, p_out = (QuantParams.from_dict(payload[k]) for k in ("x", "w", "out"))
     x, kernel, bias = ins
     w_value, b_value = _constant_value(b, kernel), _constant_value(b, bias)
     if w_value is None or b_value is None:
         raise TraceError(f"fake_quant_dense at {b.source}: kernel and bias must be constants")
-    bias_scale, _, _ = dense_multipliers(p_x, p_w, p_out)
-    bq = quantize_dense_bias(b_value, bias_scale)
-    b_grid = (bq.astype(np.float64) * bias_scale).astype(np.float32)
-    if not np.array_equal(qn.quantize_bias(b_grid, bias_scale), bq):
-        raise TraceError(f"fake_quant_dense at {b.source}: the bias is too large for its "
-                         "int32 grid to survive float32 (|bias| / (s_x s_w) >= 2^23)")
     w = _on_grid_constant(b, w_value, p_w, kernel)
-    bias_name = b.constant(b_grid, bias)
+    # the bias stays real: the quantizer's `quantize_bias` gives it the very int32 values
+    # that the training forward computes from it (the same formula, in JAX)
+    bias_name = b.constant(np.asarray(b_value, np.float32).reshape(-1), bias)
     t = b.tensors[bias_name]
+    scale = nx.bias_scale(p_x, p_w)
     b.tensors[bias_name] = Tensor(bias_name, t.shape, t.dtype,
-                                  qn.QuantParams(tuple(bias_scale.tolist()),
-                                                 (0,) * len(bias_scale), "int32", 0))
+                                  QuantParams(tuple(scale), (0,) * len(scale), bits=32, axis=0))
     y = b.emit("matmul", [_activation(b, x, p_x), w])
     y = b.emit("add", [y, bias_name])
     return _activation(b, y, p_out)
 
 
 def _binary(b: GraphBuilder, payload: dict[str, Any], ins: list[str]) -> str:
-    p_a, p_b, p_out = (core.QuantParams.from_dict(payload[k]) for k in ("a", "b", "out"))
+    p_a, p_b, p_out = (QuantParams.from_dict(payload[k]) for k in ("a", "b", "out"))
     a, c = ins
     y = b.emit(payload["kind"], [_activation(b, a, p_a), _activation(b, c, p_b)])
     return _activation(b, y, p_out)
 
 
 def _int_decay(b: GraphBuilder, payload: dict[str, Any], ins: list[str]) -> str:
-    p = core.QuantParams.from_dict(payload["membrane"])
+    p = QuantParams.from_dict(payload["membrane"])
     v, beta_name = ins
     beta = _constant_value(b, beta_name)
     if beta is None:
@@ -164,7 +155,7 @@ def _int_decay(b: GraphBuilder, payload: dict[str, Any], ins: list[str]) -> str:
     v = _activation(b, v, p)
     shift = payload.get("shift")
     if shift is not None or np.all(beta == beta[0]):  # one decay: an exact integer table
-        table = core.int_decay_table_name(None if shift is not None else float(beta[0]), shift)
+        table = nx.int_decay_table_name(None if shift is not None else float(beta[0]), shift)
         y = b.emit("mul", [v, b.constant(np.float32(1 - 2.0 ** -shift if shift is not None
                                                     else beta[0]))], table=table)
         return _activation(b, y, p)
@@ -172,10 +163,11 @@ def _int_decay(b: GraphBuilder, payload: dict[str, Any], ins: list[str]) -> str:
     # fully-connected kernel's requantization is MBQM(v_n, quantize_multiplier(beta_n));
     # a beta of 0 is a weight 0 (scale 1): the neuron forgets at once, as MBQM(v, 0) does
     scales = np.where(beta > 0, beta, 1.0)
-    p_w = core.QuantParams(tuple(float(x) for x in scales), (0,) * len(beta), 8, True, axis=1)
-    _, mult, shift_n = dense_multipliers(p, p_w, p)
-    for m, e, x in zip(mult, shift_n, beta, strict=True):
-        if x > 0 and (int(m), int(e)) != core.quantize_multiplier(float(x)):
+    p_w = QuantParams(tuple(float(x) for x in scales), (0,) * len(beta), bits=8, axis=1)
+    _, mult, shift_n = nx.dense_multipliers(p, p_w, p)
+    decay_m, decay_e = nx.decay_multipliers(beta)
+    for m, e, dm, de, x in zip(mult, shift_n, decay_m, decay_e, beta, strict=True):
+        if x > 0 and (m, e) != (dm, de):
             raise TraceError(f"integer decay at {b.source}: the multiplier of beta {x} does "
                              "not survive the fully-connected form; use a scalar beta")
     w = _on_grid_constant(b, np.diag(beta).astype(np.float32), p_w, "decay")
@@ -194,7 +186,7 @@ def recognize(b: GraphBuilder, eqn: Any, ins: list[str]) -> list[str] | None:
     decay = _call_payload(eqn, INT_DECAY_MARKER)
     if decay is not None:
         return [_int_decay(b, decay, ins)]
-    spec = core.fake_quant_spec_from_jaxpr_eqn(eqn)
+    spec = fake_quant_spec_from_jaxpr_eqn(eqn)
     if spec is None:
         return None
     if spec.kind == "dynamic":

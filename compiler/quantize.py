@@ -32,17 +32,24 @@ tagged `table=fn` is the core's `build_table(fn)`. Groups without a preset need 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ncc.compiler import numerics as qn
+from ncc import numerics as nx
 from ncc.compiler.calibrate import TensorRange
+from ncc.compiler.int_safety import (
+    add_params,
+    check_accumulator,
+    mul_is_portable,
+    mul_multipliers,
+    portable_mul_params,
+)
 from ncc.compiler.interpret import evaluate
 from ncc.compiler.ir import COMPARISONS, Graph, IRError, Op, QuantParams, Tensor, infer, verify
 from ncc.compiler.passes import canonicalize
-from ncc.models import quantization as core
 
 SHARE = ("concat", "reshape", "broadcast", "slice", "transpose", "identity", "max", "min")
 UNARY = ("neg", "abs", "exp", "log", "sqrt", "sigmoid", "tanh", "relu", "floor", "sign",
@@ -79,9 +86,8 @@ class QuantOptions:
     def params(self, lo: float, hi: float) -> QuantParams:
         """Parameters of an activation with range [lo, hi]."""
         if self.activations == "int16":  # 12-bit scales keep int16 MULs portable
-            scale = qn.symmetric_params(max(-lo, hi, 0.0), "int16").scale[0]
-            return QuantParams((qn.short_scale(scale),), (0,), "int16")
-        return qn.params_from_range(lo, hi, "int8")
+            return nx.int16_activation_params(lo, hi)
+        return nx.asymmetric_params(lo, hi, 8)
 
 
 DEFAULT_OPTIONS = QuantOptions()
@@ -230,8 +236,8 @@ def _range_of(name: str, ranges: dict[str, TensorRange], opts: QuantOptions) -> 
 
 def _presets(g: Graph) -> dict[str, QuantParams]:
     """Parameters fixed by the model itself: each `fake_quant` op's output (QAT)."""
-    return {op.output: QuantParams(tuple(op.attrs["scale"]), tuple(op.attrs["zero_point"]),
-                                   op.attrs["dtype"], op.attrs["axis"])
+    return {op.output: QuantParams.of_dtype(op.attrs["scale"], op.attrs["zero_point"],
+                                            op.attrs["dtype"], op.attrs["axis"])
             for op in g.ops if op.kind == "fake_quant"}
 
 
@@ -277,7 +283,7 @@ def choose_params(g: Graph, plan: _Plan, ranges: dict[str, TensorRange],
         if fixed:
             p = next(iter(fixed.values()))
         elif spikes & set(names):
-            p = QuantParams((1.0,), (0,), opts.activations)  # spikes stay exact 0/1
+            p = QuantParams.of_dtype(1.0, 0, opts.activations)  # spikes stay exact 0/1
         else:
             lo = min(_range_of(n, ranges, opts)[0] for n in names)
             hi = max(_range_of(n, ranges, opts)[1] for n in names)
@@ -333,7 +339,7 @@ class _IntBuilder:
         if self.g.tensors[name].dtype != "float32":
             return self.const(name, value)
         p = like or self.opts.params(float(value.min()), float(value.max()))
-        return self.const(f"{name}_q", qn.quantize(value, p), p)
+        return self.const(f"{name}_q", nx.quantize(value, p), p)
 
 
 def _lut_table(g: Graph, start: str, ops: list[Op], p_in: QuantParams,
@@ -342,9 +348,9 @@ def _lut_table(g: Graph, start: str, ops: list[Op], p_in: QuantParams,
     A chain the tracer tagged `table=fn` (a QAT table) is the core's `build_table(fn)`."""
     fns = {op.attrs.get("table") for op in ops}
     if len(fns) == 1 and None not in fns:
-        return core.build_table(fns.pop(), qn.to_core(p_in), qn.to_core(p_out))
-    lo, hi = qn.dtype_range(p_in.dtype)
-    x = qn.dequantize(np.arange(lo, hi + 1), p_in).astype(np.float32)
+        return nx.build_table(fns.pop(), p_in, p_out)
+    lo, hi = nx.dtype_range(p_in.dtype)
+    x = nx.dequantize(np.arange(lo, hi + 1), p_in).astype(np.float32)
     env: dict[str, Any] = {start: x}
     with np.errstate(all="ignore"):
         for op in ops:
@@ -352,12 +358,12 @@ def _lut_table(g: Graph, start: str, ops: list[Op], p_in: QuantParams,
             env[op.output] = np.asarray(evaluate(op, args), np.float32)
     y = env[ops[-1].output]
     big = float(np.finfo(np.float32).max)
-    return qn.quantize(np.nan_to_num(y, nan=0.0, posinf=big, neginf=-big), p_out)
+    return nx.quantize(np.nan_to_num(y, nan=0.0, posinf=big, neginf=-big), p_out)
 
 
 def _threshold(kind: str, c: float, p: QuantParams) -> tuple[str, int]:
     """Integer form of `x <kind> c` for x on grid p: (kind, t) with x_q <kind> t exact."""
-    lo, hi = qn.dtype_range(p.dtype)
+    lo, hi = nx.dtype_range(p.dtype)
     v = p.zero_point[0] + c / p.scale[0]
     if kind in ("greater", "less_equal"):
         t = int(np.floor(v))
@@ -375,75 +381,109 @@ def _threshold(kind: str, c: float, p: QuantParams) -> tuple[str, int]:
     return kind, t
 
 
+def _lower_fake_quant(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
+    """QAT: its input already has these parameters; the op itself disappears."""
+    x = b.operand(op.inputs[0])
+    if op.output in g.outputs:
+        b.declare_q(op.output)
+        b.emit("identity", [x], op.output, op.source)
+    else:
+        b.alias[op.output] = x
+
+
+def _lower_table(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
+    """The end of a chain of unary functions: one `lut` from the chain's start."""
+    out = op.output
+    start, chain = plan.chain_of[out]
+    x = b.operand(start)
+    table = _lut_table(g, start, chain, b.params[start], b.params[out])
+    b.declare_q(out)
+    b.emit("lut", [x, b.const(f"{out}_table", table)], out, op.source)
+
+
+def _lower_add_sub(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
+    a, c = (b.operand(n) for n in op.inputs)
+    pa, pc, po = b.tensors[a].quant, b.tensors[c].quant, b.params[op.output]
+    b.declare_q(op.output)
+    b.emit("q" + op.kind, [a, c], op.output, op.source, **add_params(pa, pc, po))
+
+
+def _lower_compare(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
+    """x > c (and friends) with a scalar constant c: the same test on x's integer grid."""
+    out, src = op.output, op.source
+    x, c = op.inputs
+    if x in g.constants or c not in g.constants or g.constants[c].size != 1:
+        raise QuantizationError(f"{op.kind} at {src or out}: only comparisons of a "
+                                "tensor with a scalar constant have an integer form")
+    xq = b.operand(x)
+    px = b.params[x]
+    kind, t = _threshold(op.kind, float(g.constants[c]), px)
+    b.emit(kind, [xq, b.const(f"{out}_threshold", np.asarray(t, px.dtype))], out, src)
+
+
+def _lower_cast(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
+    """bool -> spikes (0/1 on the spike grid); other casts have no integer form."""
+    if g.tensors[op.inputs[0]].dtype != "bool":
+        _no_integer_form(b, g, plan, op)
+    b.declare_q(op.output)
+    b.emit("cast", [b.operand(op.inputs[0])], op.output, op.source,
+           dtype=b.params[op.output].dtype)
+
+
+def _lower_shared_grid(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
+    """Data movement, max/min, where, logical_not: the op itself on one shared grid."""
+    like = b.params.get(op.output)
+    ins = [b.operand(n, like if g.tensors[n].dtype == "float32" else None)
+           for n in op.inputs]
+    if like is not None:
+        b.declare_q(op.output)
+    b.emit(op.kind, ins, op.output, op.source, **op.attrs)
+
+
+def _no_integer_form(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
+    raise QuantizationError(f"op {op.kind} at {op.source or op.output} has no integer form "
+                            "in ncc")
+
+
+Lowering = Callable[[_IntBuilder, Graph, _Plan, Op], None]
+
+INTEGER_FORMS: dict[str, Lowering] = {
+    "fake_quant": _lower_fake_quant,
+    "mul": lambda b, g, plan, op: _lower_mul(b, op),
+    "add": _lower_add_sub, "sub": _lower_add_sub,
+    **{kind: _lower_compare for kind in sorted(COMPARISONS)},
+    "cast": _lower_cast,
+    "reduce_sum": lambda b, g, plan, op: _lower_reduce_sum(b, g, op),
+    **{kind: _lower_shared_grid for kind in (*SHARE, "where", "logical_not")},
+}
+"""Float op kind -> its integer form. Matmuls (with their bias) and chains of unary
+functions (one table) are recognised by the plan first, in `_lower_op`."""
+
+
 def _lower_op(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
-    out, src, P = op.output, op.source, b.params
+    out = op.output
     if op.kind == "matmul":
         _lower_dense(b, g, plan, op)
         return
     if out in plan.internal or any(out == add.output for add, _ in plan.bias_of.values()):
         return  # inside a table, or a bias emitted with its matmul
-    if op.kind == "fake_quant":  # QAT: its input already has these parameters
-        x = b.operand(op.inputs[0])
-        if out in g.outputs:
-            b.declare_q(out)
-            b.emit("identity", [x], out, src)
-        else:
-            b.alias[out] = x
+    if op.kind != "fake_quant" and out in plan.chain_of:
+        _lower_table(b, g, plan, op)
         return
-    if out in plan.chain_of:
-        start, chain = plan.chain_of[out]
-        x = b.operand(start)
-        table = _lut_table(g, start, chain, P[start], P[out])
-        b.declare_q(out)
-        b.emit("lut", [x, b.const(f"{out}_table", table)], out, src)
-        return
-    if op.kind == "mul":
-        _lower_mul(b, op)
-        return
-    if op.kind in ("add", "sub"):
-        a, c = (b.operand(n) for n in op.inputs)
-        pa, pc, po = b.tensors[a].quant, b.tensors[c].quant, P[out]
-        b.declare_q(out)
-        b.emit("q" + op.kind, [a, c], out, src, **qn.add_params(pa, pc, po))
-        return
-    if op.kind in COMPARISONS:
-        x, c = op.inputs
-        if x in g.constants or c not in g.constants or g.constants[c].size != 1:
-            raise QuantizationError(f"{op.kind} at {src or op.output}: only comparisons of a "
-                                    "tensor with a scalar constant have an integer form")
-        xq = b.operand(x)
-        kind, t = _threshold(op.kind, float(g.constants[c]), P[x])
-        b.emit(kind, [xq, b.const(f"{out}_threshold", np.asarray(t, P[x].dtype))], out, src)
-        return
-    if op.kind == "cast" and g.tensors[op.inputs[0]].dtype == "bool":
-        b.declare_q(out)
-        b.emit("cast", [b.operand(op.inputs[0])], out, src, dtype=P[out].dtype)
-        return
-    if op.kind == "reduce_sum":
-        _lower_reduce_sum(b, g, op)
-        return
-    if op.kind in SHARE or op.kind == "where" or op.kind in ("logical_not",):
-        like = P.get(out)
-        ins = [b.operand(n, like if g.tensors[n].dtype == "float32" else None)
-               for n in op.inputs]
-        if like is not None:
-            b.declare_q(out)
-        b.emit(op.kind, ins, out, src, **op.attrs)
-        return
-    raise QuantizationError(f"op {op.kind} at {src or op.output} has no integer form in ncc")
+    INTEGER_FORMS.get(op.kind, _no_integer_form)(b, g, plan, op)
 
 
 def _lower_mul(b: _IntBuilder, op: Op) -> None:
     """`qmul`, with output parameters on which every runtime's multiplier gives the same
-    bits (`numerics.mul_is_portable`): the output's own if it shares them with no other
+    bits (`int_safety.mul_is_portable`): the output's own if it shares them with no other
     tensor (and, int16, feeds no other product: its scale would not be 12-bit), else a
     portable intermediate requantized onto the output's grid. A QAT product keeps the
     arithmetic its training forward computed (tflite-int8 refuses it if not portable)."""
     a, c = (b.operand(n) for n in op.inputs)
     pa, pc, out = b.tensors[a].quant, b.tensors[c].quant, op.output
     po = b.params[out]
-    portable = (None if out in b.qat or qn.mul_is_portable(pa, pc, po)
-                else qn.portable_mul_params(pa, pc, po))
+    portable = (None if out in b.qat or mul_is_portable(pa, pc, po)
+                else portable_mul_params(pa, pc, po))
     product = out
     feeds_mul = any(u.kind == "mul" for u in b.users[out])
     if portable is not None and out in b.free and not (po.dtype == "int16" and feeds_mul):
@@ -452,13 +492,13 @@ def _lower_mul(b: _IntBuilder, op: Op) -> None:
         product = f"{out}_product"
         b.tensors[product] = Tensor(product, b.g.tensors[out].shape, portable.dtype, portable)
     pm = b.tensors[product].quant if product != out else po
-    m, s = qn.mul_multipliers(pa, pc, pm)["double"]
+    m, s = mul_multipliers(pa, pc, pm)["double"]
     if product == out:
         b.declare_q(out)
     b.emit("qmul", [a, c], product, op.source, a_zp=pa.zero_point[0], b_zp=pc.zero_point[0],
            multiplier=m, shift=s, out_zp=pm.zero_point[0], dtype=pm.dtype)
     if product != out:
-        m, s = qn.quantize_multiplier(pm.scale[0] / po.scale[0])
+        m, s = (int(v) for v in nx.requantize_multipliers(pm, po, 0))
         b.declare_q(out)
         b.emit("requantize", [product], out, op.source, in_zp=pm.zero_point[0],
                multiplier=m, shift=s, out_zp=po.zero_point[0], dtype=po.dtype)
@@ -474,29 +514,28 @@ def _lower_dense(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
     xq = b.operand(x)
     px, po = b.tensors[xq].quant, b.params[out]
     weights = g.constants[w]
-    pw = g.tensors[w].quant or qn.symmetric_per_channel(weights, axis=1, dtype="int8")
+    pw = g.tensors[w].quant or nx.params_for_tensor(weights, 8, symmetric=True, axis=1)
     if any(z != 0 for z in pw.zero_point) or pw.axis not in (None, 1) or pw.dtype != "int8":
         raise QuantizationError(f"matmul at {op.source or op.output}: weights {w!r} carry "
                                 "fake-quant parameters that are not int8 symmetric per output "
                                 "channel (axis 1) or per tensor")
     if pw.axis is None:  # per tensor: the same scale for every output channel
         n = weights.shape[1]
-        pw = QuantParams(pw.scale * n, (0,) * n, "int8", 1)
-    wq = b.const(f"{w}_q", qn.quantize(weights, pw), pw)
+        pw = QuantParams(pw.scale * n, (0,) * n, pw.bits, True, axis=1)
+    wq = b.const(f"{w}_q", nx.quantize(weights, pw), pw)
     bias = (np.zeros(weights.shape[1], np.float32) if bias_name is None
             else g.constants[bias_name].reshape(-1))
-    bias_scale = np.asarray(pw.scale) * px.scale[0]
-    bias_q = qn.quantize_bias(bias, bias_scale)
-    bq = b.const(f"{out}_bias", bias_q, QuantParams(tuple(bias_scale.tolist()),
-                                                     (0,) * len(bias_scale), "int32", 0))
-    mult, shift = zip(*(qn.quantize_multiplier(float(s) / po.scale[0]) for s in bias_scale),
-                      strict=True)
+    bias_scale, mult, shift = nx.dense_multipliers(px, pw, po)
+    bias_q = nx.quantize_bias(bias, bias_scale)
+    bq = b.const(f"{out}_bias", bias_q, QuantParams(tuple(bias_scale), (0,) * len(bias_scale),
+                                                     bits=32, axis=0))
     spikes = x in b.spikes and px.zero_point[0] == 0  # 0/1 values: |x - zp| <= 1
-    qn.check_accumulator(px.dtype, weights.shape[0], bias_q, shift, op.source or out,
-                         x_span=1 if spikes else None)
+    check_accumulator(px.dtype, weights.shape[0], bias_q, shift, op.source or out,
+                      x_span=1 if spikes else None)
     b.declare_q(out)
     b.emit("fully_connected", [xq, wq, bq], out, op.source, x_zp=px.zero_point[0],
-           multiplier=tuple(mult), shift=tuple(shift), out_zp=po.zero_point[0], dtype=po.dtype)
+           multiplier=tuple(int(m) for m in mult), shift=tuple(int(s) for s in shift),
+           out_zp=po.zero_point[0], dtype=po.dtype)
 
 
 def _lower_reduce_sum(b: _IntBuilder, g: Graph, op: Op) -> None:
@@ -516,12 +555,13 @@ def _lower_reduce_sum(b: _IntBuilder, g: Graph, op: Op) -> None:
     flat = b.emit("reshape", [name], f"{op.output}_flat", op.source, shape=rows + (k,))
     b.tensors[flat] = Tensor(flat, rows + (k,), b.tensors[xq].dtype, b.tensors[xq].quant)
     px, po = b.tensors[xq].quant, b.params[op.output]
-    ones = b.const(f"{op.output}_ones", np.ones((k, 1), np.int8),
-                   QuantParams((1.0,), (0,), "int8", 1))
+    p_ones = QuantParams((1.0,), (0,), bits=8, axis=1)
+    ones = b.const(f"{op.output}_ones", np.ones((k, 1), np.int8), p_ones)
+    bias_scale, (m,), (s,) = nx.dense_multipliers(px, p_ones, po)
     zero = b.const(f"{op.output}_zero_bias", np.zeros(1, np.int32),
-                   QuantParams((px.scale[0],), (0,), "int32", 0))
-    m, s = qn.quantize_multiplier(px.scale[0] / po.scale[0])
-    qn.check_accumulator(px.dtype, k, np.zeros(1), s, op.source or op.output)
+                   QuantParams(tuple(bias_scale), (0,), bits=32, axis=0))
+    m, s = int(m), int(s)
+    check_accumulator(px.dtype, k, np.zeros(1), s, op.source or op.output)
     summed = f"{op.output}_sum"
     b.tensors[summed] = Tensor(summed, rows + (1,), po.dtype, po)
     b.emit("fully_connected", [flat, ones, zero], summed, op.source, x_zp=px.zero_point[0],
@@ -543,7 +583,7 @@ def quantize(g: Graph, ranges: dict[str, TensorRange],
         b.declare_q(name)
     for op in g.ops:
         _lower_op(b, g, plan, op)
-    initial = {n: qn.quantize(v, params[n]) for n, v in g.initial_state.items()}
+    initial = {n: nx.quantize(v, params[n]) for n, v in g.initial_state.items()}
     q = Graph(g.name, b.tensors, list(g.inputs), list(g.outputs), dict(g.roles),
               list(g.state_pairs), b.constants, b.ops, initial,
               {**g.metadata, "quantized": True, "activations": opts.activations})

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from ncc.compiler.ir import QuantParams
-from ncc.compiler.numerics import quantize
 from ncc.compiler.requires import MissingDependency
+from ncc.numerics import quantize
 from ncc.targets.c_toolchain import SOURCES, WARNINGS
 
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from ncc.compiler.artifact import check_files, load_artifact_graph, read_manifest
 from ncc.compiler.ir import Graph, QuantParams
-from ncc.compiler.numerics import quantize
 from ncc.compiler.requires import require
+from ncc.numerics import quantize
 
 
 class Session:

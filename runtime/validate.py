@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ncc.compiler.ir import Graph
-from ncc.compiler.numerics import dequantize, quantize
+from ncc.numerics import dequantize, quantize
 
 SPANS = 10
 

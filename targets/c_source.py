@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ncc.compiler.ir import Graph, Tensor
-from ncc.compiler.numerics import quantize
+from ncc.numerics import quantize
 from ncc.targets.c_arena import ARENA_CTYPES, ArenaPlan, arena_suffix
 from ncc.targets.c_emit import CTYPES, CTargetError, Emitter, c_array, itemsize
 

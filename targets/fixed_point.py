@@ -25,9 +25,9 @@ from ncc.compiler.artifact import Artifact
 from ncc.compiler.c_names import CNames
 from ncc.compiler.ir import OPS, Graph
 from ncc.compiler.neurons import Population, neuromorphic_form
-from ncc.compiler.numerics import quantize
 from ncc.compiler.tables import FORMAT, JSON_FILE, NPZ_FILE, SPARSE_DENSITY, synapse_list
 from ncc.models.archive import json_bytes, npz_bytes
+from ncc.numerics import quantize
 
 TARGET = "fixed-point"
 HEADER = "tables.h"

@@ -51,38 +51,77 @@ class Nodes:
         return self.const(f"{op.output}__{what}", np.asarray(values, np.int64))
 
 
+FloatLowering = Callable[[Nodes, Graph, Op], None]
+
+
+def _clip(n: Nodes, g: Graph, op: Op) -> None:
+    dtype = np.dtype(g.tensors[op.inputs[0]].dtype)
+    lo = n.const(f"{op.output}__min", np.asarray(op.attrs["min"], dtype))
+    hi = n.const(f"{op.output}__max", np.asarray(op.attrs["max"], dtype))
+    n.nodes.append(helper.make_node("Clip", [op.inputs[0], lo, hi], [op.output]))
+
+
+def _cast(n: Nodes, g: Graph, op: Op) -> None:
+    n.nodes.append(helper.make_node("Cast", list(op.inputs), [op.output],
+                                    to=ONNX_DTYPES[op.attrs["dtype"]]))
+
+
+def _concat(n: Nodes, g: Graph, op: Op) -> None:
+    n.nodes.append(helper.make_node("Concat", list(op.inputs), [op.output],
+                                    axis=op.attrs["axis"]))
+
+
+def _slice(n: Nodes, g: Graph, op: Op) -> None:
+    a = op.attrs
+    axes = tuple(range(len(a["starts"])))
+    extra = [n.ints(op, k, v) for k, v in (("starts", a["starts"]), ("stops", a["stops"]),
+                                           ("axes", axes), ("steps", a["steps"]))]
+    n.nodes.append(helper.make_node("Slice", [*op.inputs, *extra], [op.output]))
+
+
+def _with_shape(onnx_op: str) -> FloatLowering:
+    """Reshape / Expand: the IR's `shape` attribute as an int64 input."""
+    def lower(n: Nodes, g: Graph, op: Op) -> None:
+        shape = n.ints(op, "shape", op.attrs["shape"])
+        n.nodes.append(helper.make_node(onnx_op, [*op.inputs, shape], [op.output]))
+    return lower
+
+
+def _transpose(n: Nodes, g: Graph, op: Op) -> None:
+    n.nodes.append(helper.make_node("Transpose", list(op.inputs), [op.output],
+                                    perm=list(op.attrs["perm"])))
+
+
+def _reduce(onnx_op: str) -> FloatLowering:
+    def lower(n: Nodes, g: Graph, op: Op) -> None:
+        axes = n.ints(op, "axes", op.attrs["axes"])
+        n.nodes.append(helper.make_node(onnx_op, [*op.inputs, axes], [op.output], keepdims=0))
+    return lower
+
+
+def _simple(onnx_op: str) -> FloatLowering:
+    """IR op = one ONNX op of the same inputs, no attributes."""
+    def lower(n: Nodes, g: Graph, op: Op) -> None:
+        n.nodes.append(helper.make_node(onnx_op, list(op.inputs), [op.output]))
+    return lower
+
+
+FLOAT_LOWERINGS: dict[str, FloatLowering] = {
+    **{kind: _simple(onnx_op) for kind, onnx_op in _SIMPLE.items()},
+    "clip": _clip, "cast": _cast, "concat": _concat, "slice": _slice,
+    "reshape": _with_shape("Reshape"), "broadcast": _with_shape("Expand"),
+    "transpose": _transpose, "reduce_sum": _reduce("ReduceSum"),
+    "reduce_max": _reduce("ReduceMax"),
+}
+"""IR op kind -> the function appending its ONNX nodes (float IR, and the integer IR's
+data-movement ops)."""
+
+
 def lower_float_op(n: Nodes, g: Graph, op: Op) -> None:
-    out, ins, a = op.output, list(op.inputs), op.attrs
-    if op.kind in _SIMPLE:
-        n.nodes.append(helper.make_node(_SIMPLE[op.kind], ins, [out]))
-    elif op.kind == "clip":
-        dtype = np.dtype(g.tensors[ins[0]].dtype)
-        lo = n.const(f"{out}__min", np.asarray(a["min"], dtype))
-        hi = n.const(f"{out}__max", np.asarray(a["max"], dtype))
-        n.nodes.append(helper.make_node("Clip", [ins[0], lo, hi], [out]))
-    elif op.kind == "cast":
-        n.nodes.append(helper.make_node("Cast", ins, [out], to=ONNX_DTYPES[a["dtype"]]))
-    elif op.kind == "concat":
-        n.nodes.append(helper.make_node("Concat", ins, [out], axis=a["axis"]))
-    elif op.kind == "slice":
-        axes = tuple(range(len(a["starts"])))
-        extra = [n.ints(op, k, v) for k, v in (("starts", a["starts"]), ("stops", a["stops"]),
-                                               ("axes", axes), ("steps", a["steps"]))]
-        n.nodes.append(helper.make_node("Slice", ins + extra, [out]))
-    elif op.kind == "reshape":
-        n.nodes.append(helper.make_node("Reshape", ins + [n.ints(op, "shape", a["shape"])],
-                                        [out]))
-    elif op.kind == "broadcast":
-        n.nodes.append(helper.make_node("Expand", ins + [n.ints(op, "shape", a["shape"])],
-                                        [out]))
-    elif op.kind == "transpose":
-        n.nodes.append(helper.make_node("Transpose", ins, [out], perm=list(a["perm"])))
-    elif op.kind in ("reduce_sum", "reduce_max"):
-        kind = "ReduceSum" if op.kind == "reduce_sum" else "ReduceMax"
-        n.nodes.append(helper.make_node(kind, ins + [n.ints(op, "axes", a["axes"])], [out],
-                                        keepdims=0))
-    else:
+    lowering = FLOAT_LOWERINGS.get(op.kind)
+    if lowering is None:
         raise NotImplementedError(f"onnx target: no lowering for op {op.kind!r}")
+    lowering(n, g, op)
 
 
 def _value_info(g: Graph, name: str, lead: tuple[int, ...] = ()) -> onnx.ValueInfoProto:

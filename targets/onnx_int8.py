@@ -13,6 +13,7 @@ Opset 18 (BitwiseAnd needs 18).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from onnx import helper
 
 from ncc.compiler.artifact import Artifact
 from ncc.compiler.ir import Graph, Op
+from ncc.numerics import reduced_multiplier
 from ncc.targets.onnx import ONNX_DTYPES, Nodes, lower_float_op, step_graph, to_model
 
 TARGET = "onnx-int8"
@@ -75,8 +77,7 @@ class _Int(Nodes):
     def mbqm_int64(self, op: Op, x: str, multiplier: object, shift: object) -> str:
         """int64 x -> TFLite's int64 MultiplyByQuantizedMultiplier (16x8 dense layers):
         (x * reduced + 2^(total_shift - 1)) >> total_shift, reduced the 16-bit multiplier."""
-        m = np.asarray(multiplier, np.int64)
-        reduced = np.where(m < 0x7FFF0000, (m + (1 << 15)) >> 16, 0x7FFF)
+        reduced = reduced_multiplier(multiplier)
         total = 15 - np.asarray(shift, np.int64)
         ab = self.node(op, "Mul", [x, self.i64(op, "reduced", reduced)])
         rounded = self.node(op, "Add", [ab, self.i64(op, "round", np.int64(1) << (total - 1))])
@@ -114,53 +115,78 @@ class _Int(Nodes):
         return self.node(op, "Sub", [self.cast(op, x, "int64"), self.i64(op, "zp", zp)])
 
 
-def _lower_int_op(n: _Int, g: Graph, op: Op) -> None:
-    a, ins = op.attrs, list(op.inputs)
-    if op.kind == "fully_connected" and g.tensors[ins[0]].dtype == "int16":
-        x, w, bias = ins  # 16x8: int64 MatMul (exact), TFLite's int64 requantization
+def _fully_connected(n: _Int, g: Graph, op: Op) -> None:
+    a, (x, w, bias) = op.attrs, op.inputs
+    if g.tensors[x].dtype == "int16":  # 16x8: int64 MatMul (exact), TFLite's int64 requant
         acc = n.node(op, "MatMul", [n.centered(op, x, a["x_zp"]), n.cast(op, w, "int64")])
         acc = n.node(op, "Add", [acc, n.cast(op, bias, "int64")])
         n.finish(op, n.mbqm_int64(op, acc, a["multiplier"], a["shift"]), a["out_zp"],
                  a["dtype"])
-    elif op.kind == "fully_connected":
-        x, w, bias = ins
-        zp = n.const(n.tmp(op, "xzp"), np.asarray(a["x_zp"], np.int8))
-        acc = n.node(op, "MatMulInteger", [x, w, zp])
-        acc = n.node(op, "Add", [n.cast(op, acc, "int64"), n.cast(op, bias, "int64")])
-        n.finish(op, n.mbqm(op, acc, a["multiplier"], a["shift"]), a["out_zp"], a["dtype"])
-    elif op.kind in ("qadd", "qsub"):
-        pow2 = 1 << a["left_shift"]
-        xa = n.node(op, "Mul", [n.centered(op, ins[0], a["a_zp"]), n.i64(op, "ls", pow2)])
-        xb = n.node(op, "Mul", [n.centered(op, ins[1], a["b_zp"]), n.i64(op, "ls", pow2)])
-        xa = n.mbqm(op, xa, a["a_multiplier"], a["a_shift"])
-        xb = n.mbqm(op, xb, a["b_multiplier"], a["b_shift"])
-        raw = n.node(op, "Add" if op.kind == "qadd" else "Sub", [xa, xb])
-        n.finish(op, n.mbqm(op, raw, a["multiplier"], a["shift"]), a["out_zp"], a["dtype"])
-    elif op.kind == "qmul":
-        prod = n.node(op, "Mul", [n.centered(op, ins[0], a["a_zp"]),
-                                  n.centered(op, ins[1], a["b_zp"])])
-        n.finish(op, n.mbqm(op, prod, a["multiplier"], a["shift"]), a["out_zp"], a["dtype"])
-    elif op.kind == "requantize":
-        x = n.centered(op, ins[0], a["in_zp"])
-        n.finish(op, n.mbqm(op, x, a["multiplier"], a["shift"]), a["out_zp"], a["dtype"])
-    elif op.kind == "lut":
-        x, table = ins
-        lo = int(np.iinfo(np.dtype(g.tensors[x].dtype)).min)
-        index = n.node(op, "Sub", [n.cast(op, x, "int64"), n.i64(op, "lo", lo)])
-        n.nodes.append(helper.make_node("Gather", [table, index], [op.output], axis=0))
-    elif op.kind in _WIDEN and any(g.tensors[i].dtype in ("int8", "int16") for i in ins):
-        wide = [n.cast(op, i, "int32") if g.tensors[i].dtype in ("int8", "int16") else i
-                for i in ins]
-        out_dtype = g.tensors[op.output].dtype
-        inner = Op(op.kind, tuple(wide), n.tmp(op, "wide"), op.attrs)
-        lower_float_op(n, g, inner)
-        if out_dtype in ("int8", "int16"):
-            n.nodes.append(helper.make_node("Cast", [inner.output], [op.output],
-                                            to=ONNX_DTYPES[out_dtype]))
-        else:
-            n.nodes.append(helper.make_node("Identity", [inner.output], [op.output]))
-    else:
+        return
+    zp = n.const(n.tmp(op, "xzp"), np.asarray(a["x_zp"], np.int8))
+    acc = n.node(op, "MatMulInteger", [x, w, zp])
+    acc = n.node(op, "Add", [n.cast(op, acc, "int64"), n.cast(op, bias, "int64")])
+    n.finish(op, n.mbqm(op, acc, a["multiplier"], a["shift"]), a["out_zp"], a["dtype"])
+
+
+def _add_sub(n: _Int, g: Graph, op: Op) -> None:
+    a, ins = op.attrs, op.inputs
+    pow2 = 1 << a["left_shift"]
+    xa = n.node(op, "Mul", [n.centered(op, ins[0], a["a_zp"]), n.i64(op, "ls", pow2)])
+    xb = n.node(op, "Mul", [n.centered(op, ins[1], a["b_zp"]), n.i64(op, "ls", pow2)])
+    xa = n.mbqm(op, xa, a["a_multiplier"], a["a_shift"])
+    xb = n.mbqm(op, xb, a["b_multiplier"], a["b_shift"])
+    raw = n.node(op, "Add" if op.kind == "qadd" else "Sub", [xa, xb])
+    n.finish(op, n.mbqm(op, raw, a["multiplier"], a["shift"]), a["out_zp"], a["dtype"])
+
+
+def _mul(n: _Int, g: Graph, op: Op) -> None:
+    a, ins = op.attrs, op.inputs
+    prod = n.node(op, "Mul", [n.centered(op, ins[0], a["a_zp"]),
+                              n.centered(op, ins[1], a["b_zp"])])
+    n.finish(op, n.mbqm(op, prod, a["multiplier"], a["shift"]), a["out_zp"], a["dtype"])
+
+
+def _requantize(n: _Int, g: Graph, op: Op) -> None:
+    a = op.attrs
+    x = n.centered(op, op.inputs[0], a["in_zp"])
+    n.finish(op, n.mbqm(op, x, a["multiplier"], a["shift"]), a["out_zp"], a["dtype"])
+
+
+def _lut(n: _Int, g: Graph, op: Op) -> None:
+    x, table = op.inputs
+    lo = int(np.iinfo(np.dtype(g.tensors[x].dtype)).min)
+    index = n.node(op, "Sub", [n.cast(op, x, "int64"), n.i64(op, "lo", lo)])
+    n.nodes.append(helper.make_node("Gather", [table, index], [op.output], axis=0))
+
+
+def _widened(n: _Int, g: Graph, op: Op) -> None:
+    """Comparisons, min/max and selects run on int32 copies of int8/int16 operands."""
+    if not any(g.tensors[i].dtype in ("int8", "int16") for i in op.inputs):
         lower_float_op(n, g, op)
+        return
+    wide = [n.cast(op, i, "int32") if g.tensors[i].dtype in ("int8", "int16") else i
+            for i in op.inputs]
+    out_dtype = g.tensors[op.output].dtype
+    inner = Op(op.kind, tuple(wide), n.tmp(op, "wide"), op.attrs)
+    lower_float_op(n, g, inner)
+    if out_dtype in ("int8", "int16"):
+        n.nodes.append(helper.make_node("Cast", [inner.output], [op.output],
+                                        to=ONNX_DTYPES[out_dtype]))
+    else:
+        n.nodes.append(helper.make_node("Identity", [inner.output], [op.output]))
+
+
+INT_LOWERINGS: dict[str, Callable[[_Int, Graph, Op], None]] = {
+    "fully_connected": _fully_connected, "qadd": _add_sub, "qsub": _add_sub, "qmul": _mul,
+    "requantize": _requantize, "lut": _lut, **{kind: _widened for kind in _WIDEN},
+}
+"""The integer ops' lowerings; every other op (data movement, casts) is the float
+target's `lower_float_op`."""
+
+
+def _lower_int_op(n: _Int, g: Graph, op: Op) -> None:
+    INT_LOWERINGS.get(op.kind, lower_float_op)(n, g, op)
 
 
 def lower(g: Graph, *, reference: Graph | None = None, model: Any = None,

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from onnx import helper, numpy_helper
 
-from ncc.compiler import numerics as qn
+from ncc import numerics as nx
 from ncc.compiler.artifact import Artifact
 from ncc.compiler.ir import Graph, Op, QuantParams
 from ncc.targets.onnx import ONNX_DTYPES, Nodes, lower_float_op, to_model
@@ -68,8 +68,8 @@ def lower(g: Graph, *, reference: Graph | None = None, model: Any = None,
     for name, value in f.constants.items():
         if value.ndim == 2 and any(op.kind == "matmul" and op.inputs[1] == name
                                    for op in f.ops):
-            p = qn.symmetric_per_channel(value, axis=1)
-            weights.append(numpy_helper.from_array(qn.quantize(value, p), f"{name}__int8"))
+            p = nx.params_for_tensor(value, 8, symmetric=True, axis=1)
+            weights.append(numpy_helper.from_array(nx.quantize(value, p), f"{name}__int8"))
             n.nodes.append(helper.make_node("DequantizeLinear",
                                             [f"{name}__int8", *_params(n, name, p)], [name],
                                             axis=1))

@@ -53,9 +53,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
            "ncc.targets.onnx", quantized=False),
     Target("onnx-int8", "integer ONNX step, bit-exact with the golden model in onnxruntime",
            "ncc.targets.onnx_int8", quantized=True),
-    Target("onnx-qdq", "float step with QuantizeLinear/DequantizeLinear at ncc's parameters "
-           "(runtime rounding: deviation measured)", "ncc.targets.onnx_qdq", quantized=True,
-           exact=False),
+    Target("onnx-qdq", "QDQ ONNX at ncc's parameters (runtime rounding, deviation measured)",
+           "ncc.targets.onnx_qdq", quantized=True, exact=False),
     Target("tflite-int8", "full-integer .tflite, bit-exact in LiteRT and TFLite Micro",
            "ncc.targets.tflite", quantized=True),
     Target("c", "C99 source over ncc's no-heap runtime, for x86 and Cortex-M",

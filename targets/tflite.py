@@ -36,14 +36,16 @@ between LiteRT and TFLite Micro.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
-from ncc.compiler import numerics as qn
+from ncc import numerics as nx
 from ncc.compiler.artifact import Artifact
+from ncc.compiler.int_safety import add_params, mul_is_portable, mul_multipliers
 from ncc.compiler.ir import COMPARISONS, Graph, Op, QuantParams, Tensor
 
 TARGET = "tflite-int8"
@@ -89,32 +91,30 @@ class TfliteLoweringError(ValueError):
 def tflite_params(kind: str, ins: list[QuantParams], out: QuantParams) -> dict[str, Any]:
     """The integer parameters TFLite's Prepare derives from float32 tensor scales.
 
-    kind: "ADD"/"SUB" (attributes as `numerics.add_params` names them), "MUL",
+    kind: "ADD"/"SUB" (attributes as `int_safety.add_params` names them), "MUL",
     "QUANTIZE" (multiplier, shift) or "FULLY_CONNECTED" (per-channel tuples; ins =
-    [input, weights]). Scales are read as float32, as the flatbuffer stores them.
+    [input, weights]). `QuantParams` scales are float32 values, as the flatbuffer stores
+    them; the formulas are the numeric core's, as TFLite Micro's Prepare computes them.
     """
-    f32 = [tuple(float(np.float32(s)) for s in p.scale) for p in ins]
-    s_out = float(np.float32(out.scale[0]))
     if kind in ("ADD", "SUB"):
-        return qn.add_params(*(QuantParams(s, p.zero_point, p.dtype) for s, p in zip(
-            f32, ins, strict=True)), QuantParams((s_out,), out.zero_point, out.dtype))
+        return add_params(*ins, out)
     if kind == "MUL":
-        pa, pb = (QuantParams(s, p.zero_point, p.dtype) for s, p in zip(f32, ins, strict=True))
-        po = QuantParams((s_out,), out.zero_point, out.dtype)
-        if not qn.mul_is_portable(pa, pb, po):
+        pa, pb = ins
+        if not mul_is_portable(pa, pb, out):
             raise TfliteLoweringError(
                 "MUL: LiteRT derives its multiplier in float32 and TFLite Micro in double, "
-                f"and for scales {f32[0][0]:.9g} * {f32[1][0]:.9g} -> {s_out:.9g} they round "
-                "apart; quantize with ncc (which picks portable MUL scales) or change the "
-                "fake-quant scales")
-        m, s = qn.mul_multipliers(pa, pb, po)["double"]
+                f"and for scales {pa.scale[0]:.9g} * {pb.scale[0]:.9g} -> {out.scale[0]:.9g} "
+                "they round apart; quantize with ncc (which picks portable MUL scales) or "
+                "change the fake-quant scales")
+        m, s = mul_multipliers(pa, pb, out)["double"]
         return {"multiplier": m, "shift": s}
     if kind == "QUANTIZE":
-        m, s = qn.quantize_multiplier(f32[0][0] / s_out)
+        m, s = (int(v) for v in nx.requantize_multipliers(ins[0], out, 0))
         return {"multiplier": m, "shift": s}
     if kind == "FULLY_CONNECTED":
-        pairs = [qn.quantize_multiplier(f32[0][0] * s_w / s_out) for s_w in f32[1]]
-        return {"multiplier": tuple(m for m, _ in pairs), "shift": tuple(s for _, s in pairs)}
+        _, mult, shift = nx.dense_multipliers(ins[0], ins[1], out)
+        return {"multiplier": tuple(int(m) for m in mult),
+                "shift": tuple(int(s) for s in shift)}
     raise KeyError(kind)
 
 
@@ -288,7 +288,7 @@ def _fully_connected(m: _Model, g: Graph, op: Op) -> None:
                                   "be int8 symmetric (zero point 0)")
     k, n_out = g.tensors[w].shape
     scales = pw.scale if len(pw.scale) == n_out else pw.scale * n_out
-    pw_t = QuantParams(tuple(scales), (0,) * n_out, "int8", 0)
+    pw_t = QuantParams(tuple(scales), (0,) * n_out, bits=8, axis=0)
     _check(op, "x_zp", a["x_zp"], px.zero_point[0])
     _check(op, "out_zp", a["out_zp"], po.zero_point[0])
     want = tflite_params("FULLY_CONNECTED", [px, pw_t], po)
@@ -297,10 +297,10 @@ def _fully_connected(m: _Model, g: Graph, op: Op) -> None:
     _check(op, "shift", tuple(a["shift"]) * (n_out // len(a["shift"])), want["shift"])
     filt = np.ascontiguousarray(g.constants[w].T).reshape(n_out, 1, 1, k)
     f_name = m.temp(op, "filter", filt.shape, "int8", pw_t, filt)
-    bias_scale = tuple(float(np.float32(px.scale[0])) * s for s in scales)
-    bias_type = "int64" if act == "int16" else "int32"
+    bias_type = "int64" if act == "int16" else "int32"  # int32 values either way
     b_name = m.temp(op, "bias", (n_out,), bias_type,
-                    QuantParams(bias_scale, (0,) * n_out, bias_type, 0), g.constants[b])
+                    QuantParams(tuple(nx.bias_scale(px, pw_t)), (0,) * n_out, bits=32, axis=0),
+                    g.constants[b])
     rows = g.tensors[x].size // k
     image = m.temp(op, "image", (rows, 1, 1, k), act, px)
     m.emit("RESHAPE", [x, m.const(op, "shape", [rows, 1, 1, k])], [image],
@@ -367,7 +367,7 @@ def _lut(m: _Model, g: Graph, op: Op) -> None:
     """
     x, table = op.inputs
     dtype = g.tensors[x].dtype
-    lo, hi = qn.dtype_range(dtype)
+    lo, hi = nx.dtype_range(dtype)
     if dtype not in ("int8", "int16") or g.tensors[table].shape != (hi - lo + 1,) or \
             g.tensors[table].dtype != g.tensors[op.output].dtype:
         raise TfliteLoweringError(f"op lut -> {op.output!r}: only int8 (int16) tables of 256 "
@@ -434,51 +434,82 @@ def _read_as_is(g: Graph, op: Op) -> tuple[str, ...]:
     return op.inputs
 
 
+Lowering = Callable[[_Model, Graph, Op], None]
+
+
+def _cast(m: _Model, g: Graph, op: Op) -> None:
+    src, dst = g.tensors[op.inputs[0]].dtype, op.attrs["dtype"]
+    if src != "bool" or dst not in ("int8", "int16"):
+        raise TfliteLoweringError(f"op cast -> {op.output!r}: only bool -> int8/int16 (spikes)")
+    m.emit("CAST", list(op.inputs), [op.output], inDataType=fb.TensorType.BOOL,
+           outDataType=_TYPES[dst])
+
+
+def _where(m: _Model, g: Graph, op: Op) -> None:
+    _same_params(g, op, [*op.inputs[1:], op.output])
+    m.emit("SELECT_V2", list(op.inputs), [op.output])
+
+
+def _same_grid(builtin: str) -> Lowering:
+    """An elementwise op TFLite computes on one shared grid (MAXIMUM, MINIMUM)."""
+    def lower(m: _Model, g: Graph, op: Op) -> None:
+        _same_params(g, op, [*op.inputs, op.output])
+        m.emit(builtin, list(op.inputs), [op.output])
+    return lower
+
+
+def _concat(m: _Model, g: Graph, op: Op) -> None:
+    _same_params(g, op, [*op.inputs, op.output])
+    m.emit("CONCATENATION", list(op.inputs), [op.output],
+           axis=op.attrs["axis"] % len(g.tensors[op.output].shape),
+           fusedActivationFunction=fb.ActivationFunctionType.NONE)
+
+
+def _reshape(m: _Model, g: Graph, op: Op) -> None:
+    _same_params(g, op, [*op.inputs, op.output])
+    shape = list(g.tensors[op.output].shape)
+    m.emit("RESHAPE", [op.inputs[0], m.const(op, "shape", shape)], [op.output], newShape=shape)
+
+
+def _broadcast(m: _Model, g: Graph, op: Op) -> None:
+    _same_params(g, op, [*op.inputs, op.output])
+    m.emit("BROADCAST_TO", [op.inputs[0], m.const(op, "shape", op.attrs["shape"])],
+           [op.output])
+
+
+def _same_grid_slice(m: _Model, g: Graph, op: Op) -> None:
+    _same_params(g, op, [*op.inputs, op.output])
+    _slice(m, g, op)
+
+
+def _transpose(m: _Model, g: Graph, op: Op) -> None:
+    _same_params(g, op, [*op.inputs, op.output])
+    m.emit("TRANSPOSE", [op.inputs[0], m.const(op, "perm", op.attrs["perm"])], [op.output])
+
+
+LOWERINGS: dict[str, Lowering] = {
+    "fully_connected": _fully_connected,
+    "qadd": _add_sub_mul, "qsub": _add_sub_mul, "qmul": _add_sub_mul,
+    "requantize": _requantize,  # QUANTIZE int8/int16 -> int8/int16
+    "lut": _lut,
+    **{kind: _compare for kind in sorted(COMPARISONS)},
+    "cast": _cast,
+    "logical_not": lambda m, g, op: m.emit("LOGICAL_NOT", list(op.inputs), [op.output]),
+    "where": _where,
+    "max": _same_grid("MAXIMUM"), "min": _same_grid("MINIMUM"),
+    "concat": _concat, "reshape": _reshape, "identity": _reshape, "broadcast": _broadcast,
+    "slice": _same_grid_slice, "transpose": _transpose,
+}
+"""Integer IR op kind -> the function that emits its TFLite operators."""
+
+
 def _lower_op(m: _Model, g: Graph, op: Op) -> None:
-    a, ins, out = op.attrs, list(op.inputs), op.output
-    if op.kind == "fully_connected":
-        _fully_connected(m, g, op)
-    elif op.kind in ("qadd", "qsub", "qmul"):
-        _add_sub_mul(m, g, op)
-    elif op.kind == "requantize":  # QUANTIZE int8/int16 -> int8/int16
-        _requantize(m, g, op)
-    elif op.kind == "lut":
-        _lut(m, g, op)
-    elif op.kind in COMPARISONS:
-        _compare(m, g, op)
-    elif op.kind == "cast":
-        src, dst = g.tensors[ins[0]].dtype, a["dtype"]
-        if src != "bool" or dst not in ("int8", "int16"):
-            raise TfliteLoweringError(f"op cast -> {out!r}: only bool -> int8/int16 (spikes)")
-        m.emit("CAST", ins, [out], inDataType=fb.TensorType.BOOL, outDataType=_TYPES[dst])
-    elif op.kind == "logical_not":
-        m.emit("LOGICAL_NOT", ins, [out])
-    elif op.kind == "where":
-        _same_params(g, op, ins[1:] + [out])
-        m.emit("SELECT_V2", ins, [out])
-    elif op.kind in ("max", "min"):
-        _same_params(g, op, ins + [out])
-        m.emit("MAXIMUM" if op.kind == "max" else "MINIMUM", ins, [out])
-    elif op.kind == "concat":
-        _same_params(g, op, ins + [out])
-        m.emit("CONCATENATION", ins, [out], axis=a["axis"] % len(g.tensors[out].shape),
-               fusedActivationFunction=fb.ActivationFunctionType.NONE)
-    elif op.kind in ("reshape", "identity"):
-        _same_params(g, op, ins + [out])
-        shape = list(g.tensors[out].shape)
-        m.emit("RESHAPE", [ins[0], m.const(op, "shape", shape)], [out], newShape=shape)
-    elif op.kind == "broadcast":
-        _same_params(g, op, ins + [out])
-        m.emit("BROADCAST_TO", [ins[0], m.const(op, "shape", a["shape"])], [out])
-    elif op.kind == "slice":
-        _same_params(g, op, ins + [out])
-        _slice(m, g, op)
-    elif op.kind == "transpose":
-        _same_params(g, op, ins + [out])
-        m.emit("TRANSPOSE", [ins[0], m.const(op, "perm", a["perm"])], [out])
-    else:
-        raise TfliteLoweringError(f"op {op.kind} -> {out!r} has no exact tflite-int8 lowering "
-                                  "(quantize the graph first; float ops are not supported)")
+    lowering = LOWERINGS.get(op.kind)
+    if lowering is None:
+        raise TfliteLoweringError(f"op {op.kind} -> {op.output!r} has no exact tflite-int8 "
+                                  "lowering (quantize the graph first; float ops are not "
+                                  "supported)")
+    lowering(m, g, op)
 
 
 # --- entry point -------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from keras.src import backend as _backend  # backend.rnn: Keras' own scan with m
 from keras.src import tree
 
 from ncc.models import wirings
+from ncc.numerics import LECUN_TANH_AMPLITUDE, LECUN_TANH_GAIN
 
 Shape = tuple[int | None, ...]
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
@@ -25,7 +26,7 @@ MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 @keras.saving.register_keras_serializable(package="ncc", name="lecun_tanh")
 def lecun_tanh(x: Any) -> Any:
     """LeCun's scaled tanh, 1.7159 tanh(0.666 x) (the ncps CfC default)."""
-    return 1.7159 * ops.tanh(0.666 * x)
+    return LECUN_TANH_AMPLITUDE * ops.tanh(LECUN_TANH_GAIN * x)
 
 
 def get_activation(activation: Any) -> Any:

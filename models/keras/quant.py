@@ -32,6 +32,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from ncc.models.keras.base import lecun_tanh
 from ncc.models.observers import make_observer
 from ncc.models.quantization import (
     QuantConfig,
@@ -312,7 +313,7 @@ def table_out_params(fn: str, p_in: QuantParams, out_bits: int = 8) -> QuantPara
 def float_activation(fn: str, x: Any) -> Any:
     """fn(x) in keras.ops for a table activation name or "relu"."""
     if fn == "lecun_tanh":
-        return 1.7159 * ops.tanh(0.666 * x)
+        return lecun_tanh(x)
     return {"tanh": ops.tanh, "sigmoid": ops.sigmoid, "relu": ops.relu}[fn](x)
 
 

@@ -110,7 +110,7 @@ def table_out_params(fn: str, p_in: QuantParams, out_bits: int = 8) -> QuantPara
     from ncc.models.quantization import TABLE_FUNCTIONS
 
     lo, hi = (float(v[0]) for v in p_in.real_range())
-    ends = TABLE_FUNCTIONS[fn][0](np.array([lo, hi, 0.0]))
+    ends = TABLE_FUNCTIONS[fn](np.array([lo, hi, 0.0]))
     return asymmetric_params(ends.min(), ends.max(), out_bits)
 
 
@@ -119,12 +119,12 @@ def table_or_float(x: jax.Array, fn: str, point: FakeQuant, out_bits: int = 8) -
 
     The output parameters cover f over the input grid's range (`table_out_params`).
     """
-    from ncc.models.quantization import TABLE_FUNCTIONS
+    from ncc.models.quantization import JAX_TABLE_FUNCTIONS
 
     if point.mode == "quant" and point.enabled and point.params is not None:
         p_out = table_out_params(fn, point.params, out_bits)
         return fake_quant_table(point(x), fn, point.params, p_out)
-    return TABLE_FUNCTIONS[fn][1](point(x))
+    return JAX_TABLE_FUNCTIONS[fn](point(x))
 
 
 class QuantDense(nnx.Module):

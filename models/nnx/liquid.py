@@ -251,9 +251,9 @@ class CfCCell(nnx.Module):
             return fake_quant_table(x, fn, p_x, p_out), p_out
         if self.nonlinear_tables:
             return table_or_float(x, fn, point), None
-        from ncc.models.quantization import TABLE_FUNCTIONS
+        from ncc.models.quantization import JAX_TABLE_FUNCTIONS
 
-        return TABLE_FUNCTIONS[fn][1](point(x)), None
+        return JAX_TABLE_FUNCTIONS[fn](point(x)), None
 
     # --- weights from Keras -----------------------------------------------------------------
 
@@ -516,9 +516,9 @@ class LTCCell(nnx.Module):
             return jax.nn.relu(point(x))
         if self.nonlinear_tables:
             return table_or_float(x, self.activation, point)
-        from ncc.models.quantization import TABLE_FUNCTIONS
+        from ncc.models.quantization import JAX_TABLE_FUNCTIONS
 
-        return TABLE_FUNCTIONS[self.activation][1](point(x))
+        return JAX_TABLE_FUNCTIONS[self.activation](point(x))
 
     # --- weights from Keras -----------------------------------------------------------------
 

@@ -24,7 +24,6 @@ rounding (decay: d/dV = beta, d/dbeta = V), zero where the membrane saturates.
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any
 
 import jax
@@ -39,15 +38,14 @@ from ncc.models.quantization import (
     QuantParams,
     dequantize_jax,
     fake_quant,
-    multiply_by_quantized_multiplier,
     multiply_by_quantized_multiplier_jax,
     quantize_jax,
-    quantize_multiplier,
     quantize_multiplier_jax,
-    rounding_divide_by_pot,
     rounding_divide_by_pot_jax,
     saturate,
 )
+from ncc.numerics import canonical_json
+from ncc.numerics import int_decay as decay_int
 
 __all__ = ["QuantLIF", "QuantIF", "QuantLI", "QuantCuBaLIF", "INT_DECAY_MARKER",
            "membrane_params", "decay_int", "lif_step_int", "if_step_int", "li_step_int",
@@ -67,18 +65,6 @@ def membrane_params(threshold: float, threshold_q: int, bits: int = 16) -> Quant
 
 
 # --- integer references (numpy): the deployed arithmetic -----------------------------------
-
-
-def decay_int(v: Any, beta: Any = None, shift: int | None = None) -> np.ndarray:
-    """beta * v on integers: MBQM(v, quantize_multiplier(beta)) or v - RDBP(v, shift)."""
-    v = np.asarray(v, np.int64)
-    if shift is not None:
-        return v - rounding_divide_by_pot(v, shift)
-    beta = np.broadcast_to(np.clip(np.asarray(beta, np.float32), 0, 1), v.shape[-1:] or ())
-    pairs = [quantize_multiplier(float(b)) for b in np.ravel(beta)]
-    m = np.array([p[0] for p in pairs], np.int64).reshape(np.shape(beta))
-    s = np.array([p[1] for p in pairs], np.int64).reshape(np.shape(beta))
-    return multiply_by_quantized_multiplier(v, m, s).astype(np.int64)
 
 
 def lif_step_int(v: Any, x: Any, *, beta: Any, theta: int, bits: int = 16,
@@ -131,8 +117,7 @@ def _decay_fn(p: QuantParams, shift: int | None) -> Any:
             out = multiply_by_quantized_multiplier_jax(vq, m, s)
         return dequantize_jax(out, p)
 
-    name = INT_DECAY_MARKER + json.dumps({"membrane": p.to_dict(), "shift": shift},
-                                         separators=(",", ":"), sort_keys=True)
+    name = INT_DECAY_MARKER + canonical_json({"membrane": p.to_dict(), "shift": shift})
     forward.__name__ = forward.__qualname__ = name
     fn = jax.custom_jvp(forward)
 

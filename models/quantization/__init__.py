@@ -1,37 +1,17 @@
-"""ncc integer semantics and deployment-exact fake-quant: the single source of truth.
+"""Deployment-exact fake-quant: the numeric core's integer semantics in JAX and keras.ops.
 
-The compiler's golden integer model imports the numpy functions here; training imports
-the JAX (and `keras.ops`) fake-quant built on the same formulas, so the two cannot drift.
-
-Affine quantization: real = scale * (q - zero_point), q an integer of `bits` bits
-(signed: [-2^(b-1), 2^(b-1) - 1], unsigned: [0, 2^b - 1]).
-
-Rounding, step by step (TFLite reference kernels, default double-rounding build):
-
-- float -> int (`quantize`): q = saturate(round_half_away(fl32(x * fl32(1 / scale))) + zp).
-  Float32 throughout, multiplying by the float32 reciprocal of the scale as TFLite's
-  optimized AffineQuantize does (the reference kernel divides; the two can differ by one
-  step when x / scale is within one ulp of a half-integer). Multiplication, unlike XLA's
-  float division, is correctly rounded on every backend, so numpy and JAX agree bit for bit.
-- int -> float (`dequantize`): fl32(fl32(q - zp) * scale).
-- `quantize_multiplier(real)`: real ~= m * 2^(shift - 31), m in [2^30, 2^31), m rounded
-  half away from zero (TfLiteRound); shift < -31 flushes to (0, 0).
-- `multiply_by_quantized_multiplier(x, m, shift)` = RoundingDivideByPOT(
-  SaturatingRoundingDoublingHighMul(x * 2^max(shift, 0), m), max(-shift, 0)) on int32:
-  the doubling high multiply rounds half away from zero (nudge, then C truncating
-  division) and saturates only for INT32_MIN * INT32_MIN; the power-of-two division
-  rounds half away from zero. The left shift wraps modulo 2^32 like the int32 multiply
-  in C on every real core; callers keep x * 2^shift inside int32.
-- lookup tables (`build_table`): entry = saturate(round_half_away(f(dequant(q)) / s_out)
-  + zp_out) computed in float64 (deterministic, independent of any runtime's libm).
+The integer semantics themselves (parameters, rounding, multipliers, quantize / dequantize,
+tables) are the numpy-only numeric core `ncc.numerics`, re-exported here for training
+code. The compiler's golden model computes those numpy functions; training computes the
+JAX (and `keras.ops`) fake-quant below, each a re-spelling of one core formula, tested
+bit-equal against it, so the two cannot drift.
 
 JAX versions (suffix `_jax`) give the same bits without jax x64: 32x32 -> 64-bit
 products are formed from 16-bit halves in uint32.
 
 One idea per module, everything re-exported here:
 
-- `numeric`: the numpy core (parameters, rounding, multipliers, quantize, tables);
-- `integer_jax`: the same integer arithmetic in JAX;
+- `integer_jax`: the core's integer arithmetic in JAX;
 - `fake_quant`: fake-quant points (JAX custom_jvp, readable back from a jaxpr);
 - `keras_ops`: fake-quant in `keras.ops` for the Keras layers;
 - `config`: `QuantConfig`;
@@ -48,6 +28,8 @@ from ncc.models.quantization.fake_quant import (  # noqa: F401
     FAKE_QUANT_DYNAMIC_MARKER,
     FAKE_QUANT_MARKER,
     FAKE_QUANT_TABLE_MARKER,
+    INT_DECAY_MARKER,
+    JAX_TABLE_FUNCTIONS,
     FakeQuantSpec,
     fake_quant,
     fake_quant_dynamic,
@@ -60,6 +42,7 @@ from ncc.models.quantization.integer_jax import (  # noqa: F401
     lookup_jax,
     multiply_by_quantized_multiplier_int64_jax,
     multiply_by_quantized_multiplier_jax,
+    quantize_bias_jax,
     quantize_jax,
     quantize_multiplier_jax,
     requantize_jax,
@@ -76,23 +59,23 @@ from ncc.models.quantization.kernels import (  # noqa: F401
     BINARY_KINDS,
     BINARY_MARKER,
     DENSE_MARKER,
-    add_left_shift,
-    binary_multipliers,
-    dense_multipliers,
     fake_quant_binary,
     fake_quant_dense,
-    quantize_dense_bias,
 )
-from ncc.models.quantization.numeric import (  # noqa: F401
+from ncc.numerics import (  # noqa: F401
+    INT32_F32_MAX,
     INT32_MAX,
     INT32_MIN,
-    INT_DECAY_MARKER,
     INT_DECAY_TABLE,
     MIN_SCALE,
     TABLE_FUNCTIONS,
     QuantParams,
+    add_left_shift,
     asymmetric_params,
+    bias_scale,
+    binary_multipliers,
     build_table,
+    dense_multipliers,
     dequantize,
     int_decay,
     int_decay_table_name,
@@ -128,5 +111,7 @@ __all__ = [
     "dequantize_jax", "requantize_jax", "lookup_jax", "fake_quant", "fake_quant_table",
     "fake_quant_dynamic", "fake_quant_spec_from_jaxpr_eqn", "fake_quant_params_from_jaxpr_eqn",
     "keras_fake_quant", "keras_fake_quant_table", "fake_quant_dense", "fake_quant_binary",
-    "BINARY_MARKER",
+    "BINARY_MARKER", "DENSE_MARKER", "INT_DECAY_MARKER", "JAX_TABLE_FUNCTIONS",
+    "quantize_bias_jax", "dense_multipliers", "binary_multipliers", "add_left_shift",
+    "bias_scale", "int_decay", "int_decay_table_name",
 ]

@@ -13,18 +13,19 @@ import jax
 import jax.numpy as jnp
 
 from ncc.models.quantization.integer_jax import (
-    _broadcast_jax,
-    _quantize_float_jax,
+    broadcast_jax,
     dequantize_jax,
     lookup_jax,
+    quantize_float_jax,
     quantize_jax,
     round_half_away_jax,
 )
-from ncc.models.quantization.numeric import (
-    TABLE_FUNCTIONS,
+from ncc.numerics import (
+    LECUN_TANH_AMPLITUDE,
+    LECUN_TANH_GAIN,
     QuantParams,
-    _json,
     build_table,
+    canonical_json,
     int_range,
 )
 
@@ -36,9 +37,26 @@ FAKE_QUANT_TABLE_MARKER = "ncc_fake_quant_table"
 """Name prefix of a table nonlinearity: JSON {"fn", "in", "out"} follows."""
 FAKE_QUANT_DYNAMIC_MARKER = "ncc_fake_quant_dynamic"
 """Name prefix of a fake-quant whose scale / zero point are operands (QAT weights)."""
+INT_DECAY_MARKER = "ncc_int_decay"
+"""Name prefix of a spiking neuron's integer decay `custom_jvp_call` (`ncc.models.nnx.spiking`):
+JSON {"membrane", "shift"} follows; operands (v, beta)."""
 
 
-def _named(fn: Callable, name: str) -> Callable:
+def _jax_lecun_tanh(x: jax.Array) -> jax.Array:
+    return LECUN_TANH_AMPLITUDE * jnp.tanh(LECUN_TANH_GAIN * x)
+
+
+JAX_TABLE_FUNCTIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh,
+    "exp": jnp.exp,
+    "lecun_tanh": _jax_lecun_tanh,
+}
+"""The float functions of `ncc.numerics.TABLE_FUNCTIONS` in JAX (a table's gradient)."""
+
+
+def with_name(fn: Callable, name: str) -> Callable:
+    """fn, renamed: the name a jaxpr shows for its custom_jvp_call (marker + JSON)."""
     fn.__name__ = fn.__qualname__ = name
     return fn
 
@@ -46,16 +64,16 @@ def _named(fn: Callable, name: str) -> Callable:
 @functools.lru_cache(maxsize=4096)
 def _fake_quant_fn(p: QuantParams) -> Callable:
     def forward(x: jax.Array) -> jax.Array:
-        q, _ = _quantize_float_jax(x, p)
-        zp = _broadcast_jax(p, x.ndim, p.zero_point, jnp.float32)
-        return (q - zp) * _broadcast_jax(p, x.ndim, p.scale, jnp.float32)
+        q, _ = quantize_float_jax(x, p)
+        zp = broadcast_jax(p, x.ndim, p.zero_point, jnp.float32)
+        return (q - zp) * broadcast_jax(p, x.ndim, p.scale, jnp.float32)
 
-    fq = jax.custom_jvp(_named(forward, FAKE_QUANT_MARKER + _json(p.to_dict())))
+    fq = jax.custom_jvp(with_name(forward, FAKE_QUANT_MARKER + canonical_json(p.to_dict())))
 
     @fq.defjvp
     def _jvp(primals: tuple, tangents: tuple) -> tuple:
         (x,), (tx,) = primals, tangents
-        _, r = _quantize_float_jax(x, p)
+        _, r = quantize_float_jax(x, p)
         inside = (r >= p.qmin) & (r <= p.qmax)
         return fq(x), jnp.where(inside, tx, jnp.zeros_like(tx))
 
@@ -74,20 +92,20 @@ def fake_quant(x: jax.Array, p: QuantParams) -> jax.Array:
 @functools.lru_cache(maxsize=1024)
 def _fake_quant_table_fn(fn: str, p_in: QuantParams, p_out: QuantParams) -> Callable:
     table = build_table(fn, p_in, p_out)
-    jax_fn = TABLE_FUNCTIONS[fn][1]
+    jax_fn = JAX_TABLE_FUNCTIONS[fn]
 
     def forward(x: jax.Array) -> jax.Array:
         q = quantize_jax(x, p_in)
         return dequantize_jax(lookup_jax(q, table, p_in), p_out)
 
-    name = FAKE_QUANT_TABLE_MARKER + _json({"fn": fn, "in": p_in.to_dict(),
+    name = FAKE_QUANT_TABLE_MARKER + canonical_json({"fn": fn, "in": p_in.to_dict(),
                                             "out": p_out.to_dict()})
-    fq = jax.custom_jvp(_named(forward, name))
+    fq = jax.custom_jvp(with_name(forward, name))
 
     @fq.defjvp
     def _jvp(primals: tuple, tangents: tuple) -> tuple:
         (x,), (tx,) = primals, tangents
-        _, r = _quantize_float_jax(x, p_in)
+        _, r = quantize_float_jax(x, p_in)
         inside = (r >= p_in.qmin) & (r <= p_in.qmax)
         _, slope = jax.jvp(jax_fn, (x,), (jnp.ones_like(x),))
         return fq(x), jnp.where(inside, tx * slope, jnp.zeros_like(tx))
@@ -114,8 +132,8 @@ def _fake_quant_dynamic_fn(bits: int, signed: bool) -> Callable:
     def forward(x: jax.Array, scale: jax.Array, zp: jax.Array) -> jax.Array:
         return (jnp.clip(rounded(x, scale, zp), qmin, qmax) - zp) * scale
 
-    name = FAKE_QUANT_DYNAMIC_MARKER + _json({"bits": bits, "signed": signed})
-    fq = jax.custom_jvp(_named(forward, name))
+    name = FAKE_QUANT_DYNAMIC_MARKER + canonical_json({"bits": bits, "signed": signed})
+    fq = jax.custom_jvp(with_name(forward, name))
 
     @fq.defjvp
     def _jvp(primals: tuple, tangents: tuple) -> tuple:

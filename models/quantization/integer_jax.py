@@ -1,5 +1,6 @@
-"""The numeric core's integer arithmetic in JAX, bit-exact without jax x64: 32x32 -> 64-bit
-products are formed from 16-bit halves in uint32."""
+"""The numeric core's integer arithmetic (`ncc.numerics`) in JAX, bit-exact without jax
+x64: 32x32 -> 64-bit products are formed from 16-bit halves in uint32. Each function
+re-spells the numpy function of the same name without `_jax` (tested bit-equal)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ncc.models.quantization.numeric import (
+from ncc.numerics import (
+    INT32_F32_MAX,
     INT32_MAX,
     INT32_MIN,
     QuantParams,
-    _broadcast,
+    bias_reciprocal,
     int_range,
-    quantize_multiplier_array,
+    reduced_multiplier,
+    requantize_multipliers,
 )
 
 # --- the same in JAX, exact without x64 ----------------------------------------------------
@@ -104,8 +107,7 @@ def multiply_by_quantized_multiplier_int64_jax(x: jax.Array, multiplier: np.ndar
     hi * reduced * 2^(16-t) + (lo * reduced + 2^(t-1)) >> t, exact modulo 2^32, hence
     exact whenever the result fits int32 (`check_accumulator` proves it does).
     """
-    m = np.asarray(multiplier, np.int64)
-    reduced = np.where(m < 0x7FFF0000, (m + (1 << 15)) >> 16, 0x7FFF).astype(np.int32)
+    reduced = reduced_multiplier(multiplier).astype(np.int32)
     t = (15 - np.asarray(shift, np.int64)).astype(np.int32)
     x = jnp.asarray(x, jnp.int32)
     hi = jnp.right_shift(x, jnp.int32(16))
@@ -123,15 +125,17 @@ def multiply_by_quantized_multiplier_int64_jax(x: jax.Array, multiplier: np.ndar
     return jnp.where(jnp.asarray(t >= 17), big, small)
 
 
-def _broadcast_jax(p: QuantParams, ndim: int, values: tuple, dtype: Any) -> jax.Array:
-    return jnp.asarray(_broadcast(p, ndim, values), dtype)
+def broadcast_jax(p: QuantParams, ndim: int, values: Any, dtype: Any) -> jax.Array:
+    """`QuantParams.broadcast` as a JAX constant of `dtype`."""
+    return jnp.asarray(p.broadcast(values, ndim), dtype)
 
 
-def _quantize_float_jax(x: jax.Array, p: QuantParams) -> tuple[jax.Array, jax.Array]:
-    """(q as float32 after saturation, unsaturated rounded q as float32)."""
+def quantize_float_jax(x: jax.Array, p: QuantParams) -> tuple[jax.Array, jax.Array]:
+    """`quantize` in float32: (q after saturation, q before saturation), both float32
+    (the second tells a straight-through gradient where x is inside the grid)."""
     x = jnp.asarray(x, jnp.float32)
-    inv = _broadcast_jax(p, x.ndim, p.inv_scale, jnp.float32)
-    zp = _broadcast_jax(p, x.ndim, p.zero_point, jnp.float32)
+    inv = broadcast_jax(p, x.ndim, p.inv_scale, jnp.float32)
+    zp = broadcast_jax(p, x.ndim, p.zero_point, jnp.float32)
     r = round_half_away_jax(x * inv) + zp
     return jnp.clip(r, p.qmin, p.qmax), r
 
@@ -140,27 +144,24 @@ def quantize_jax(x: jax.Array, p: QuantParams) -> jax.Array:
     """`quantize` in JAX; returns int32 values on p's grid (bits <= 24)."""
     if p.bits > 24:
         raise ValueError("quantize_jax computes in float32: at most 24 bits")
-    return _quantize_float_jax(x, p)[0].astype(jnp.int32)
+    return quantize_float_jax(x, p)[0].astype(jnp.int32)
 
 
 def dequantize_jax(q: jax.Array, p: QuantParams) -> jax.Array:
     """`dequantize` in JAX: fl32(fl32(q - zp) * scale)."""
     q = jnp.asarray(q, jnp.int32)
-    scale = _broadcast_jax(p, q.ndim, p.scale, jnp.float32)
-    zp = _broadcast_jax(p, q.ndim, p.zero_point, jnp.int32)
+    scale = broadcast_jax(p, q.ndim, p.scale, jnp.float32)
+    zp = broadcast_jax(p, q.ndim, p.zero_point, jnp.int32)
     return (q - zp).astype(jnp.float32) * scale
 
 
 def requantize_jax(q: jax.Array, p_in: QuantParams, p_out: QuantParams) -> jax.Array:
     """`requantize` in JAX; int32 out."""
     q = jnp.asarray(q, jnp.int32)
-    ratio = np.asarray(p_in.scale, np.float64) / np.asarray(p_out.scale, np.float64)
-    m, s = quantize_multiplier_array(ratio)
-    ref = p_in if p_in.per_axis else p_out
-    m = _broadcast_jax(ref, q.ndim, tuple(m.tolist()), jnp.int32)
-    s = _broadcast_jax(ref, q.ndim, tuple(s.tolist()), jnp.int32)
-    zp_in = _broadcast_jax(p_in, q.ndim, p_in.zero_point, jnp.int32)
-    zp_out = _broadcast_jax(p_out, q.ndim, p_out.zero_point, jnp.int32)
+    m, s = requantize_multipliers(p_in, p_out, q.ndim)
+    m, s = jnp.asarray(m, jnp.int32), jnp.asarray(s, jnp.int32)
+    zp_in = broadcast_jax(p_in, q.ndim, p_in.zero_point, jnp.int32)
+    zp_out = broadcast_jax(p_out, q.ndim, p_out.zero_point, jnp.int32)
     out = multiply_by_quantized_multiplier_jax(q - zp_in, m, s) + zp_out
     return saturate_jax(out, p_out.bits, p_out.signed)
 
@@ -171,3 +172,9 @@ def lookup_jax(q: jax.Array, table: Any, p_in: QuantParams) -> jax.Array:
                     jnp.asarray(q, jnp.int32) - p_in.qmin, mode="clip")
 
 
+def quantize_bias_jax(bias: jax.Array, scale: np.ndarray) -> jax.Array:
+    """`quantize_bias` in JAX: round_half_away(fl32(b * fl32(1 / scale))), saturated to
+    +-INT32_F32_MAX; scale (N,) concrete float64. int32 out."""
+    inv = jnp.asarray(bias_reciprocal(scale))  # numpy: no arrays cached across traces
+    r = round_half_away_jax(jnp.asarray(bias, jnp.float32) * inv)
+    return jnp.clip(r, -INT32_F32_MAX, INT32_F32_MAX).astype(jnp.int32)

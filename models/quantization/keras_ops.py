@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ncc.models.quantization.fake_quant import fake_quant, fake_quant_table
-from ncc.models.quantization.numeric import QuantParams, _broadcast, build_table
+from ncc.numerics import LECUN_TANH_AMPLITUDE, LECUN_TANH_GAIN, QuantParams, build_table
 
 # --- keras.ops fake-quant (for the Keras layers' `quantization=`) ---------------------------
 
@@ -21,9 +21,9 @@ def keras_fake_quant(x: Any, p: QuantParams) -> Any:
         return fake_quant(x, p)
     ops = keras.ops
     x = ops.cast(x, "float32")
-    inv = ops.convert_to_tensor(_broadcast(p, len(x.shape), p.inv_scale), "float32")
-    scale = ops.convert_to_tensor(_broadcast(p, len(x.shape), p.scale), "float32")
-    zp = ops.convert_to_tensor(_broadcast(p, len(x.shape), p.zero_point), "float32")
+    inv = ops.convert_to_tensor(p.broadcast(p.inv_scale, len(x.shape)), "float32")
+    scale = ops.convert_to_tensor(p.broadcast(p.scale, len(x.shape)), "float32")
+    zp = ops.convert_to_tensor(p.broadcast(p.zero_point, len(x.shape)), "float32")
 
     @ops.custom_gradient
     def fq(v: Any) -> Any:
@@ -85,7 +85,7 @@ def _keras_slope(fn: Any, v: Any) -> Any:
     if fn is ops.tanh:
         return 1.0 - ops.tanh(v) ** 2
     if fn == "lecun_tanh":
-        return 1.7159 * 0.666 * (1.0 - ops.tanh(0.666 * v) ** 2)
+        return LECUN_TANH_AMPLITUDE * LECUN_TANH_GAIN * (1.0 - ops.tanh(LECUN_TANH_GAIN * v) ** 2)
     return ops.exp(v)
 
 

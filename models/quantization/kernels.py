@@ -1,31 +1,31 @@
 """Integer-exact fake-quant of whole kernels (dense layers; add / sub / mul of two
-activations): the deployed integer arithmetic in JAX, straight-through gradients."""
+activations): the deployed integer arithmetic in JAX, straight-through gradients. Their
+parameters are the numeric core's (`ncc.numerics.dense_multipliers`, `quantize_bias`,
+`binary_multipliers`)."""
 
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from ncc.models.quantization.fake_quant import _named
+from ncc.models.quantization.fake_quant import with_name
 from ncc.models.quantization.integer_jax import (
     dequantize_jax,
     multiply_by_quantized_multiplier_int64_jax,
     multiply_by_quantized_multiplier_jax,
+    quantize_bias_jax,
     quantize_jax,
-    round_half_away_jax,
     saturate_jax,
 )
-from ncc.models.quantization.numeric import (
+from ncc.numerics import (
     INT32_MAX,
     QuantParams,
-    _json,
-    quantize_multiplier,
-    round_half_away,
+    binary_multipliers,
+    canonical_json,
+    dense_multipliers,
 )
 
 # --- the integer-exact fake-quant dense layer ----------------------------------------------
@@ -35,40 +35,18 @@ from ncc.models.quantization.numeric import (
 
 DENSE_MARKER = "ncc_fake_quant_dense"
 """Name prefix of `fake_quant_dense`'s custom_jvp_call: JSON {"x", "w", "out"} follows."""
-_INT32_F32_MAX = 2147483520.0  # the largest float32 below 2^31
-
-
-def dense_multipliers(p_x: QuantParams, p_w: QuantParams,
-                      p_out: QuantParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(bias scale (N,) float64, multiplier (N,), shift (N,)) exactly as the quantizer
-    computes them for a fully_connected op (`ncc.compiler.quantize._lower_dense`)."""
-    bias_scale = np.asarray(p_w.scale, np.float64) * p_x.scale[0]
-    pairs = [quantize_multiplier(float(s) / p_out.scale[0]) for s in bias_scale]
-    return (bias_scale, np.array([m for m, _ in pairs], np.int32),
-            np.array([s for _, s in pairs], np.int32))
-
-
-def quantize_dense_bias(bias: np.ndarray, bias_scale: np.ndarray) -> np.ndarray:
-    """int32 bias: round_half_away(fl32(b * fl32(1 / s))), saturated (numpy twin of the JAX
-    formula in `fake_quant_dense`, float32 so both give the same integers)."""
-    inv = (1.0 / bias_scale).astype(np.float32)
-    r = round_half_away(np.asarray(bias, np.float32).reshape(-1) * inv)
-    return np.clip(r, -_INT32_F32_MAX, _INT32_F32_MAX).astype(np.int32)
 
 
 @functools.lru_cache(maxsize=256)
 def _dense_fn(p_x: QuantParams, p_w: QuantParams, p_out: QuantParams) -> Any:
     bias_scale, mult, shift = dense_multipliers(p_x, p_w, p_out)
-    inv_bias = (1.0 / bias_scale).astype(np.float32)  # numpy: no arrays cached across traces
-    name = DENSE_MARKER + json.dumps({"x": p_x.to_dict(), "w": p_w.to_dict(),
-                                      "out": p_out.to_dict()},
-                                     separators=(",", ":"), sort_keys=True)
+    name = DENSE_MARKER + canonical_json({"x": p_x.to_dict(), "w": p_w.to_dict(),
+                                          "out": p_out.to_dict()})
 
     def forward(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
         qx = quantize_jax(x, p_x) - p_x.zero_point[0]
         wq = quantize_jax(kernel, p_w)
-        bq = round_half_away_jax(bias.reshape(-1) * jnp.asarray(inv_bias))
-        bq = jnp.clip(bq, -_INT32_F32_MAX, _INT32_F32_MAX).astype(jnp.int32)
+        bq = quantize_bias_jax(bias.reshape(-1), bias_scale)
         acc = jnp.matmul(qx, wq, preferred_element_type=jnp.int32) + bq
         if p_x.bits > 8:  # 16x8: TFLite's int64 requantization (ncc.compiler.golden)
             if kernel.shape[0] * 65535 * 127 >= INT32_MAX:
@@ -81,8 +59,7 @@ def _dense_fn(p_x: QuantParams, p_w: QuantParams, p_out: QuantParams) -> Any:
         out = saturate_jax(out + p_out.zero_point[0], p_out.bits, p_out.signed)
         return dequantize_jax(out, p_out)
 
-    forward.__name__ = forward.__qualname__ = name
-    fq = jax.custom_jvp(forward)
+    fq = jax.custom_jvp(with_name(forward, name))
 
     @fq.defjvp
     def _jvp(primals: tuple, tangents: tuple) -> tuple:
@@ -98,8 +75,8 @@ def fake_quant_dense(x: jax.Array, kernel: jax.Array, bias: jax.Array, p_x: Quan
     """The deployed int8 fully-connected kernel in float32, bit for bit.
 
     x (..., K) float (quantized on p_x), kernel (K, N) (on p_w: symmetric, per tensor or per
-    output channel, axis 1), bias (N,) (int32 at s_x s_w) -> (..., N) on p_out's grid.
-    Gradient: that of x @ kernel + bias (straight-through).
+    output channel, axis 1), bias (N,) (int32 at s_x s_w, `ncc.numerics.quantize_bias`)
+    -> (..., N) on p_out's grid. Gradient: that of x @ kernel + bias (straight-through).
     """
     return _dense_fn(p_x, p_w, p_out)(jnp.asarray(x, jnp.float32),
                                       jnp.asarray(kernel, jnp.float32),
@@ -117,33 +94,11 @@ BINARY_MARKER = "ncc_fake_quant_binary"
 BINARY_KINDS = ("add", "sub", "mul")
 
 
-def add_left_shift(*params: QuantParams) -> int:
-    """TFLite's ADD/SUB input left shift: 20 for int8, 15 when a side is 16-bit, so that
-    (q - zero_point) << left_shift stays below 2^31."""
-    return 15 if any(p.bits > 8 for p in params) else 20
-
-
-def binary_multipliers(kind: str, p_a: QuantParams, p_b: QuantParams,
-                       p_out: QuantParams) -> dict[str, int]:
-    """Fixed-point parameters of the int8 kernel for `kind`, exactly as the quantizer
-    chooses them (`ncc.compiler.numerics.add_params`, `quantize._lower_op` for mul)."""
-    if kind == "mul":
-        m, s = quantize_multiplier(p_a.scale[0] * p_b.scale[0] / p_out.scale[0])
-        return {"multiplier": m, "shift": s}
-    left_shift = add_left_shift(p_a, p_b, p_out)
-    twice_max = 2 * max(p_a.scale[0], p_b.scale[0])
-    a_m, a_s = quantize_multiplier(p_a.scale[0] / twice_max)
-    b_m, b_s = quantize_multiplier(p_b.scale[0] / twice_max)
-    o_m, o_s = quantize_multiplier(twice_max / ((1 << left_shift) * p_out.scale[0]))
-    return {"a_multiplier": a_m, "a_shift": a_s, "b_multiplier": b_m, "b_shift": b_s,
-            "multiplier": o_m, "shift": o_s, "left_shift": left_shift}
-
-
 @functools.lru_cache(maxsize=512)
 def _binary_fn(kind: str, p_a: QuantParams, p_b: QuantParams, p_out: QuantParams) -> Any:
     at = binary_multipliers(kind, p_a, p_b, p_out)
-    name = BINARY_MARKER + _json({"kind": kind, "a": p_a.to_dict(), "b": p_b.to_dict(),
-                                  "out": p_out.to_dict()})
+    name = BINARY_MARKER + canonical_json({"kind": kind, "a": p_a.to_dict(),
+                                           "b": p_b.to_dict(), "out": p_out.to_dict()})
 
     def mbqm(x: jax.Array, m: int, s: int) -> jax.Array:
         return multiply_by_quantized_multiplier_jax(x, jnp.int32(m), jnp.int32(s))
@@ -160,7 +115,7 @@ def _binary_fn(kind: str, p_a: QuantParams, p_b: QuantParams, p_out: QuantParams
         out = saturate_jax(out + p_out.zero_point[0], p_out.bits, p_out.signed)
         return dequantize_jax(out, p_out)
 
-    fq = jax.custom_jvp(_named(forward, name))
+    fq = jax.custom_jvp(with_name(forward, name))
 
     @fq.defjvp
     def _jvp(primals: tuple, tangents: tuple) -> tuple:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ncc.compiler import numerics as qn
+from ncc import numerics as nx
 from ncc.compiler.batch import rebatch
 from ncc.compiler.interpret import run_batch, run_sequence
 from ncc.compiler.ir import IRError
@@ -17,7 +17,7 @@ def test_batched_golden_equals_sequence_by_sequence(factory):
     rng = np.random.default_rng(0)
     q, _ = quantize_graph(to_graph(factory()),
                           {"x": rng.standard_normal((4, 20, 8)).astype(np.float32)})
-    xs = qn.quantize(rng.standard_normal((5, 25, 8)), q.tensors["x"].quant)
+    xs = nx.quantize(rng.standard_normal((5, 25, 8)), q.tensors["x"].quant)
     batched = run_batch(q, xs)
     for i in range(5):
         single = run_sequence(q, xs[i][:, None])
@@ -56,9 +56,9 @@ def test_absent_dt_means_one_on_the_dt_grid():
              "dt": rng.uniform(0.5, 8.0, (4, 20)).astype(np.float32)}
     q, _ = quantize_graph(to_graph(from_keras(zoo.cfc(units=8), uses_dt=True)), calib)
     (dt_name,) = q.by_role("dt")
-    one = qn.quantize(np.ones(1, np.float32), q.tensors[dt_name].quant)
+    one = nx.quantize(np.ones(1, np.float32), q.tensors[dt_name].quant)
     assert int(one[0]) != 1  # the test means something only if the grids differ
-    xs = qn.quantize(rng.standard_normal((3, 15, 8)), q.tensors["x"].quant)
+    xs = nx.quantize(rng.standard_normal((3, 15, 8)), q.tensors["x"].quant)
     ones = np.full((3, 15), one[0], one.dtype)
     implicit, explicit = run_batch(q, xs), run_batch(q, xs, ones)
     single = run_sequence(q, xs[0][:, None])

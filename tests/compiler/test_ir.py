@@ -17,7 +17,7 @@ def _toy() -> Graph:
     """x (1,2), state s (1,2): s' = x @ w + s ; y = tanh(s')[:, :1] (a verified graph)."""
     t = {n: Tensor(n, (1, 2)) for n in ("x", "s", "xw", "s_next", "h")}
     t["w"] = Tensor("w", (2, 2))
-    t["y"] = Tensor("y", (1, 1), quant=QuantParams((0.5,), (3,), "int8", None))
+    t["y"] = Tensor("y", (1, 1), quant=QuantParams((0.5,), (3,)))
     ops = [
         Op("matmul", ("x", "w"), "xw", source="toy.py:1"),
         Op("add", ("xw", "s"), "s_next"),
@@ -135,3 +135,18 @@ def test_loading_a_tampered_ir_is_verified(tmp_path):
     (tmp_path / "ir.json").write_text(json.dumps(spec))
     with pytest.raises(IRError, match="'nowhere'"):
         load_graph(tmp_path / "ir")
+
+
+def test_ir_json_of_the_older_quant_form_still_loads():
+    """ir.json files written before `QuantParams` carried bits and signedness hold only
+    {"scale", "zero_point", "dtype", "axis"}: they load to the same graph."""
+    from ncc.compiler.serialize import graph_from_json
+
+    g = _toy()
+    spec = graph_to_json(g)
+    for t in spec["tensors"]:
+        if t["quant"]:
+            t["quant"] = {k: t["quant"][k] for k in ("scale", "zero_point", "dtype", "axis")}
+    old = graph_from_json(json.loads(json.dumps(spec)), graph_arrays(g))
+    assert old.tensors["y"].quant == g.tensors["y"].quant == QuantParams((0.5,), (3,), 8, True)
+    _assert_same_graph(old, g)

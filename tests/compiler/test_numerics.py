@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ncc.compiler import numerics as qn
+from ncc import numerics as nx
+from ncc.compiler import int_safety
 from ncc.compiler.ir import QuantParams
 
 INT32 = st.integers(-(2**31), 2**31 - 1)
@@ -31,54 +32,54 @@ def rdbpot_reference(x: int, e: int) -> int:
 @settings(max_examples=300, deadline=None)
 @given(INT32, INT32)
 def test_doubling_high_mul_matches_reference(a, b):
-    assert int(qn.saturating_rounding_doubling_high_mul(a, b)) == srdhm_reference(a, b)
+    assert int(nx.saturating_rounding_doubling_high_mul(a, b)) == srdhm_reference(a, b)
 
 
 @settings(max_examples=300, deadline=None)
 @given(INT32, st.integers(0, 31))
 def test_rounding_divide_by_pot_matches_reference(x, e):
-    assert int(qn.rounding_divide_by_pot(x, e)) == rdbpot_reference(x, e)
+    assert int(nx.rounding_divide_by_pot(x, e)) == rdbpot_reference(x, e)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.floats(1e-6, 1e3, allow_nan=False), st.integers(-(2**20), 2**20))
 def test_multiplier_round_trip_and_application(real, x):
-    m, shift = qn.quantize_multiplier(real)
+    m, shift = nx.quantize_multiplier(real)
     assert 2**30 <= m < 2**31
     assert abs(m * 2.0 ** (shift - 31) - real) <= real * 2**-30
     expected = rdbpot_reference(srdhm_reference(x * (1 << max(shift, 0)), m), max(-shift, 0))
     if abs(x * (1 << max(shift, 0))) < 2**31:
-        assert int(qn.multiply_by_quantized_multiplier(x, m, shift)) == expected
+        assert int(nx.multiply_by_quantized_multiplier(x, m, shift)) == expected
         assert abs(expected - x * real) <= 1 + abs(x * real) * 2**-29
 
 
 def test_quantize_rounds_half_away_from_zero_and_saturates():
-    p = QuantParams((0.5,), (3,), "int8")
+    p = QuantParams((0.5,), (3,))
     x = np.array([0.25, -0.25, 0.75, 1000.0, -1000.0])
-    assert qn.quantize(x, p).tolist() == [4, 2, 5, 127, -128]
-    assert np.allclose(qn.dequantize(qn.quantize(x[:3], p), p), [0.5, -0.5, 1.0])
+    assert nx.quantize(x, p).tolist() == [4, 2, 5, 127, -128]
+    assert np.allclose(nx.dequantize(nx.quantize(x[:3], p), p), [0.5, -0.5, 1.0])
 
 
 def test_params_from_range_cover_range_and_zero_exactly():
-    p = qn.params_from_range(-0.3, 2.7)
-    assert qn.dequantize(qn.quantize(np.zeros(1), p), p)[0] == 0.0
-    lo, hi = qn.dequantize(np.array([-128, 127]), p)
+    p = nx.params_from_range(-0.3, 2.7)
+    assert nx.dequantize(nx.quantize(np.zeros(1), p), p)[0] == 0.0
+    lo, hi = nx.dequantize(np.array([-128, 127]), p)
     assert lo <= -0.3 + p.scale[0] and hi >= 2.7 - p.scale[0]
-    p = qn.params_from_range(1.0, 2.0)  # stretched to include 0
-    assert qn.quantize(np.zeros(1), p)[0] == -128
+    p = nx.params_from_range(1.0, 2.0)  # stretched to include 0
+    assert nx.quantize(np.zeros(1), p)[0] == -128
 
 
 def test_per_channel_weights_are_symmetric_and_use_full_range():
     w = np.array([[1.0, -0.02], [-2.0, 0.01]], np.float32)
-    p = qn.symmetric_per_channel(w, axis=1)
-    q = qn.quantize(w, p)
+    p = nx.params_for_tensor(w, 8, symmetric=True, axis=1)
+    q = nx.quantize(w, p)
     assert p.zero_point == (0, 0) and p.axis == 1
     assert np.abs(q).max(axis=0).tolist() == [127, 127]
 
 
 def test_accumulator_bound_is_proved_or_refused():
-    assert qn.check_accumulator("int8", 64, np.zeros(4, np.int32), (-5,), "op") < 2**31
-    with pytest.raises(qn.OverflowRisk, match="dense_7.*beyond int32"):
-        qn.check_accumulator("int8", 70_000, np.zeros(4, np.int32), (-5,), "dense_7")
-    with pytest.raises(qn.OverflowRisk, match="beyond int32"):
-        qn.check_accumulator("int8", 1000, np.zeros(4, np.int32), (8,), "op")
+    assert int_safety.check_accumulator("int8", 64, np.zeros(4, np.int32), (-5,), "op") < 2**31
+    with pytest.raises(int_safety.OverflowRisk, match="dense_7.*beyond int32"):
+        int_safety.check_accumulator("int8", 70_000, np.zeros(4, np.int32), (-5,), "dense_7")
+    with pytest.raises(int_safety.OverflowRisk, match="beyond int32"):
+        int_safety.check_accumulator("int8", 1000, np.zeros(4, np.int32), (8,), "op")

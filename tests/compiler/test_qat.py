@@ -15,8 +15,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from flax import nnx  # noqa: E402
 
+from ncc import numerics as nx  # noqa: E402
 from ncc.cli.driver import compile_model
-from ncc.compiler import numerics as qn  # noqa: E402
+from ncc.compiler import int_safety  # noqa: E402
 from ncc.compiler.interpret import run_sequence  # noqa: E402
 from ncc.compiler.pipeline import quantize_graph, to_graph  # noqa: E402
 from ncc.compiler.quantize import QuantizationError  # noqa: E402
@@ -105,28 +106,28 @@ def test_compiles_with_its_own_parameters(model, compiled):
     expected = {"x": model.q_h.params, state_in: model.q_h.params,
                 state_out: model.q_h.params, "y": model.q_y.params}
     for name, p in expected.items():
-        assert io[name] == qn.from_core(p).to_dict(), name
+        assert io[name] == p.to_dict(), name
     weights = {op.inputs[1]: op for op in q.ops if op.kind == "fully_connected"}
     assert len(weights) == 2
     for layer in (model.cell, model.head):
         w = next(n for n in weights if q.constants[n].shape == layer.kernel[...].shape)
-        assert q.tensors[w].quant == qn.from_core(layer.params)
+        assert q.tensors[w].quant == layer.params
         np.testing.assert_array_equal(q.constants[w],
-                                      qn.quantize(np.asarray(layer.kernel[...]),
+                                      nx.quantize(np.asarray(layer.kernel[...]),
                                                   q.tensors[w].quant))
     pre = {q.tensors[op.output].quant for op in weights.values()}
-    assert qn.from_core(model.q_pre.params) in pre
+    assert model.q_pre.params in pre
 
 
 def test_fake_quant_forward_equals_golden_bit_for_bit(model, compiled):
     q = compiled.graph
     xs = inputs(1, STEPS, 7)[0]
     y_fq, h_fq = forward(model, xs)
-    xq = qn.quantize(xs, q.tensors["x"].quant)
+    xq = nx.quantize(xs, q.tensors["x"].quant)
     out = run_sequence(q, xq[:, None])
     (state_out,) = q.by_role("state_out")
-    y_gold = qn.dequantize(out["y"][:, 0], q.tensors["y"].quant)
-    h_gold = qn.dequantize(out[state_out][:, 0], q.tensors[state_out].quant)
+    y_gold = nx.dequantize(out["y"][:, 0], q.tensors["y"].quant)
+    h_gold = nx.dequantize(out[state_out][:, 0], q.tensors[state_out].quant)
     assert y_fq.dtype == y_gold.dtype == np.float32
     np.testing.assert_array_equal(y_fq.view(np.uint32), y_gold.view(np.uint32))
     np.testing.assert_array_equal(h_fq.view(np.uint32), h_gold.view(np.uint32))
@@ -150,8 +151,8 @@ def test_16_bit_fake_quant_forward_equals_golden_and_onnxruntime(tmp_path):
     assert {q.tensors[n].dtype for n in q.inputs + q.outputs} == {"int16"}
     xs = inputs(1, 300, 7)[0]
     y_fq, h_fq = forward(model, xs)
-    out = run_sequence(q, qn.quantize(xs, q.tensors["x"].quant)[:, None])
-    y_gold = qn.dequantize(out["y"][:, 0], q.tensors["y"].quant)
+    out = run_sequence(q, nx.quantize(xs, q.tensors["x"].quant)[:, None])
+    y_gold = nx.dequantize(out["y"][:, 0], q.tensors["y"].quant)
     np.testing.assert_array_equal(y_fq.view(np.uint32), y_gold.view(np.uint32))
     assert len(np.unique(out["y"])) > 200
 
@@ -164,8 +165,8 @@ def test_float_fake_quant_dense_is_not_the_integer_kernel():
     q, _ = quantize_graph(g, None)  # still fully covered by the model's own parameters
     xs = inputs(1, 300, 7)[0]
     y_fq, _ = forward(model, xs)
-    out = run_sequence(q, qn.quantize(xs, q.tensors["x"].quant)[:, None])
-    y_gold = qn.dequantize(out["y"][:, 0], q.tensors["y"].quant)
+    out = run_sequence(q, nx.quantize(xs, q.tensors["x"].quant)[:, None])
+    y_gold = nx.dequantize(out["y"][:, 0], q.tensors["y"].quant)
     step = float(q.tensors["y"].quant.scale[0])
     diff = np.abs(y_fq - y_gold)
     assert np.max(diff) <= 8 * step  # close, but not the same bits
@@ -183,7 +184,7 @@ def test_partial_qat_needs_calibration():
     with pytest.raises(QuantizationError, match="no fake-quant parameters"):
         quantize_graph(g, None)
     q, _ = quantize_graph(g, {"x": inputs(2, 20, 3)})
-    assert q.tensors["x"].quant == qn.from_core(model.q_h.params)
+    assert q.tensors["x"].quant == model.q_h.params
 
 
 def test_conflicting_presets_are_named():
@@ -229,16 +230,16 @@ def test_fake_quant_binary_is_the_golden_kernel(kind):
     a = rng.uniform(-1.5, 1.0, (64, 33)).astype(np.float32)
     b = rng.uniform(-0.5, 3.2, (64, 33)).astype(np.float32)
     ours = np.asarray(fake_quant_binary(kind, a, b, p_a, p_b, p_out))
-    ia, ib, io = (qn.from_core(p) for p in (p_a, p_b, p_out))
-    qa, qb = qn.quantize(a, ia), qn.quantize(b, ib)
+    ia, ib, io = (p for p in (p_a, p_b, p_out))
+    qa, qb = nx.quantize(a, ia), nx.quantize(b, ib)
     if kind == "mul":
-        m, s = qn.quantize_multiplier(ia.scale[0] * ib.scale[0] / io.scale[0])
+        m, s = nx.quantize_multiplier(ia.scale[0] * ib.scale[0] / io.scale[0])
         gold = golden.qmul(qa, qb, a_zp=ia.zero_point[0], b_zp=ib.zero_point[0],
                            multiplier=m, shift=s, out_zp=io.zero_point[0])
     else:
-        gold = getattr(golden, "q" + kind)(qa, qb, **qn.add_params(ia, ib, io))
+        gold = getattr(golden, "q" + kind)(qa, qb, **int_safety.add_params(ia, ib, io))
     np.testing.assert_array_equal(ours.view(np.uint32),
-                                  qn.dequantize(gold, io).view(np.uint32))
+                                  nx.dequantize(gold, io).view(np.uint32))
     grads = jax.grad(lambda u, v: fake_quant_binary(kind, u, v, p_a, p_b, p_out).sum(),
                      (0, 1))(a, b)
     expected = {"add": (1, 1), "sub": (1, -1), "mul": (b, a)}[kind]
@@ -255,7 +256,7 @@ def test_a_qat_product_keeps_its_arithmetic_even_when_not_portable():
 
     pa, pb, po = (CoreParams((s,), (z,), 8, True) for s, z in (
         (0.025373712182044983, -17), (0.026936296373605728, -4), (0.03950349986553192, -9)))
-    assert not qn.mul_is_portable(*(qn.from_core(p) for p in (pa, pb, po)))
+    assert not int_safety.mul_is_portable(*(p for p in (pa, pb, po)))
 
     def step(x, h):
         y = fake_quant_binary("mul", fake_quant(x, pa), fake_quant(h, pb), pa, pb, po)
@@ -266,13 +267,13 @@ def test_a_qat_product_keeps_its_arithmetic_even_when_not_portable():
     assert [op.kind for op in q.ops].count("qmul") == 1
     assert "requantize" not in {op.kind for op in q.ops}
     xs = np.random.default_rng(0).uniform(-0.99, 0.99, (50, 1, 4)).astype(np.float32)
-    out = run_sequence(q, qn.quantize(xs, q.tensors["x"].quant))
+    out = run_sequence(q, nx.quantize(xs, q.tensors["x"].quant))
     h, ys = jnp.zeros((1, 4)), []
     for x in xs:
         y, h = step(jnp.asarray(x), h)
         ys.append(np.asarray(y))
     np.testing.assert_array_equal(np.stack(ys).view(np.uint32),
-                                  qn.dequantize(out["y"], q.tensors["y"].quant).view(np.uint32))
+                                  nx.dequantize(out["y"], q.tensors["y"].quant).view(np.uint32))
 
 
 # --- a QAT CfC cell: compiles with its own parameters, its forward is the golden model -------
@@ -304,8 +305,8 @@ def test_qat_cfc_cell_forward_equals_golden_over_1000_steps(name, tmp_path):
     assert compiled.report["passed"], compiled.report
     (state_in,), (state_out,) = q.by_role("state_in"), q.by_role("state_out")
     for tensor in ("x", state_in, state_out):
-        assert q.tensors[tensor].quant == qn.from_core(cell.q_state.params)  # one grid
-    assert q.tensors["dt"].quant == qn.from_core(cell.q_dt.params)
+        assert q.tensors[tensor].quant == cell.q_state.params  # one grid
+    assert q.tensors["dt"].quant == cell.q_dt.params
 
     rng = np.random.default_rng(7)
     xs = rng.uniform(-1, 1, (STEPS, 4)).astype(np.float32)
@@ -316,10 +317,10 @@ def test_qat_cfc_cell_forward_equals_golden_over_1000_steps(name, tmp_path):
         y, h = step(cell, x[None], h, dt[None])
         ys.append(np.asarray(y)[0])
         hs.append(np.asarray(h)[0])
-    out = run_sequence(q, qn.quantize(xs, q.tensors["x"].quant)[:, None],
-                       qn.quantize(dts, q.tensors["dt"].quant)[:, None, None])
-    y_gold = qn.dequantize(out["y"][:, 0], q.tensors["y"].quant)
-    h_gold = qn.dequantize(out[state_out][:, 0], q.tensors[state_out].quant)
+    out = run_sequence(q, nx.quantize(xs, q.tensors["x"].quant)[:, None],
+                       nx.quantize(dts, q.tensors["dt"].quant)[:, None, None])
+    y_gold = nx.dequantize(out["y"][:, 0], q.tensors["y"].quant)
+    h_gold = nx.dequantize(out[state_out][:, 0], q.tensors[state_out].quant)
     np.testing.assert_array_equal(np.stack(ys).view(np.uint32), y_gold.view(np.uint32))
     np.testing.assert_array_equal(np.stack(hs).view(np.uint32), h_gold.view(np.uint32))
     assert len(np.unique(out[state_out])) > 20  # the state moves over the grid
@@ -364,9 +365,9 @@ def test_qat_ltc_cell_compiles_with_its_own_parameters(tmp_path):
     q = compiled.graph
     assert compiled.report["passed"], compiled.report
     (state_out,) = q.by_role("state_out")
-    assert q.tensors[state_out].quant == qn.from_core(cell.q_state.params)
-    assert q.tensors["y"].quant == qn.from_core(cell.q_y.params)
-    assert q.tensors["x"].quant == qn.from_core(cell.q_x.params)
+    assert q.tensors[state_out].quant == cell.q_state.params
+    assert q.tensors["y"].quant == cell.q_y.params
+    assert q.tensors["x"].quant == cell.q_x.params
 
 
 # --- a QAT spiking net: integer membranes, thresholds and decays compile as they are ---------
@@ -418,8 +419,8 @@ def test_qat_spiking_net_forward_equals_golden_over_1000_steps(kind, membrane_bi
     for x in xs:
         y, state = step(net, x[None], state)
         ys.append(np.asarray(y)[0])
-    out = run_sequence(q, qn.quantize(xs, q.tensors["x"].quant)[:, None])
-    y_gold = qn.dequantize(out["y"][:, 0], q.tensors["y"].quant)
+    out = run_sequence(q, nx.quantize(xs, q.tensors["x"].quant)[:, None])
+    y_gold = nx.dequantize(out["y"][:, 0], q.tensors["y"].quant)
     np.testing.assert_array_equal(np.stack(ys) + 0.0, y_gold + 0.0)  # (-0.0 == 0.0)
     fired = [op for op in q.ops if op.kind == "cast"]
     assert fired and len(np.unique(out["y"])) > 10  # spikes reach the readout

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from ncc.compiler import numerics as qn
+from ncc import numerics as nx
+from ncc.compiler import int_safety
 from ncc.compiler.calibrate import CalibrationError
 from ncc.compiler.frontends import from_jax
 from ncc.compiler.interpret import run_sequence
@@ -62,7 +63,7 @@ def test_spikes_are_exact_zero_or_one(lif_q):
     q, ref = lif_q
     spikes = [op.output for op in q.ops if op.kind == "cast"]
     assert spikes and all(q.tensors[s].quant.scale == (1.0,) for s in spikes)
-    x = qn.quantize(calib(1, 200, seed=3)["x"][0][:, None], q.tensors["x"].quant)
+    x = nx.quantize(calib(1, 200, seed=3)["x"][0][:, None], q.tensors["x"].quant)
     from ncc.compiler.interpret import run_step
 
     state = dict(q.initial_state)
@@ -79,7 +80,7 @@ def test_golden_tracks_float_on_cfc(cfc_q):
     q, ref = cfc_q
     x = calib(1, 300, seed=5)["x"][0][:, None]
     y_float = run_sequence(ref, x)["y"]
-    y_int = qn.dequantize(run_sequence(q, qn.quantize(x, q.tensors["x"].quant))["y"],
+    y_int = nx.dequantize(run_sequence(q, nx.quantize(x, q.tensors["x"].quant))["y"],
                           q.tensors["y"].quant)
     sqnr = 10 * np.log10(np.sum(y_float**2) / np.sum((y_int - y_float) ** 2))
     assert sqnr > 20
@@ -117,5 +118,5 @@ def test_overflowing_accumulator_is_refused():
         return y, y
 
     g = to_graph(from_jax(step, (70_000,), jnp.zeros((1, 2))))
-    with pytest.raises(qn.OverflowRisk, match="70000-term.*beyond int32"):
+    with pytest.raises(int_safety.OverflowRisk, match="70000-term.*beyond int32"):
         quantize_graph(g, calib(n=1, t=2, f=70_000))

@@ -13,8 +13,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from ncc import numerics as nx  # noqa: E402
 from ncc.cli.driver import compile_model  # noqa: E402
-from ncc.compiler import numerics as qn  # noqa: E402
 from ncc.compiler.interpret import run_sequence  # noqa: E402
 from ncc.models.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from ncc.models.keras import (  # noqa: E402
@@ -146,13 +146,13 @@ def golden_check(model: keras.Model, tmp_path, name: str) -> None:
     assert compiled.report["passed"], compiled.report
     (state_in,), (state_out,) = q.by_role("state_in"), q.by_role("state_out")
     for tensor in ("x", state_in, state_out):
-        assert q.tensors[tensor].quant == qn.from_core(cell.q_state.params)  # one grid
-    assert q.tensors["dt"].quant == qn.from_core(cell.q_dt.params)
+        assert q.tensors[tensor].quant == cell.q_state.params  # one grid
+    assert q.tensors["dt"].quant == cell.q_dt.params
     xs, dts = (a[0] for a in data(1, STEPS, 7))
     y = np.asarray(model([xs[None], dts[None]]))[0]
-    out = run_sequence(q, qn.quantize(xs, q.tensors["x"].quant)[:, None],
-                       qn.quantize(dts, q.tensors["dt"].quant)[:, None, None])
-    y_gold = qn.dequantize(out["y"][:, 0], q.tensors["y"].quant)
+    out = run_sequence(q, nx.quantize(xs, q.tensors["x"].quant)[:, None],
+                       nx.quantize(dts, q.tensors["dt"].quant)[:, None, None])
+    y_gold = nx.dequantize(out["y"][:, 0], q.tensors["y"].quant)
     assert y.dtype == y_gold.dtype == np.float32
     np.testing.assert_array_equal(y.view(np.uint32), y_gold.view(np.uint32))
     assert len(np.unique(out["y"])) > 20  # the outputs move over the grid
@@ -186,9 +186,9 @@ def test_frozen_ltc_compiles_with_its_own_parameters(tmp_path):
     q = compiled.graph
     assert compiled.report["passed"], compiled.report
     (state_out,) = q.by_role("state_out")
-    assert q.tensors[state_out].quant == qn.from_core(cell.q_state.params)
-    assert q.tensors["y"].quant == qn.from_core(cell.q_y.params)
-    assert q.tensors["x"].quant == qn.from_core(cell.q_x.params)
+    assert q.tensors[state_out].quant == cell.q_state.params
+    assert q.tensors["y"].quant == cell.q_y.params
+    assert q.tensors["x"].quant == cell.q_x.params
 
 
 @pytest.mark.parametrize("observer,momentum", [("minmax", None), ("minmax", 0.9),

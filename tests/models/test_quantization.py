@@ -334,3 +334,86 @@ def test_int64_requantization_in_jax_int32_equals_the_numeric_core():
     fits = (want >= -2**31) & (want < 2**31)  # the kernel's result is an int32
     assert fits.sum() > 100_000
     np.testing.assert_array_equal(got[fits], want[fits])
+
+
+# --- the training side's spellings of the core's kernel formulas -------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(hnp.arrays(np.float32, 24, elements=st.floats(-1e3, 1e3, width=32)),
+       st.floats(1e-4, 0.5), hnp.arrays(np.float64, 24, elements=st.floats(1e-4, 0.5)))
+def test_bias_quantization_in_jax_is_the_cores(bias, s_x, s_w):
+    """`fake_quant_dense` quantizes its bias with `quantize_bias_jax`: the very integers of
+    `ncc.numerics.quantize_bias` (the quantizer's), for any bias and scales."""
+    p_x = q.QuantParams((s_x,), (0,))
+    p_w = q.symmetric_params(s_w * 127, 8, axis=1)
+    scale = q.bias_scale(p_x, p_w)
+    bias[:3] = [1e9, -1e9, 0.5 * scale[2]]  # saturating both ways, a tie
+    want = q.quantize_bias(bias, scale)
+    np.testing.assert_array_equal(np.asarray(q.quantize_bias_jax(bias, scale)), want)
+    np.testing.assert_array_equal(np.asarray(jax.jit(q.quantize_bias_jax, static_argnums=1)(
+        bias, tuple(scale))), want)
+    assert want[0] == q.INT32_F32_MAX and want[1] == -q.INT32_F32_MAX
+
+
+@pytest.mark.parametrize("x_bits", [8, 16])
+def test_fake_quant_dense_is_the_golden_fully_connected(x_bits):
+    """The training side's dense layer equals the golden kernel fed with the core's bias,
+    multipliers and weights, bit for bit (int8 and 16x8)."""
+    from ncc.compiler import golden
+
+    rng = np.random.default_rng(x_bits)
+    p_x = q.asymmetric_params(-2.0, 3.0, 8) if x_bits == 8 else \
+        q.symmetric_params(3.0, 16)
+    p_out = q.asymmetric_params(-4.0, 6.0, x_bits) if x_bits == 8 else \
+        q.symmetric_params(6.0, 16)
+    kernel = rng.standard_normal((40, 12)).astype(np.float32) * 0.3
+    bias = rng.standard_normal(12).astype(np.float32)
+    p_w = q.params_for_tensor(kernel, 8, symmetric=True, axis=1)
+    x = rng.uniform(-2.5, 3.5, (64, 40)).astype(np.float32)
+    ours = np.asarray(q.fake_quant_dense(x, kernel, bias, p_x, p_w, p_out))
+    scale, mult, shift = q.dense_multipliers(p_x, p_w, p_out)
+    gold = golden.fully_connected(q.quantize(x, p_x), q.quantize(kernel, p_w),
+                                  q.quantize_bias(bias, scale), x_zp=p_x.zero_point[0],
+                                  multiplier=tuple(mult), shift=tuple(shift),
+                                  out_zp=p_out.zero_point[0], dtype=p_out.dtype)
+    np.testing.assert_array_equal(ours.view(np.uint32), q.dequantize(gold, p_out).view(np.uint32))
+
+
+def test_table_functions_in_jax_and_keras_follow_the_cores():
+    """The float functions behind tables (and their gradients) in JAX and keras.ops are the
+    core's: same lecun_tanh constants, same curves."""
+    from ncc.models.keras.base import lecun_tanh
+
+    x = np.linspace(-6, 6, 241)
+    for fn, f in q.TABLE_FUNCTIONS.items():
+        np.testing.assert_allclose(np.asarray(q.JAX_TABLE_FUNCTIONS[fn](x.astype(np.float32))),
+                                   f(x), rtol=2e-6, atol=2e-6, err_msg=fn)
+    np.testing.assert_allclose(np.asarray(lecun_tanh(x.astype(np.float32))),
+                               q.TABLE_FUNCTIONS["lecun_tanh"](x), rtol=2e-6, atol=2e-6)
+
+
+def test_keras_ops_fake_quant_on_a_non_jax_backend_is_the_cores():
+    """keras.ops spelling (what other Keras backends run) of `quantize` and of a table
+    lookup, checked on Keras' numpy backend in a fresh interpreter."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np
+from ncc.models import quantization as q
+p_in, p_out = q.asymmetric_params(-4.0, 3.0), q.asymmetric_params(-1.8, 1.8)
+x = np.linspace(-5, 4, 2001, dtype=np.float32)
+grid = q.dequantize(q.quantize(x, p_in), p_in)
+assert np.array_equal(np.asarray(q.keras_fake_quant(x, p_in)), grid)
+for fn in sorted(q.TABLE_FUNCTIONS):
+    table = q.build_table(fn, p_in, p_out)
+    want = q.dequantize(q.lookup(q.quantize(x, p_in), table, p_in), p_out)
+    assert np.array_equal(np.asarray(q.keras_fake_quant_table(x, fn, p_in, p_out)), want), fn
+print("ok")
+"""
+    env = {**os.environ, "KERAS_BACKEND": "numpy"}
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

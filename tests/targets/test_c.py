@@ -21,15 +21,16 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np
 import pytest
 
+from ncc import numerics as nx
 from ncc.cli.driver import compile_model
-from ncc.compiler import numerics as qn
+from ncc.compiler import int_safety
 from ncc.compiler.artifact import load_artifact_graph, read_manifest, write_artifact
 from ncc.compiler.data import stress_int8, stress_ints
 from ncc.compiler.interpret import run_batch, run_step
 from ncc.compiler.ir import Graph, Op, QuantParams, Tensor, verify
-from ncc.compiler.numerics import quantize
 from ncc.compiler.quantize import DEFAULT_OPTIONS, QuantOptions
 from ncc.models import zoo
+from ncc.numerics import quantize
 from ncc.runtime import cortex_m
 from ncc.runtime.cbuild import (
     WARNINGS,
@@ -473,10 +474,10 @@ def _int16_kernel_graph() -> Graph:
     a dense layer 648 deep whose accumulator leaves int32 at the rails, a sparse one (CSR),
     mul, sub, add (one with a scalar operand), requantize int16 -> int16 and int16 -> int8
     -> int16, and spikes (compare, cast to int16) into a dense layer."""
-    P, Q, R = (QuantParams((s,), (0,), "int16") for s in (1e-3, 3e-5, 2e-3))
-    WIDE = QuantParams((0.7,), (0,), "int16")  # the deep layer's output
-    B = QuantParams((0.3,), (-5,), "int8")  # an int8 tensor in between
-    S = QuantParams((1.0,), (0,), "int16")  # spikes
+    P, Q, R = (QuantParams((s,), (0,), bits=16) for s in (1e-3, 3e-5, 2e-3))
+    WIDE = QuantParams((0.7,), (0,), bits=16)  # the deep layer's output
+    B = QuantParams((0.3,), (-5,))  # an int8 tensor in between
+    S = QuantParams((1.0,), (0,), bits=16)  # spikes
     rng = np.random.default_rng(5)
     tensors: dict[str, Tensor] = {}
     constants: dict[str, np.ndarray] = {}
@@ -496,16 +497,15 @@ def _int16_kernel_graph() -> Graph:
         return out
 
     def dense(name, x, w, po):
-        pw = qn.symmetric_per_channel(w, axis=1)
+        pw = nx.params_for_tensor(w, 8, symmetric=True, axis=1)
         px = tensors[x].quant
-        bias_scale = np.asarray(pw.scale) * px.scale[0]
-        mults = [qn.quantize_multiplier(b / po.scale[0]) for b in bias_scale]
-        bias = qn.quantize_bias(rng.standard_normal(w.shape[1]), bias_scale)
-        return op("fully_connected", [x, c(f"{name}_w", qn.quantize(w, pw), pw),
+        bias_scale, mult, shift = nx.dense_multipliers(px, pw, po)
+        bias = nx.quantize_bias(rng.standard_normal(w.shape[1]), bias_scale)
+        return op("fully_connected", [x, c(f"{name}_w", nx.quantize(w, pw), pw),
                                       c(f"{name}_b", bias, QuantParams(
-                                          tuple(bias_scale), (0,) * w.shape[1], "int32", 0))],
-                  name, (1, w.shape[1]), quant=po, x_zp=0, multiplier=tuple(m for m, _ in mults),
-                  shift=tuple(s for _, s in mults), out_zp=0, dtype="int16")
+                                          tuple(bias_scale), (0,) * w.shape[1], bits=32, axis=0))],
+                  name, (1, w.shape[1]), quant=po, x_zp=0, multiplier=tuple(map(int, mult)),
+                  shift=tuple(map(int, shift)), out_zp=0, dtype="int16")
 
     x, s = t("x", (1, 24), quant=P), t("s", (1, 24), quant=P)
     levels = np.arange(-32768, 32768)
@@ -515,20 +515,20 @@ def _int16_kernel_graph() -> Graph:
     deep = dense("deep", wide, rng.uniform(0.9, 1.0, (648, 4)), WIDE)
     mask = rng.uniform(size=(24, 6)) < 0.4  # 60% of the synapses absent: a synapse list
     sparse = dense("sparse", act, rng.standard_normal((24, 6)) * mask, R)
-    m, sh = qn.quantize_multiplier(Q.scale[0] / R.scale[0])
+    m, sh = nx.quantize_multiplier(Q.scale[0] / R.scale[0])
     rq = op("requantize", [act], "rq", (1, 24), quant=R, in_zp=0, multiplier=m, shift=sh,
             out_zp=0, dtype="int16")
     prod = op("qmul", [s, act], "prod", (1, 24), quant=P, a_zp=0, b_zp=0, out_zp=0,
-              dtype="int16", **dict(zip(("multiplier", "shift"), qn.quantize_multiplier(
+              dtype="int16", **dict(zip(("multiplier", "shift"), nx.quantize_multiplier(
                   P.scale[0] * Q.scale[0] / P.scale[0]), strict=True)))
-    diff = op("qsub", [prod, rq], "diff", (1, 24), quant=P, **qn.add_params(P, R, P))
-    s_next = op("qadd", [diff, x], "s_next", (1, 24), quant=P, **qn.add_params(P, P, P))
+    diff = op("qsub", [prod, rq], "diff", (1, 24), quant=P, **int_safety.add_params(P, R, P))
+    s_next = op("qadd", [diff, x], "s_next", (1, 24), quant=P, **int_safety.add_params(P, P, P))
     shifted = op("qadd", [x, c("offset", np.asarray([1234], np.int16), P)], "shifted",
-                 (1, 24), quant=P, **qn.add_params(P, P, P))
-    m8, s8 = qn.quantize_multiplier(P.scale[0] / B.scale[0])
+                 (1, 24), quant=P, **int_safety.add_params(P, P, P))
+    m8, s8 = nx.quantize_multiplier(P.scale[0] / B.scale[0])
     x8 = op("requantize", [x], "x8", (1, 24), "int8", B, in_zp=0, multiplier=m8, shift=s8,
             out_zp=B.zero_point[0], dtype="int8")
-    m16, s16 = qn.quantize_multiplier(B.scale[0] / R.scale[0])
+    m16, s16 = nx.quantize_multiplier(B.scale[0] / R.scale[0])
     x16 = op("requantize", [x8], "x16", (1, 24), quant=R, in_zp=B.zero_point[0],
              multiplier=m16, shift=s16, out_zp=0, dtype="int16")
     fired = op("greater", [x, c("theta", np.asarray([1000], np.int16), P)], "fired", (1, 24),
@@ -608,6 +608,6 @@ def test_int64_multiplier_matches_the_numeric_core(tmp_path):
     x = np.concatenate([np.repeat(edges_x, 5), rng.integers(-(1 << 47), 1 << 47, 4000)])
     m = np.concatenate([np.tile(edges_m, 5), rng.integers(0, 1 << 31, 4000)])
     shift = rng.integers(-31, c_target.FC16_MAX_SHIFT + 1, len(x))
-    want = qn.multiply_by_quantized_multiplier_int64(x, m, shift)
+    want = nx.multiply_by_quantized_multiplier_int64(x, m, shift)
     got = np.array([fn(int(a), int(b), int(c)) for a, b, c in zip(x, m, shift, strict=True)])
     np.testing.assert_array_equal(got, want)

@@ -12,12 +12,18 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np
 import pytest
 
+from ncc import numerics as nx
 from ncc.cli.driver import compile_model
-from ncc.compiler import numerics as qn
 from ncc.compiler.artifact import load_artifact_graph, read_manifest
 from ncc.compiler.batch import rebatch
 from ncc.compiler.data import stress_ints
 from ncc.compiler.frontends import from_keras
+from ncc.compiler.int_safety import (
+    add_params,
+    mul_is_portable,
+    mul_multipliers,
+    portable_mul_params,
+)
 from ncc.compiler.interpret import run_sequence
 from ncc.compiler.ir import QuantParams
 from ncc.compiler.pipeline import quantize_graph, to_graph
@@ -79,7 +85,7 @@ def inputs(g, steps, seed=7):
     (x,) = g.by_role("input")
     features = g.tensors[x].shape[-1]
     data = np.random.default_rng(seed).standard_normal((steps - steps // 2, features))
-    real = qn.quantize(data.astype(np.float32), g.tensors[x].quant)
+    real = nx.quantize(data.astype(np.float32), g.tensors[x].quant)
     return np.concatenate([real, stress_ints(steps // 2, features, "int16", seed)])[:, None]
 
 
@@ -130,8 +136,8 @@ def sqnr_over_long_sequences(model, activations, steps=1_000, sequences=4):
                             QuantOptions(activations=activations))
     x = np.random.default_rng(1).standard_normal((steps, sequences, 8)).astype(np.float32)
     y_float = run_sequence(rebatch(ref, sequences), x)["y"]
-    y_int = run_sequence(rebatch(q, sequences), qn.quantize(x, q.tensors["x"].quant))["y"]
-    error = qn.dequantize(y_int, q.tensors["y"].quant) - y_float
+    y_int = run_sequence(rebatch(q, sequences), nx.quantize(x, q.tensors["x"].quant))["y"]
+    error = nx.dequantize(y_int, q.tensors["y"].quant) - y_float
     return 10 * np.log10(np.sum(y_float**2) / np.sum(error**2))
 
 
@@ -150,27 +156,27 @@ def test_int16_parameters_are_symmetric_short_scales_and_muls_portable():
         muls = [op for op in q.ops if op.kind == "qmul"]
         assert muls
         for op in muls:
-            assert qn.mul_is_portable(*(q.tensors[n].quant for n in (*op.inputs, op.output)))
+            assert mul_is_portable(*(q.tensors[n].quant for n in (*op.inputs, op.output)))
         if activations == "int16":
             for t in q.tensors.values():
                 if t.quant is not None and t.dtype == "int16" and t.name not in q.constants:
                     assert t.quant.zero_point == (0,)
             for name in q.inputs:
                 scale = q.tensors[name].quant.scale[0]
-                assert qn.short_scale(scale) == scale  # 12 significant bits
+                assert nx.short_scale(scale) == scale  # 12 significant bits
 
 
 def test_mul_portability_is_decided_by_both_multipliers():
-    a = QuantParams((3.0495208e-05,), (0,), "int16")
-    b = QuantParams((3.0532479e-05,), (0,), "int16")
-    o = QuantParams((2.9690564e-05,), (0,), "int16")
-    found = qn.mul_multipliers(a, b, o)
-    assert found["double"] != found["float32"] and not qn.mul_is_portable(a, b, o)
+    a = QuantParams((3.0495208e-05,), (0,), bits=16)
+    b = QuantParams((3.0532479e-05,), (0,), bits=16)
+    o = QuantParams((2.9690564e-05,), (0,), bits=16)
+    found = mul_multipliers(a, b, o)
+    assert found["double"] != found["float32"] and not mul_is_portable(a, b, o)
     with pytest.raises(TfliteLoweringError, match="float32 and TFLite Micro in double"):
         tflite_params("MUL", [a, b], o)
-    a, b = (QuantParams((qn.short_scale(p.scale[0]),), (0,), "int16") for p in (a, b))
-    fixed = qn.portable_mul_params(a, b, o)
-    assert fixed is not None and qn.mul_is_portable(a, b, fixed)
+    a, b = (QuantParams((nx.short_scale(p.scale[0]),), (0,), bits=16) for p in (a, b))
+    fixed = portable_mul_params(a, b, o)
+    assert fixed is not None and mul_is_portable(a, b, fixed)
     assert o.scale[0] <= fixed.scale[0] < 2 * o.scale[0]  # never narrower, at most 1 bit
 
 
@@ -179,11 +185,11 @@ def test_add_whose_output_scale_is_too_fine_is_refused_not_aborted(tmp_path):
     from ncc.compiler.ir import Graph, Op, Tensor, verify
     from ncc.targets.tflite import lower
 
-    wide = QuantParams((1.0,), (0,), "int16")
-    fine = QuantParams((float(np.float32(3e-05)),), (0,), "int16")
+    wide = QuantParams((1.0,), (0,), bits=16)
+    fine = QuantParams((float(np.float32(3e-05)),), (0,), bits=16)
     ts = {"a": Tensor("a", (1, 4), "int16", fine), "b": Tensor("b", (1, 4), "int16", wide),
           "y": Tensor("y", (1, 4), "int16", fine)}
-    op = Op("qadd", ("a", "b"), "y", qn.add_params(fine, wide, fine))
+    op = Op("qadd", ("a", "b"), "y", add_params(fine, wide, fine))
     g = verify(Graph("t", ts, ["a", "b"], ["y"], {"a": "input", "b": "input", "y": "output"},
                      [], {}, [op], {}, {"quantized": True}))
     with pytest.raises(TfliteLoweringError, match="output multiplier below 1"):

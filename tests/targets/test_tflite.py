@@ -12,8 +12,9 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np
 import pytest
 
+from ncc import numerics as nx
 from ncc.cli.driver import compile_model, verify_artifact
-from ncc.compiler import numerics as qn
+from ncc.compiler import int_safety
 from ncc.compiler.artifact import load_artifact_graph, read_manifest, write_artifact
 from ncc.compiler.data import stress_int8
 from ncc.compiler.interpret import run_sequence, run_step
@@ -155,7 +156,7 @@ def test_refuses_parameters_tflite_would_not_reproduce(small_cfc):
 
 
 def _p(scale, zp):
-    return QuantParams((float(np.float32(scale)),), (zp,), "int8")
+    return QuantParams((float(np.float32(scale)),), (zp,))
 
 
 def every_op_graph() -> Graph:
@@ -198,35 +199,34 @@ def every_op_graph() -> Graph:
     spikes = [op("cast", [m], f"spk{i}", (1, 4, 6), quant=S, dtype="int8")
               for i, m in enumerate(masks[1:] + [masks[0]])]
     spike_sum = op("qadd", spikes[:2], "spk01", (1, 4, 6), quant=S,
-                   **qn.add_params(S, S, S))
+                   **int_safety.add_params(S, S, S))
     y = op("concat", [op("reshape", [sel2], "sel2f", (1, 24), quant=P, shape=(1, 24)),
                       op("reshape", [sl], "slf", (1, 12), quant=P, shape=(1, 12))],
            "y", (1, 36), quant=P, axis=-1)
     table = np.clip(np.round(60 * np.tanh(np.arange(-128, 128) / 40.0)), -128, 127)
     act = op("lut", [x, c("table", table.astype(np.int8))], "act", (1, 24), quant=Q)
-    m, sh = qn.quantize_multiplier(Q.scale[0] / R.scale[0])
+    m, sh = nx.quantize_multiplier(Q.scale[0] / R.scale[0])
     rq = op("requantize", [act], "rq", (1, 24), quant=R, in_zp=Q.zero_point[0], multiplier=m,
             shift=sh, out_zp=R.zero_point[0], dtype="int8")
     # a dense layer on a rank-3 input (rows of 6), per-channel weights
     w = rng.standard_normal((6, 5)) * rng.uniform(0.2, 1.0, 5)
-    pw = qn.symmetric_per_channel(w, axis=1)
-    bias_scale = np.asarray(pw.scale) * P.scale[0]
-    mults = [qn.quantize_multiplier(b / R.scale[0]) for b in bias_scale]
+    pw = nx.params_for_tensor(w, 8, symmetric=True, axis=1)
+    bias_scale, mult, shift = nx.dense_multipliers(P, pw, R)
     dense = op("fully_connected",
-               [sel, c("w", qn.quantize(w, pw), pw),
-                c("b", qn.quantize_bias(rng.standard_normal(5), bias_scale),
-                  QuantParams(tuple(bias_scale), (0,) * 5, "int32", 0))],
+               [sel, c("w", nx.quantize(w, pw), pw),
+                c("b", nx.quantize_bias(rng.standard_normal(5), bias_scale),
+                  QuantParams(tuple(bias_scale), (0,) * 5, bits=32, axis=0))],
                "dense", (1, 4, 5), quant=R, x_zp=P.zero_point[0],
-               multiplier=tuple(a for a, _ in mults), shift=tuple(b for _, b in mults),
+               multiplier=tuple(map(int, mult)), shift=tuple(map(int, shift)),
                out_zp=R.zero_point[0], dtype="int8")
     # the state: s' = s * act - rq + x, mixing scales
     prod = op("qmul", [s, act], "prod", (1, 24), quant=P, a_zp=P.zero_point[0],
               b_zp=Q.zero_point[0], out_zp=P.zero_point[0], dtype="int8",
               **dict(zip(("multiplier", "shift"),
-                         qn.quantize_multiplier(P.scale[0] * Q.scale[0] / P.scale[0]),
+                         nx.quantize_multiplier(P.scale[0] * Q.scale[0] / P.scale[0]),
                          strict=True)))
-    diff = op("qsub", [prod, rq], "diff", (1, 24), quant=P, **qn.add_params(P, R, P))
-    s_next = op("qadd", [diff, x], "s_next", (1, 24), quant=P, **qn.add_params(P, P, P))
+    diff = op("qsub", [prod, rq], "diff", (1, 24), quant=P, **int_safety.add_params(P, R, P))
+    s_next = op("qadd", [diff, x], "s_next", (1, 24), quant=P, **int_safety.add_params(P, P, P))
     level = c("level", np.arange(-12, 12, dtype=np.int8).reshape(1, 24), P)  # a constant output
     outputs = [y, spike_sum, spikes[3], rq, dense, s_next, level]
     roles = {x: "input", s: "state_in", **{o: "output" for o in outputs}, s_next: "state_out"}
@@ -257,32 +257,31 @@ def test_every_op_mapping_is_exact_in_both_runtimes(tmp_path):
 
 def _single_op_graph(kind, rng, rows=64):
     """One integer op on random parameters: qadd, qsub, qmul or fully_connected."""
-    pa = qn.params_from_range(-rng.uniform(0.5, 4), rng.uniform(0.5, 4))
-    pb = qn.params_from_range(-rng.uniform(0.1, 4), rng.uniform(0.1, 4))
-    po = qn.params_from_range(-rng.uniform(1, 8), rng.uniform(1, 8))
+    pa = nx.params_from_range(-rng.uniform(0.5, 4), rng.uniform(0.5, 4))
+    pb = nx.params_from_range(-rng.uniform(0.1, 4), rng.uniform(0.1, 4))
+    po = nx.params_from_range(-rng.uniform(1, 8), rng.uniform(1, 8))
     tensors = {"a": Tensor("a", (rows, 32), "int8", pa), "s": Tensor("s", (rows, 32), "int8", pb)}
     constants: dict[str, np.ndarray] = {}
     if kind == "fully_connected":
         w = rng.standard_normal((32, 24)) * rng.uniform(0.1, 1.0, 24)
-        pw = qn.symmetric_per_channel(w, axis=1)
-        bias_scale = np.asarray(pw.scale) * pa.scale[0]
-        constants = {"w": qn.quantize(w, pw),
-                     "b": qn.quantize_bias(rng.standard_normal(24) * 3, bias_scale)}
+        pw = nx.params_for_tensor(w, 8, symmetric=True, axis=1)
+        bias_scale, mult, shift = nx.dense_multipliers(pa, pw, po)
+        constants = {"w": nx.quantize(w, pw),
+                     "b": nx.quantize_bias(rng.standard_normal(24) * 3, bias_scale)}
         tensors["w"] = Tensor("w", (32, 24), "int8", pw)
         tensors["b"] = Tensor("b", (24,), "int32",
-                              QuantParams(tuple(bias_scale), (0,) * 24, "int32", 0))
-        mults = [qn.quantize_multiplier(b / po.scale[0]) for b in bias_scale]
-        attrs = {"x_zp": pa.zero_point[0], "multiplier": tuple(m for m, _ in mults),
-                 "shift": tuple(s for _, s in mults), "out_zp": po.zero_point[0],
+                              QuantParams(tuple(bias_scale), (0,) * 24, bits=32, axis=0))
+        attrs = {"x_zp": pa.zero_point[0], "multiplier": tuple(map(int, mult)),
+                 "shift": tuple(map(int, shift)), "out_zp": po.zero_point[0],
                  "dtype": "int8"}
         ins, shape = ("a", "w", "b"), (rows, 24)
     elif kind == "qmul":
-        m, s = qn.quantize_multiplier(pa.scale[0] * pb.scale[0] / po.scale[0])
+        m, s = nx.quantize_multiplier(pa.scale[0] * pb.scale[0] / po.scale[0])
         attrs = {"a_zp": pa.zero_point[0], "b_zp": pb.zero_point[0], "multiplier": m,
                  "shift": s, "out_zp": po.zero_point[0], "dtype": "int8"}
         ins, shape = ("a", "s"), (rows, 32)
     else:
-        attrs, ins, shape = qn.add_params(pa, pb, po), ("a", "s"), (rows, 32)
+        attrs, ins, shape = int_safety.add_params(pa, pb, po), ("a", "s"), (rows, 32)
     tensors["y"] = Tensor("y", shape, "int8", po)
     tensors["s_next"] = Tensor("s_next", (rows, 32), "int8", pb)
     ops = [Op(kind, ins, "y", attrs), Op("reshape", ("s",), "s_next", {"shape": (rows, 32)})]
@@ -321,7 +320,7 @@ def _fully_connected_model(g):
     for name in ("a", "y"):
         m.declare(g.tensors[name])
     pw = g.tensors["w"].quant
-    pw_t = QuantParams(pw.scale, pw.zero_point, "int8", 0)
+    pw_t = QuantParams(pw.scale, pw.zero_point, axis=0)
     w = m.temp(op, "w", (24, 32), "int8", pw_t, g.constants["w"].T.copy())
     b = m.temp(op, "b", (24,), "int32", g.tensors["b"].quant, g.constants["b"])
     m.emit("FULLY_CONNECTED", ["a", w, b], ["y"], keepNumDims=False)

@@ -1,0 +1,118 @@
+"""Lookup tables: nonlinearities on a grid (256 entries for int8 inputs) and the integer
+decays of spiking neurons (the "neuromorphic tables"), numpy float64, deterministic."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ncc.numerics.fixed_point import (
+    multiply_by_quantized_multiplier,
+    quantize_multiplier_array,
+    round_half_away,
+    rounding_divide_by_pot,
+    saturate,
+)
+from ncc.numerics.params import QuantParams
+
+LECUN_TANH_AMPLITUDE = 1.7159
+LECUN_TANH_GAIN = 0.666
+"""lecun_tanh(x) = LECUN_TANH_AMPLITUDE * tanh(LECUN_TANH_GAIN * x) (the ncps CfC default)."""
+
+
+def canonical_json(obj: Any) -> str:
+    """Compact, key-sorted JSON: the text that names a table or a fake-quant call."""
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) as 0.5 (tanh(x / 2) + 1): no overflow for large |x|."""
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)
+
+
+def lecun_tanh(x: np.ndarray) -> np.ndarray:
+    """LeCun's scaled tanh, 1.7159 tanh(0.666 x)."""
+    return LECUN_TANH_AMPLITUDE * np.tanh(LECUN_TANH_GAIN * x)
+
+
+TABLE_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "sigmoid": sigmoid,
+    "tanh": np.tanh,
+    "exp": np.exp,
+    "lecun_tanh": lecun_tanh,
+}
+"""Nonlinearities available as tables: name -> float64 numpy function."""
+
+INT_DECAY_TABLE = "int_decay"
+"""Table name prefix of an integer decay (`int_decay_table_name`)."""
+
+
+def build_table(fn: str, p_in: QuantParams, p_out: QuantParams) -> np.ndarray:
+    """Lookup table: entry i = saturate(round_half_away(f(dequant(qmin_in + i)) / s_out) + zp_out).
+
+    fn: a TABLE_FUNCTIONS name, or an `int_decay_table_name` (integers in and out, no
+    float). 2^bits_in entries (256 for int8 input), float64 math, dtype of the output
+    grid. Per-tensor parameters only.
+    """
+    decay = fn.startswith(INT_DECAY_TABLE + "{")
+    if fn not in TABLE_FUNCTIONS and not decay:
+        raise ValueError(f"no table for {fn!r}; choose from {sorted(TABLE_FUNCTIONS)}")
+    if p_in.per_axis or p_out.per_axis:
+        raise ValueError("tables need per-tensor parameters")
+    if p_in.bits > 16:
+        raise ValueError("tables need an input of at most 16 bits")
+    q = np.arange(p_in.qmin, p_in.qmax + 1, dtype=np.int64)
+    if decay:
+        decayed = table_decay(q - p_in.zero_point[0], fn)
+        return saturate(decayed + p_out.zero_point[0], p_out.bits,
+                        p_out.signed).astype(p_out.dtype)
+    real = (q - p_in.zero_point[0]) * p_in.scale[0]
+    with np.errstate(over="ignore"):
+        y = TABLE_FUNCTIONS[fn](real) / p_out.scale[0]
+    y = np.clip(round_half_away(y), -(2.0 ** 40), 2.0 ** 40)
+    return saturate(y.astype(np.int64) + p_out.zero_point[0], p_out.bits,
+                    p_out.signed).astype(p_out.dtype)
+
+
+def lookup(q: Any, table: np.ndarray, p_in: QuantParams) -> np.ndarray:
+    """table[q - qmin_in] (q on p_in's grid)."""
+    return np.asarray(table)[np.asarray(q, np.int64) - p_in.qmin]
+
+
+# --- integer decays of spiking neurons ------------------------------------------------------
+
+
+def decay_multipliers(beta: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(m, shift) int32 of quantize_multiplier(fl32(clip(beta, 0, 1))), beta's shape."""
+    return quantize_multiplier_array(np.clip(np.asarray(beta, np.float32), 0, 1))
+
+
+def int_decay(v: Any, beta: Any = None, shift: int | None = None) -> np.ndarray:
+    """beta * v on integers: MBQM(v, `decay_multipliers`(beta)) with beta scalar or one per
+    neuron (v's last axis), or, given `shift`, v - RDBP(v, shift) (beta = 1 - 2^-shift).
+    v: int32 membrane values. Returns int64."""
+    v = np.asarray(v, np.int64)
+    if shift is not None:
+        return v - rounding_divide_by_pot(v, shift)
+    m, s = decay_multipliers(np.broadcast_to(np.asarray(beta, np.float32), v.shape[-1:] or ()))
+    return multiply_by_quantized_multiplier(v, m, s)
+
+
+def int_decay_table_name(beta: float | None = None, shift: int | None = None) -> str:
+    """The name of the table v -> `int_decay`(v, beta) (or the bit-shift decay)."""
+    if shift is not None:
+        return INT_DECAY_TABLE + canonical_json({"shift": int(shift)})
+    m, e = decay_multipliers(beta)
+    return INT_DECAY_TABLE + canonical_json({"multiplier": int(m), "exponent": int(e)})
+
+
+def table_decay(v: Any, table_name: str) -> np.ndarray:
+    """The integer decay an `int_decay_table_name` stands for, of integers v (int64 out)."""
+    spec = json.loads(table_name[len(INT_DECAY_TABLE):])
+    if "shift" in spec:
+        return int_decay(v, shift=spec["shift"])
+    return multiply_by_quantized_multiplier(np.asarray(v, np.int64), spec["multiplier"],
+                                            spec["exponent"])

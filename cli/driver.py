@@ -6,12 +6,15 @@ then validate it in its real runtime.
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ncc.compiler.artifact import check_output_dir, publish, read_manifest, staging_dir
 from ncc.compiler.ir import Graph
 from ncc.compiler.pipeline import Progress
 from ncc.compiler.quantize import DEFAULT_OPTIONS, QuantOptions
@@ -34,26 +37,44 @@ def compile_model(model: Any, target: str, out_dir: str | Path, *,
                   sequence_length: int | None = None,
                   calibration: str | Path | dict[str, np.ndarray] | None = None,
                   options: QuantOptions = DEFAULT_OPTIONS, verify_steps: int = 100,
-                  progress: Progress | None = None) -> CompileResult:
+                  progress: Progress | None = None,
+                  interrupted: Callable[[], None] | None = None) -> CompileResult:
     """Compile `model` (object or MODEL reference) for `target` into folder `out_dir`.
 
     Quantized targets calibrate on `calibration` (an .npz path or {"x": (N, T, F)}).
     Validation then runs the artifact over the first 16 calibration sequences, cut to
     `verify_steps` steps (float targets: one random sequence of that length; 0 skips
     it), and writes its figures to report.json.
+
+    The folder is built and verified in a hidden sibling and moved to `out_dir` only when
+    complete: on any error or interrupt nothing appears there and nothing is left behind.
+    An existing artifact folder at `out_dir` is replaced as a whole; anything else there
+    is refused (`check_output_dir`). `interrupted()` is called before the move and may
+    raise (the CLI's signal handling).
     """
-    built = build_artifact(model, target, out_dir, input_shape=input_shape,
-                           sequence_length=sequence_length, calibration=calibration,
-                           options=options, progress=progress)
-    report: dict[str, Any] = {}
-    if verify_steps and built.calibration is not None:
-        # a quantized model is meant for inputs like its calibration data, not white noise
-        sample = {k: v[:16, :verify_steps] for k, v in built.calibration.items()
-                  if k in ("x", "dt")}
-        report = verify_artifact(built.out_dir, data=sample, progress=progress)
-    elif verify_steps:
-        steps = verify_steps
-        if sequence_length:
-            steps = sequence_length * max(1, -(-verify_steps // sequence_length))
-        report = verify_artifact(built.out_dir, sequences=1, steps=steps, progress=progress)
-    return CompileResult(built.out_dir, built.graph, built.manifest, report)
+    if verify_steps < 0:
+        raise ValueError(f"--verify-steps {verify_steps}: give 0 (skip) or a positive count")
+    out = check_output_dir(out_dir)
+    staging = staging_dir(out)
+    try:
+        built = build_artifact(model, target, staging / "artifact", input_shape=input_shape,
+                               sequence_length=sequence_length, calibration=calibration,
+                               options=options, progress=progress)
+        report: dict[str, Any] = {}
+        if verify_steps and built.calibration is not None:
+            # a quantized model is meant for inputs like its calibration data, not noise
+            sample = {k: v[:16, :verify_steps] for k, v in built.calibration.items()
+                      if k in ("x", "dt")}
+            report = verify_artifact(built.out_dir, data=sample, progress=progress)
+        elif verify_steps:
+            steps = verify_steps
+            if sequence_length:
+                steps = sequence_length * max(1, -(-verify_steps // sequence_length))
+            report = verify_artifact(built.out_dir, sequences=1, steps=steps,
+                                     progress=progress)
+        if interrupted is not None:
+            interrupted()
+        path = publish(built.out_dir, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return CompileResult(path, built.graph, read_manifest(path), report)

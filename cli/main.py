@@ -123,8 +123,53 @@ def _shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
+class _Signals:
+    """SIGINT and SIGTERM become KeyboardInterrupt, and are remembered: one that lands
+    inside a callback that swallows exceptions (JAX's garbage-collection hook does) is
+    raised again at the next `check`, which progress ticks and the driver call."""
+
+    received: int | None = None
+
+    @classmethod
+    def install(cls) -> dict[int, Any]:
+        """Install the handlers; returns the previous ones (for `restore`)."""
+        import signal
+
+        cls.received = None
+        previous: dict[Any, Any] = {"unraisable": sys.unraisablehook}
+        sys.unraisablehook = cls._unraisable
+        previous.update({sig: signal.signal(sig, cls._handler)
+                         for sig in (signal.SIGINT, signal.SIGTERM)})
+        return previous
+
+    @staticmethod
+    def _unraisable(info: Any) -> None:
+        """A swallowed interrupt is not printed as a traceback: `check` raises it again."""
+        if not issubclass(info.exc_type, KeyboardInterrupt):
+            sys.__unraisablehook__(info)
+
+    @staticmethod
+    def restore(previous: dict[Any, Any]) -> None:
+        import signal
+
+        sys.unraisablehook = previous.pop("unraisable")
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    @classmethod
+    def _handler(cls, signum: int, frame: Any) -> None:
+        cls.received = signum
+        raise KeyboardInterrupt
+
+    @classmethod
+    def check(cls) -> None:
+        if cls.received is not None:
+            raise KeyboardInterrupt
+
+
 class _Progress:
-    """A rich progress bar on stderr, silent when not a terminal or with --json."""
+    """A rich progress bar on stderr, silent when not a terminal or with --json; each
+    tick is also where a swallowed interrupt surfaces (`_Signals.check`)."""
 
     def __init__(self, enabled: bool):
         self.bar = None
@@ -144,6 +189,7 @@ class _Progress:
             self.bar.__exit__(*exc)
 
     def __call__(self, task: str, done: int, total: int) -> None:
+        _Signals.check()
         if not self.bar:
             return
         if task not in self.tasks:
@@ -205,7 +251,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
                                calibration=args.calibration,
                                options=QuantOptions(method=args.range_method,
                                                     activations=args.activations),
-                               verify_steps=args.verify_steps, progress=progress)
+                               verify_steps=args.verify_steps, progress=progress,
+                               interrupted=_Signals.check)
     text = (f"compiled {args.model} -> {result.out_dir}/ ({target}, {len(result.graph.ops)} "
             f"ops)") + _footprint(result.manifest.get("details", {}))
     if result.report:
@@ -277,6 +324,17 @@ COMMANDS = {"compile": cmd_compile, "inspect": cmd_inspect, "verify": cmd_verify
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _use_compilation_cache()
+    previous = _Signals.install()
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print(f"ncc {args.command}: interrupted (no partial output is left)", file=sys.stderr)
+        return 143 if _Signals.received == 15 else 130
+    finally:
+        _Signals.restore(previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.version:
         from ncc.compiler import __version__
 
@@ -302,9 +360,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ncc {args.command}: error: the Python package {e.name!r} is not installed: "
               f"{install_hint(e.name or '')}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"ncc {args.command}: interrupted", file=sys.stderr)
-        return 130
     except Exception as e:  # a bug: one line here, the whole traceback in a file
         first = (str(e).splitlines() or [""])[0]
         print(f"ncc {args.command}: internal error ({type(e).__name__}: {first}); "

@@ -36,20 +36,33 @@ class Artifact:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def build_manifest(g: Graph, art: Artifact, source: dict[str, Any]) -> dict[str, Any]:
-    """The manifest: tensors with roles, shapes, dtypes, quantization; state threading."""
-    seq = art.sequence_length
+def io_sections(g: Graph, io_names: dict[str, str], seq: int | None) -> dict[str, Any]:
+    """What another program needs to run the artifact: every input and output tensor
+    (role, shape, dtype, quantization) and the state threading, as the manifest lists
+    them. `verify` rebuilds these from the IR and compares (`check_manifest`)."""
     tensors = []
     for name in g.inputs + g.outputs:
         t, role = g.tensors[name], g.roles[name]
         stacked = seq is not None and role in ("input", "dt", "output")
         tensors.append({
-            "name": art.io_names[name], "ir_name": name, "role": role,
+            "name": io_names[name], "ir_name": name, "role": role,
             "shape": ([seq] if stacked else []) + list(t.shape), "dtype": t.dtype,
             "quantization": t.quant.to_dict() if t.quant else None,
         })
-    state = [{"state_in": art.io_names[s_in], "state_out": art.io_names[s_out],
+    state = [{"state_in": io_names[s_in], "state_out": io_names[s_out],
               "initial": g.initial_state[s_in].tolist()} for s_in, s_out in g.state_pairs]
+    return {"sequence_length": seq, "tensors": tensors, "state": state}
+
+
+def _io_digest(sections: dict[str, Any]) -> str:
+    return hashlib.sha256(json_bytes(sections)).hexdigest()
+
+
+def build_manifest(g: Graph, art: Artifact, source: dict[str, Any]) -> dict[str, Any]:
+    """The manifest: tensors with roles, shapes, dtypes, quantization; state threading;
+    checksums of the I/O sections (`io_sha256`) and, added by `write_artifact`, of every
+    file."""
+    io = io_sections(g, art.io_names, art.sequence_length)
     return {
         "format": MANIFEST_FORMAT,
         "target": art.target,
@@ -57,11 +70,88 @@ def build_manifest(g: Graph, art: Artifact, source: dict[str, Any]) -> dict[str,
         "model": {"name": g.name, **source},
         "ir_sha256": graph_hash(g),
         "entry": art.entry,
-        "sequence_length": seq,
-        "tensors": tensors,
-        "state": state,
+        **io,
+        "io_sha256": _io_digest(io),
         "details": art.details,
     }
+
+
+def _first_difference(got: Any, want: Any, path: str) -> str | None:
+    if isinstance(want, dict) and isinstance(got, dict):
+        for key in sorted(set(want) | set(got)):
+            found = _first_difference(got.get(key), want.get(key), f"{path}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(want, list) and isinstance(got, list) and len(got) == len(want):
+        for i, (a, b) in enumerate(zip(got, want, strict=True)):
+            found = _first_difference(a, b, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return None if got == want else f"{path} is {got!r}, the IR says {want!r}"
+
+
+def check_manifest(art_dir: str | Path, manifest: dict[str, Any], g: Graph) -> None:
+    """Raise ArchiveError naming the field if the manifest's tensors, quantization or state
+    pairing differ from what the artifact's IR (checked by `check_files`) implies: a
+    program that runs the artifact from its manifest would feed or read wrong values."""
+    where = Path(art_dir) / "manifest.json"
+    tensors = manifest.get("tensors")
+    if not isinstance(tensors, list) or not all(isinstance(t, dict) for t in tensors):
+        raise ArchiveError(f"{where}: tensors is not a list of tensor entries")
+    io_names = {t.get("ir_name"): t.get("name") for t in tensors}
+    if set(io_names) != set(g.inputs + g.outputs):
+        raise ArchiveError(f"{where}: tensors list {sorted(map(str, io_names))}, the IR has "
+                           f"inputs and outputs {sorted(g.inputs + g.outputs)}")
+    want = io_sections(g, io_names, manifest.get("sequence_length"))
+    got = {key: manifest.get(key) for key in want}
+    found = _first_difference(got, want, "manifest")
+    if found:
+        raise ArchiveError(f"{where}: {found}; the manifest was modified")
+    if manifest.get("io_sha256") != _io_digest(want):
+        raise ArchiveError(f"{where}: io_sha256 does not match its tensors and state; the "
+                           "manifest was modified")
+
+
+def check_output_dir(out_dir: str | Path) -> Path:
+    """`out_dir` as an artifact folder may be written: absent, or an ncc artifact folder
+    (which is replaced as a whole). A file, or a folder holding anything else (the
+    current folder, a user's project), is an ArchiveError: nothing of theirs is lost."""
+    out = Path(out_dir)
+    if out.name in ("", ".", "..") or out.resolve() == out.resolve().parent:
+        raise ArchiveError(f"-o {out_dir}: name a new folder for the artifact (e.g. -o out/), "
+                           "not the current folder, a parent or the root")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ArchiveError(f"-o {out_dir}: exists and is not a folder; choose another name")
+    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file():
+        raise ArchiveError(f"-o {out_dir}: the folder exists and is not an ncc artifact "
+                           "folder; choose another name or remove it")
+    return out
+
+
+def staging_dir(out_dir: str | Path) -> Path:
+    """A fresh hidden sibling of `out_dir` to build into (same file system: the move into
+    place is a rename). Readable by all, like the files in it."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.ncc-"))
+    tmp.chmod(0o755)
+    return tmp
+
+
+def publish(staged: Path, out_dir: str | Path) -> Path:
+    """Move the complete folder `staged` to `out_dir`, replacing an artifact folder there
+    as a whole (never mixing old and new files)."""
+    out = check_output_dir(out_dir)
+    if out.exists():
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+        out.rename(old / "artifact")
+        staged.rename(out)
+        shutil.rmtree(old)
+    else:
+        staged.rename(out)
+    return out
 
 
 def write_artifact(out_dir: str | Path, g: Graph, art: Artifact, source: dict[str, Any],
@@ -71,7 +161,7 @@ def write_artifact(out_dir: str | Path, g: Graph, art: Artifact, source: dict[st
     g: the graph the artifact implements (`ir.*`: for integer targets, the golden
     model); reference: the float graph it approximates (`float.*`), if different.
     """
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir)
     files = dict(art.files)
     for stem, graph in (("ir", g), ("float", reference)):
         if graph is not None:
@@ -81,22 +171,14 @@ def write_artifact(out_dir: str | Path, g: Graph, art: Artifact, source: dict[st
     manifest["files"] = {k: hashlib.sha256(v).hexdigest() for k, v in sorted(files.items())}
     files["manifest.json"] = json_bytes(manifest)
     files["report.json"] = json_bytes(report or {})
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    tmp = staging_dir(out_dir)
     try:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{tmp.name[-8:]}")
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
+        return publish(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out_dir
 
 
 def read_manifest(art_dir: str | Path) -> dict[str, Any]:

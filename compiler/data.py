@@ -11,6 +11,8 @@ import numpy as np
 
 from ncc.models.archive import ArchiveError, read_npz
 
+F32_MAX = float(np.finfo(np.float32).max)
+
 
 def random_data(x_shape: tuple[int, ...], uses_dt: bool, sequences: int, steps: int,
                 seed: int = 0) -> dict[str, np.ndarray]:
@@ -34,19 +36,30 @@ def load_data(path: str | Path, features: tuple[int, ...]) -> dict[str, np.ndarr
                            f"{', '.join(map(str, features))}): wrong feature count?")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ArchiveError(f"{path}: x is empty; need at least one sequence of one step")
+    if not np.issubdtype(x.dtype, np.floating) and not np.issubdtype(x.dtype, np.integer):
+        raise ArchiveError(f"{path}: x has dtype {x.dtype}; give real numbers (float or int)")
     if not np.all(np.isfinite(x)):
         raise ArchiveError(f"{path}: x contains NaN or Inf")
+    if np.any(np.abs(x.astype(np.float64)) > F32_MAX):
+        raise ArchiveError(f"{path}: x has values beyond float32's range (|x| > 3.4e38); the "
+                           "model computes in float32")
     data = {"x": x.astype(np.float32)}
     if "dt" in arrays:
         dt = arrays["dt"]
         if dt.shape[:2] != x.shape[:2] or dt.size != x.shape[0] * x.shape[1]:
             raise ArchiveError(f"{path}: dt has shape {list(dt.shape)}, expected "
                                f"({x.shape[0]}, {x.shape[1]}) to match x")
-        if not np.all(np.isfinite(dt)) or np.any(dt <= 0):
-            raise ArchiveError(f"{path}: dt must be finite and positive")
+        if (not np.issubdtype(dt.dtype, np.number) or not np.all(np.isfinite(dt))
+                or np.any(dt <= 0) or np.any(dt > F32_MAX)):
+            raise ArchiveError(f"{path}: dt must be finite, positive real numbers")
         data["dt"] = dt.reshape(x.shape[:2]).astype(np.float32)
     if "y" in arrays:
-        data["y"] = arrays["y"]
+        y = arrays["y"]
+        if y.size != x.shape[0] or not np.issubdtype(y.dtype, np.integer):
+            raise ArchiveError(f"{path}: labels y have shape {list(y.shape)} and dtype "
+                               f"{y.dtype}; expected {x.shape[0]} integer class labels, one "
+                               "per sequence")
+        data["y"] = y.reshape(-1)
     return data
 
 

@@ -55,6 +55,13 @@ def build_library(art_dir: str | Path, out: str | Path | None = None, cc: str | 
     return out
 
 
+def load_model_library(art_dir: str | Path, has_dt: bool, cc: str | None = None) -> CModel:
+    """Build the artifact's shared library in a temporary folder, load it, remove the
+    folder (the loaded library stays mapped): nothing is left in the temp dir."""
+    with tempfile.TemporaryDirectory(prefix="ncc-c-") as tmp:
+        return CModel(build_library(art_dir, Path(tmp) / "libncc_model.so", cc), has_dt)
+
+
 def runtime_file(*parts: str) -> Path:
     """Path of a file of the C runtime folder (`runtime/c/...`), installed or not."""
     return Path(str(resources.files("ncc.runtime").joinpath("c", *parts)))

@@ -12,7 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from ncc.compiler.artifact import check_files, load_artifact_graph, read_manifest
+from ncc.compiler.artifact import (
+    check_files,
+    check_manifest,
+    load_artifact_graph,
+    read_manifest,
+)
 from ncc.compiler.ir import Graph, QuantParams
 from ncc.compiler.requires import require
 from ncc.numerics import quantize
@@ -161,9 +166,9 @@ class CSession(Session):
 
     def __init__(self, art_dir: str | Path, manifest: dict[str, Any]):
         super().__init__(art_dir, manifest)
-        from ncc.runtime.cbuild import CModel, build_library
+        from ncc.runtime.cbuild import load_model_library
 
-        self.model = CModel(build_library(self.dir), bool(self.names("dt")))
+        self.model = load_model_library(self.dir, bool(self.names("dt")))
         by_name = {t["name"]: t for t in manifest["tensors"]}
         self.outputs = [(n, by_name[n]["shape"], by_name[n]["dtype"])
                         for n in self.names("output")]
@@ -262,6 +267,7 @@ def open_session(art_dir: str | Path, runtime: str | None = None) -> Session:
     (tflite-int8: "litert" or "tflm")."""
     manifest = read_manifest(art_dir)
     check_files(art_dir, manifest)
+    check_manifest(art_dir, manifest, load_artifact_graph(art_dir))
     target = manifest["target"]
     cls = SESSIONS.get(target)
     if runtime is not None:

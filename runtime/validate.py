@@ -1,6 +1,8 @@
 """Validation: run an artifact and its float reference on the same sequences, measure.
 
 Metrics per output, over all sequences and steps:
+- finite: no NaN or Inf in either the artifact's or the reference's values;
+- peak_abs: max |reference|;
 - max_abs_error: max |artifact - reference|;
 - rel_error: max_abs_error / max |reference| (0 when the reference is all zero);
 - sqnr_db: 10 log10(sum ref^2 / sum (artifact - ref)^2), inf when identical;
@@ -32,6 +34,8 @@ def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
     steps = err.reshape(err.shape[0], err.shape[1], -1).max(axis=(0, 2))
     spans = np.array_split(steps, min(SPANS, len(steps)))
     return {
+        "finite": bool(np.all(np.isfinite(ref)) and np.all(np.isfinite(got))),
+        "peak_abs": peak,
         "max_abs_error": float(err.max()) if err.size else 0.0,
         "rel_error": float(err.max() / peak) if peak > 0 else 0.0,
         "sqnr_db": float("inf") if noise == 0 else (

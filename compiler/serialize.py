@@ -76,12 +76,21 @@ def save_graph(g: Graph, stem: str | Path) -> list[Path]:
     return paths
 
 
+MAX_IR_JSON_BYTES = 256 << 20
+"""ir.json holds ops and attributes, not weights (those are in the npz): far below this."""
+
+
 def load_graph(stem: str | Path) -> Graph:
+    """The graph stored as `stem`.json + `stem`.npz (JSON and arrays only: nothing in an
+    artifact folder is executed or unpickled); ArchiveError on any defect."""
     stem = Path(stem)
+    path = stem.with_suffix(".json")
     try:
-        spec = json.loads(stem.with_suffix(".json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ArchiveError(f"{stem.with_suffix('.json')}: cannot read IR ({e})") from None
+        if path.stat().st_size > MAX_IR_JSON_BYTES:
+            raise ArchiveError(f"{path}: larger than {MAX_IR_JSON_BYTES >> 20} MiB; not an IR")
+        spec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ArchiveError(f"{path}: cannot read IR ({type(e).__name__})") from None
     return graph_from_json(spec, read_npz(stem.with_suffix(".npz")))
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from ncc.compiler.ir import QuantParams
 from ncc.compiler.requires import MissingDependency
+from ncc.models.archive import ArchiveError
 from ncc.numerics import quantize
 from ncc.targets.c_toolchain import SOURCES, WARNINGS
 
@@ -53,6 +54,22 @@ def build_library(art_dir: str | Path, out: str | Path | None = None, cc: str | 
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr}")
     return out
+
+
+def check_generated(art_dir: str | Path) -> None:
+    """Compiling an artifact runs its code: refuse (ArchiveError) unless its C files are
+    exactly what ncc generates from the artifact's IR, whose checksum the manifest holds.
+    A hostile or edited artifact folder cannot get its own C compiled by `ncc verify`."""
+    from ncc.compiler.artifact import load_artifact_graph
+    from ncc.targets.c import generate
+
+    art_dir = Path(art_dir)
+    expected, _, _ = generate(load_artifact_graph(art_dir))
+    for name, data in expected.items():
+        path = art_dir / name
+        if not path.is_file() or path.read_bytes() != data:
+            raise ArchiveError(f"{path}: differs from the C that this ncc generates from the "
+                               "artifact's IR; refusing to compile it (recompile the model)")
 
 
 def load_model_library(art_dir: str | Path, has_dt: bool, cc: str | None = None) -> CModel:

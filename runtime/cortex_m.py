@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ncc.compiler.artifact import read_manifest
-from ncc.runtime.cbuild import decode_trace, encode_steps, runtime_file
+from ncc.runtime.cbuild import check_generated, decode_trace, encode_steps, runtime_file
 from ncc.targets.c_toolchain import ARM_CC as CC
 from ncc.targets.c_toolchain import ARM_CPU_FLAGS as CPU_FLAGS
 from ncc.targets.c_toolchain import ARM_OPT_FLAGS as OPT_FLAGS
@@ -92,6 +92,7 @@ def build_firmware(art_dir: str | Path, xs: np.ndarray, dts: np.ndarray | None =
     if missing := missing_tools(qemu=False):
         raise CortexMError(f"no {', '.join(missing)} on PATH")
     art_dir = Path(art_dir)
+    check_generated(art_dir)
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="ncc-m4-"))
     out.mkdir(parents=True, exist_ok=True)
     steps = encode_steps(read_manifest(art_dir), xs, dts)

@@ -166,8 +166,9 @@ class CSession(Session):
 
     def __init__(self, art_dir: str | Path, manifest: dict[str, Any]):
         super().__init__(art_dir, manifest)
-        from ncc.runtime.cbuild import load_model_library
+        from ncc.runtime.cbuild import check_generated, load_model_library
 
+        check_generated(self.dir)
         self.model = load_model_library(self.dir, bool(self.names("dt")))
         by_name = {t["name"]: t for t in manifest["tensors"]}
         self.outputs = [(n, by_name[n]["shape"], by_name[n]["dtype"])

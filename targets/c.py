@@ -70,9 +70,7 @@ def runtime_sources() -> dict[str, bytes]:
     return {name: folder.joinpath(name).read_bytes() for name in RUNTIME_FILES}
 
 
-def lower(g: Graph, *, reference: Graph | None = None, model: Any = None,
-          sequence_length: int | None = None) -> Artifact:
-    """C artifact of integer graph `g`: files model.h, model.c, ncc.h, ncc_kernels.c."""
+def _check(g: Graph, sequence_length: int | None) -> None:
     if not g.metadata.get("quantized"):
         raise CTargetError("the c target lowers a quantized graph; pass --calibration data")
     if sequence_length is not None:
@@ -81,6 +79,13 @@ def lower(g: Graph, *, reference: Graph | None = None, model: Any = None,
         if g.tensors[name].dtype not in CTYPES:
             raise CTargetError(f"c target: tensor {name!r} is {g.tensors[name].dtype}; "
                                f"the C runtime stores {sorted(CTYPES)}")
+
+
+def generate(g: Graph) -> tuple[dict[str, bytes], Emitter, StepApi]:
+    """The C files of integer graph `g` (model.h, model.c and the runtime's), the emitter
+    that wrote them (memory and work figures) and the step's API. Deterministic: the
+    runtime session regenerates them to check an artifact's sources before compiling."""
+    _check(g, None)
     ops, tensors = explicit_broadcasts(g)
     wide = g.replace(tensors=tensors)
     e = Emitter(wide, plan_arenas(wide, ops), {op.output: op for op in ops})
@@ -89,6 +94,14 @@ def lower(g: Graph, *, reference: Graph | None = None, model: Any = None,
     api = StepApi.of(g, e)
     files = {"model.h": model_h(g, api, e.arenas).encode(),
              "model.c": model_c(g, api, e).encode(), **runtime_sources()}
+    return files, e, api
+
+
+def lower(g: Graph, *, reference: Graph | None = None, model: Any = None,
+          sequence_length: int | None = None) -> Artifact:
+    """C artifact of integer graph `g`: files model.h, model.c, ncc.h, ncc_kernels.c."""
+    _check(g, sequence_length)
+    files, e, api = generate(g)
     n_state = state_bytes(g)
     details = {
         "exact": "bit-exact with the golden integer model",

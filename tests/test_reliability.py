@@ -262,3 +262,22 @@ def test_signals_during_compile_leave_nothing_and_a_rerun_works(tmp_path, calib)
     assert proc.returncode == 0, err
     assert _siblings(work) == ["cfc_c"]
     assert not [p for p in temp.iterdir() if p.name.startswith("ncc-")]
+
+
+def test_an_edited_c_artifact_is_not_compiled(tmp_path, capsys, calib):
+    """Compiling runs code: a C artifact whose model.c was changed, with its checksum
+    updated to match, is refused before any compiler runs."""
+    import hashlib
+
+    out = tmp_path / "cfc_c"
+    assert main(["compile", str(CFC), "--target", "c", "--calibration", str(calib),
+                 "-o", str(out), "--verify-steps", "4"]) == 0
+    capsys.readouterr()
+    source = out / "model.c"
+    source.write_text(source.read_text() + '\n__attribute__((constructor)) static void '
+                      'own(void) { remove("owned"); }\n')
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["files"]["model.c"] = hashlib.sha256(source.read_bytes()).hexdigest()
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["verify", str(out), "--steps", "4", "--sequences", "1"]) == 2
+    _one_line_error(capsys, "model.c", "refusing to compile")

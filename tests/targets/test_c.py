@@ -13,6 +13,7 @@ import importlib.util
 import os
 import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -350,6 +351,37 @@ def test_address_and_undefined_behaviour_sanitizers_are_clean(name, request, tmp
                                   "-fno-sanitize-recover=all"))
     xs, dts = case.sequence(0, SHORT)
     case.expect(run_executable(exe, case.manifest, xs, dts), 0, "asan+ubsan")
+
+
+FUZZ_STEPS = {"ltc": 4_000}  # LTC's per-synapse work is ~100x a CfC step's
+
+
+@pytest.mark.parametrize("name", [*MODELS, *MODELS16])
+def test_hostile_inputs_cause_no_sanitizer_report(name, request):
+    """20,000 steps of random integers over the whole input range (rails, alternating
+    rails, zeros, random dt grid values) through the sanitized step: no report. The full
+    run (10^6 steps per bench model) is `python -m ncc.bench.fuzz_c`."""
+    from ncc.runtime.c_fuzz import fuzz
+
+    _sanitizing_compiler()
+    result = fuzz(case_of(request, name).art, FUZZ_STEPS.get(name, 20_000), seed=1)
+    assert result["reports"] == 0, result["stderr"]
+    assert result["steps"] == FUZZ_STEPS.get(name, 20_000)
+
+
+def test_the_fuzzer_sees_undefined_behaviour(tmp_path):
+    """Its sanitizer flags do stop a program on a signed overflow (the check above can fail)."""
+    from ncc.runtime.c_fuzz import SANITIZE
+
+    cc = _sanitizing_compiler()
+    src = tmp_path / "ub.c"
+    src.write_text("#include <limits.h>\n#include <stdio.h>\nint main(void) { int x; "
+                   "if (scanf(\"%d\", &x) != 1) return 2; x = x + INT_MAX; "
+                   "printf(\"%d\\n\", x); return 0; }\n")
+    exe = tmp_path / "ub"
+    subprocess.run([cc, *SANITIZE, str(src), "-o", str(exe)], check=True)
+    done = subprocess.run([str(exe)], input="5", capture_output=True, text=True)
+    assert done.returncode != 0 and "overflow" in done.stderr
 
 
 @pytest.mark.parametrize("name", [*MODELS, CFC16])

@@ -96,9 +96,9 @@ MODELS: dict[str, Callable[[], Any]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ncc.cli.driver import compile_model
     from ncc.compiler.quantize import QuantOptions
     from ncc.runtime.c_fuzz import fuzz
+    from ncc.targets.pipeline import build_artifact
 
     p = argparse.ArgumentParser(prog="python -m ncc.bench.fuzz_c", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                 calib["dt"] = rng.uniform(0.5, 2.0, (4, 32)).astype(np.float32)
             for activations in ("int8", "int16"):
                 out = Path(tmp) / f"{len(rows)}"
-                compile_model(make(), "c", out, calibration=calib, verify_steps=0,
-                              options=QuantOptions(activations=activations))
+                build_artifact(make(), "c", out, calibration=calib,
+                               options=QuantOptions(activations=activations))
                 result = fuzz(out, args.steps, seed=len(rows))
                 row = {"model": name, "activations": activations,
                        **{k: result[k] for k in ("steps", "seconds", "reports")}}

@@ -68,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("model", help=".keras file, ncc .ckpt, or package.module:factory")
     c.add_argument("--target", "-t", required=True, metavar="TARGET",
                    help=f"one of {', '.join(TARGETS)} (listed below)")
-    c.add_argument("-o", "--output", help="artifact folder (default: <model>.<target>/)")
+    c.add_argument("-o", "--output", help="artifact folder (default: <model>.<target>/): a new "
+                   "folder, or an earlier ncc artifact folder, which is replaced as a whole; "
+                   "anything else there is refused")
     c.add_argument("--input-shape", help="per-step input features, e.g. 8 or 4,4")
     c.add_argument("--sequence-length", type=int, help="emit a Scan over this many steps")
     c.add_argument("--calibration", help="calibration data .npz with x (N, T, F) [and dt]: "

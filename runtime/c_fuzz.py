@@ -1,12 +1,11 @@
 """Hostile inputs for the C runtime: the compiled step under AddressSanitizer and
-UndefinedBehaviorSanitizer, fed random integers over the whole input range (both rails,
-alternating rails, zeros, random dt grid values) for many steps in one run.
+UndefinedBehaviorSanitizer, for many steps in one run.
 
-Every input a C artifact takes is raw integers (the input's and dt's grids), so any
-byte string is a legal input: `fuzz` draws them, streams them through the host driver
-(`runtime/c/host/ncc_main.c`) built with `-fsanitize=address,undefined
--fno-sanitize-recover=all`, and reports the steps run and any sanitizer report (the
-first one aborts the program).
+Every input a C artifact takes is raw integers (x's and dt's grids), so any byte string is
+a legal input. `fuzz` builds the artifact with the fuzz driver `runtime/c/host/ncc_fuzz.c`
+(which walks x's rails, then feeds random bytes, resetting the state now and then) under
+`-fsanitize=address,undefined -fno-sanitize-recover=all`, and runs it in `shards`
+processes with different seeds; the first sanitizer report aborts its process.
 """
 
 from __future__ import annotations
@@ -17,63 +16,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ncc.compiler.artifact import read_manifest
-from ncc.compiler.data import stress_ints
 from ncc.runtime.cbuild import build_executable, check_generated
 
 SANITIZE = ("-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
             "-fno-sanitize-recover=all")
-CHUNK = 20_000  # steps generated and written at a time
 
 
-def _step_bytes(manifest: dict[str, Any], steps: int, rng: np.random.Generator,
-                structured: bool) -> bytes:
-    """`steps` steps of x (and dt) as the host driver reads them: random integers over the
-    dtype's range, or (structured) `stress_ints`' sine, rails, alternation and zeros."""
-    columns = []
-    for role in ("input", "dt"):
-        for t in (t for t in manifest["tensors"] if t["role"] == role):
-            size = int(np.prod(t["shape"]))
-            dtype = np.dtype(t["dtype"])
-            if structured:
-                values = stress_ints(steps, size, t["dtype"], seed=int(rng.integers(1 << 30)))
-            else:
-                info = np.iinfo(dtype)
-                values = rng.integers(int(info.min), int(info.max) + 1, (steps, size))
-            columns.append(values.astype(dtype).reshape(steps, -1).view(np.uint8))
-    return np.concatenate(columns, axis=1).tobytes()
+def fuzz(art_dir: str | Path, steps: int, seed: int = 0, shards: int = 1,
+         cc: str | None = None, timeout: float = 3600) -> dict[str, Any]:
+    """Run `steps` hostile steps (split over `shards` processes) through the sanitized C
+    step of the artifact in `art_dir`.
 
-
-def fuzz(art_dir: str | Path, steps: int, seed: int = 0, cc: str | None = None,
-         timeout: float = 3600) -> dict[str, Any]:
-    """Run `steps` hostile steps through the sanitized C step of the artifact in `art_dir`.
-
-    Returns {"steps", "seconds", "reports": 0 or 1, "stderr": the sanitizer's report}."""
+    Returns {"steps", "seconds" (wall), "reports": processes that reported, "stderr"}."""
     art_dir = Path(art_dir)
     check_generated(art_dir)
-    manifest = read_manifest(art_dir)
-    rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory(prefix="ncc-fuzz-") as tmp:
-        exe = build_executable(art_dir, Path(tmp) / "fuzz", cc=cc, flags=SANITIZE)
+        exe = build_executable(art_dir, Path(tmp) / "fuzz", cc=cc, flags=SANITIZE,
+                               driver="ncc_fuzz.c")
+        share = [steps // shards + (i < steps % shards) for i in range(shards)]
         start = time.perf_counter()
-        with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE,
-                                    stdout=subprocess.DEVNULL, stderr=err)
-            assert proc.stdin is not None
-            done = 0
-            try:
-                while done < steps:
-                    n = min(CHUNK, steps - done)
-                    proc.stdin.write(_step_bytes(manifest, n, rng, structured=done == 0))
-                    done += n
-                proc.stdin.close()
-            except BrokenPipeError:  # the sanitizer stopped the program
-                pass
-            code = proc.wait(timeout=timeout)
-            err.seek(0)
-            report = err.read().decode(errors="replace")
+        procs = [subprocess.Popen([str(exe), str(n), str(seed * 1000 + i)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i, n in enumerate(share)]
+        results = [p.communicate(timeout=timeout) for p in procs]
         seconds = time.perf_counter() - start
-    return {"steps": done, "seconds": seconds, "reports": int(code != 0 or bool(report)),
-            "stderr": report[-4000:]}
+    failed = [(p, err) for p, (_, err) in zip(procs, results, strict=True)
+              if p.returncode != 0 or err.strip()]
+    done = sum(int(out.split()[1]) for out, _ in results if out.startswith("steps "))
+    return {"steps": done, "seconds": seconds, "reports": len(failed),
+            "stderr": "\n".join(err for _, err in failed)[-4000:]}

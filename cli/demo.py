@@ -50,7 +50,7 @@ def run_demo(out: Path, progress: Progress | None = None) -> tuple[list[dict[str
             res = compile_model(bundled_dir() / file, target, out / f"{name}.{target}{suffix}",
                                 calibration=calibration if TARGETS[target].quantized else None,
                                 options=QuantOptions(activations=activations),
-                                verify_steps=0, progress=progress)
+                                verify_steps=0, progress=progress, trace_cache=True)
             for runtime in RUNTIMES.get(target, {None: None}):
                 try:
                     report = verify_artifact(res.out_dir, data=test_file, runtime=runtime,

@@ -38,7 +38,8 @@ def compile_model(model: Any, target: str, out_dir: str | Path, *,
                   calibration: str | Path | dict[str, np.ndarray] | None = None,
                   options: QuantOptions = DEFAULT_OPTIONS, verify_steps: int = 100,
                   progress: Progress | None = None,
-                  interrupted: Callable[[], None] | None = None) -> CompileResult:
+                  interrupted: Callable[[], None] | None = None,
+                  trace_cache: bool = False) -> CompileResult:
     """Compile `model` (object or MODEL reference) for `target` into folder `out_dir`.
 
     Quantized targets calibrate on `calibration` (an .npz path or {"x": (N, T, F)}).
@@ -50,7 +51,7 @@ def compile_model(model: Any, target: str, out_dir: str | Path, *,
     complete: on any error or interrupt nothing appears there and nothing is left behind.
     An existing artifact folder at `out_dir` is replaced as a whole; anything else there
     is refused (`check_output_dir`). `interrupted()` is called before the move and may
-    raise (the CLI's signal handling).
+    raise (the CLI's signal handling). trace_cache: see `build_artifact`.
     """
     if verify_steps < 0:
         raise ValueError(f"--verify-steps {verify_steps}: give 0 (skip) or a positive count")
@@ -59,7 +60,8 @@ def compile_model(model: Any, target: str, out_dir: str | Path, *,
     try:
         built = build_artifact(model, target, staging / "artifact", input_shape=input_shape,
                                sequence_length=sequence_length, calibration=calibration,
-                               options=options, progress=progress)
+                               options=options, progress=progress,
+                               trace_cache=trace_cache)
         report: dict[str, Any] = {}
         if verify_steps and built.calibration is not None:
             # a quantized model is meant for inputs like its calibration data, not noise

@@ -24,16 +24,17 @@ def _use_compilation_cache() -> None:
     """Let JAX keep its XLA compilations on disk (JAX's persistent cache, read from these
     variables when JAX is imported): loading a Keras model XLA-compiles its random
     initializers, and the float reference compiles its step, seconds per compile that a
-    second `ncc compile` then skips. NCC_CACHE_DIR moves the cache; NCC_NO_CACHE=1 turns
-    it off."""
-    if os.environ.get("NCC_NO_CACHE") == "1":
+    second `ncc compile` then skips. Beside it, `ncc.compiler.trace_cache` keeps traced
+    IR. NCC_CACHE_DIR moves both; NCC_NO_CACHE=1 turns both off."""
+    from ncc.compiler.trace_cache import cache_root
+
+    root = cache_root()
+    if root is None:
         return
-    base = os.environ.get("NCC_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "ncc")
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(base, "jax"))
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(root / "jax"))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.05")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
 
 EXAMPLES = """examples:
   ncc demo
@@ -254,7 +255,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
                                options=QuantOptions(method=args.range_method,
                                                     activations=args.activations),
                                verify_steps=args.verify_steps, progress=progress,
-                               interrupted=_Signals.check)
+                               interrupted=_Signals.check, trace_cache=True)
     text = (f"compiled {args.model} -> {result.out_dir}/ ({target}, {len(result.graph.ops)} "
             f"ops)") + _footprint(result.manifest.get("details", {}))
     if result.report:
@@ -324,13 +325,15 @@ COMMANDS = {"compile": cmd_compile, "inspect": cmd_inspect, "verify": cmd_verify
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    _use_compilation_cache()
-    previous = _Signals.install()
+    previous = _Signals.install()  # first: an interrupt at any point is handled
+    command = "ncc"
     try:
+        args = _parser().parse_args(argv)
+        command = f"ncc {args.command}" if args.command else "ncc"
+        _use_compilation_cache()
         return _run(args)
     except KeyboardInterrupt:
-        print(f"ncc {args.command}: interrupted (no partial output is left)", file=sys.stderr)
+        print(f"{command}: interrupted (no partial output is left)", file=sys.stderr)
         return 143 if _Signals.received == 15 else 130
     finally:
         _Signals.restore(previous)

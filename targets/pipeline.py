@@ -20,6 +20,7 @@ from ncc.compiler.load import load_model
 from ncc.compiler.passes import strip_fake_quant
 from ncc.compiler.pipeline import Progress, quantize_graph, to_graph
 from ncc.compiler.quantize import DEFAULT_OPTIONS, QuantOptions
+from ncc.compiler.trace_cache import cached_graph, store_graph
 from ncc.targets.registry import get_target
 
 
@@ -49,14 +50,22 @@ def build_artifact(model: Any, target: str, out_dir: str | Path, *,
                    sequence_length: int | None = None,
                    calibration: str | Path | dict[str, np.ndarray] | None = None,
                    options: QuantOptions = DEFAULT_OPTIONS,
-                   progress: Progress | None = None) -> Built:
+                   progress: Progress | None = None, trace_cache: bool = False) -> Built:
     """Compile `model` (object or MODEL reference) for `target` into folder `out_dir`.
 
     Quantized targets calibrate on `calibration` (an .npz path or {"x": (N, T, F)}); a
-    float target refuses it."""
+    float target refuses it. trace_cache: reuse (and keep) the float IR traced from the
+    same model file (`ncc.compiler.trace_cache`), skipping loading and tracing."""
     spec = get_target(target)
-    obj = load_model(str(model)) if isinstance(model, (str, Path)) else model
-    g = to_graph(obj, input_shape)
+    obj, g = None, None
+    model_file = Path(model) if isinstance(model, (str, Path)) else None
+    if trace_cache and model_file is not None and not spec.uses_model:
+        g = cached_graph(model_file, input_shape)
+    if g is None:
+        obj = load_model(str(model)) if isinstance(model, (str, Path)) else model
+        g = to_graph(obj, input_shape)
+        if trace_cache and model_file is not None:
+            store_graph(model_file, input_shape, g)
     reference = None
     if spec.quantized:
         if isinstance(calibration, (str, Path)):

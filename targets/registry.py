@@ -33,7 +33,8 @@ class Lower(Protocol):
 class Target:
     """One target. `quantized`: lowers the integer IR (needs calibration or QAT
     parameters); `exact`: its runtime must reproduce the golden model bit for bit
-    (else its deviation is measured); `spiking_only`: takes LIF-family models only."""
+    (else its deviation is measured); `spiking_only`: takes LIF-family models only;
+    `uses_model`: `lower` reads the loaded source model, not only the IR."""
 
     name: str
     summary: str
@@ -41,6 +42,7 @@ class Target:
     quantized: bool
     exact: bool = True
     spiking_only: bool = False
+    uses_model: bool = False
 
     def lower(self, graph: Graph, *, reference: Graph | None = None, model: Any = None,
               sequence_length: int | None = None) -> Artifact:
@@ -62,7 +64,7 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     Target("fixed-point", "neuromorphic-style integer tables (JSON + npz + C header)",
            "ncc.targets.fixed_point", quantized=True),
     Target("nir", "NIR graph of a spiking model, for neuromorphic toolchains",
-           "ncc.targets.nir", quantized=False, spiking_only=True),
+           "ncc.targets.nir", quantized=False, spiking_only=True, uses_model=True),
 )}
 ALIASES = {"onnx": "onnx-float"}
 

@@ -58,6 +58,10 @@ def _io_digest(sections: dict[str, Any]) -> str:
     return hashlib.sha256(json_bytes(sections)).hexdigest()
 
 
+OUTPUT_PER_STEP = "per step: the step function's output at this step"
+"""What an artifact's output means unless the frontend says more (Keras: return_sequences)."""
+
+
 def build_manifest(g: Graph, art: Artifact, source: dict[str, Any]) -> dict[str, Any]:
     """The manifest: tensors with roles, shapes, dtypes, quantization; state threading;
     checksums of the I/O sections (`io_sha256`) and, added by `write_artifact`, of every
@@ -72,6 +76,7 @@ def build_manifest(g: Graph, art: Artifact, source: dict[str, Any]) -> dict[str,
         "entry": art.entry,
         **io,
         "io_sha256": _io_digest(io),
+        "output_semantics": g.metadata.get("output_semantics", OUTPUT_PER_STEP),
         "details": art.details,
     }
 

@@ -27,6 +27,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ncc.compiler.keras_layers import check_per_step, output_semantics, step_failure  # noqa: E402
 from ncc.compiler.trace import StepFunction, TraceError  # noqa: E402
 
 
@@ -129,6 +130,7 @@ def _keras_step_parts(layers: list[Any]) -> list[tuple[str, Any]]:
         elif isinstance(layer, keras.Model):
             parts.extend(_keras_step_parts(_keras_layers(layer)))
         else:
+            check_per_step(layer)
             parts.append(("map", layer))
     if not any(kind == "rnn" for kind, _ in parts):
         raise TraceError("the Keras model has no recurrent layer (keras.layers.RNN): "
@@ -187,7 +189,12 @@ def from_keras(model: Any, x_shape: tuple[int, ...] | None = None,
         h, new_state, k = x, [], 0
         for kind, layer in parts:
             if kind == "map":
-                h = layer(h, training=False)
+                try:
+                    h = layer(h, training=False)
+                except TraceError:
+                    raise
+                except Exception as e:  # Keras's own shape errors do not name the cause
+                    raise step_failure(layer, e) from e
                 continue
             n = counts[k]
             cell_in = (h, dt) if dt is not None and k == 0 else h
@@ -198,6 +205,8 @@ def from_keras(model: Any, x_shape: tuple[int, ...] | None = None,
 
     sf = StepFunction(name, step, _check_x_shape(name, x_shape), state0, state_names, uses_dt)
     sf.const_names = {id(v.value): _stable_path(v.path) for v in model.weights}
+    last_rnn = [layer for kind, layer in parts if kind == "rnn"][-1]
+    sf.metadata["output_semantics"] = output_semantics(last_rnn)
     return sf
 
 

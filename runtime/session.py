@@ -188,6 +188,28 @@ class CSession(Session):
         return result
 
 
+class CortexMSession(Session):
+    """The C artifact (target c) cross-compiled for a Cortex-M4 and run under QEMU
+    (mps2-an386, `ncc.runtime.cortex_m`); `run_many` runs every sequence of a
+    verification in one firmware. `footprint`: its flash and RAM bytes."""
+
+    def __init__(self, art_dir: str | Path, manifest: dict[str, Any]):
+        super().__init__(art_dir, manifest)
+        from ncc.runtime import cortex_m
+
+        self._device = cortex_m
+        cortex_m.require_tools()
+        self.footprint = cortex_m.footprint(self.dir)
+
+    def run(self, xs: np.ndarray, dts: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        return self._device.run(self.dir, xs, dts)
+
+    def run_many(self, xs: np.ndarray, dts: np.ndarray | None = None
+                 ) -> list[dict[str, np.ndarray]]:
+        """xs (N, T, *x_shape) -> per sequence, every output and state per step."""
+        return self._device.run_sequences(self.dir, xs, dts)
+
+
 class FixedPointSession(Session):
     """The fixed-point tables (target fixed-point) run by ncc's golden table interpreter;
     `model.events` counts the synaptic events of the steps run so far."""
@@ -258,14 +280,15 @@ SESSIONS = {"onnx-float": OnnxSession, "onnx-int8": OnnxSession, "onnx-qdq": Onn
             "tflite-int8": TfliteSession, "c": CSession,
             "fixed-point": FixedPointSession, "nir": NirSession}
 # target -> runtime name -> session, for targets that run in more than one runtime
-RUNTIMES = {"tflite-int8": {"litert": TfliteSession, "tflm": TfliteMicroSession}}
+RUNTIMES = {"tflite-int8": {"litert": TfliteSession, "tflm": TfliteMicroSession},
+            "c": {"host": CSession, "cortex-m4": CortexMSession}}
 
 
 def open_session(art_dir: str | Path, runtime: str | None = None) -> Session:
     """A session over the artifact in `art_dir`, after checking its files' checksums.
 
     runtime: None for the target's default runtime, or one of RUNTIMES[target]
-    (tflite-int8: "litert" or "tflm")."""
+    (tflite-int8: "litert" or "tflm"; c: "host" or "cortex-m4")."""
     manifest = read_manifest(art_dir)
     check_files(art_dir, manifest)
     check_manifest(art_dir, manifest, load_artifact_graph(art_dir))

@@ -7,7 +7,8 @@ Metrics per output, over all sequences and steps:
 - rel_error: max_abs_error / max |reference| (0 when the reference is all zero);
 - sqnr_db: 10 log10(sum ref^2 / sum (artifact - ref)^2), inf when identical;
 - error_growth: max abs error in each of 10 equal spans of time, first to last,
-  to show whether error accumulates through the recurrence.
+  to show whether error accumulates through the recurrence; error_growth_steps gives
+  each span's steps as [first, last] (0-based, inclusive).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
     signal = float(np.sum(ref ** 2))
     steps = err.reshape(err.shape[0], err.shape[1], -1).max(axis=(0, 2))
     spans = np.array_split(steps, min(SPANS, len(steps)))
+    ends = np.cumsum([len(s) for s in spans])
     return {
         "finite": bool(np.all(np.isfinite(ref)) and np.all(np.isfinite(got))),
         "peak_abs": peak,
@@ -41,10 +43,15 @@ def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
         "sqnr_db": float("inf") if noise == 0 else (
             float(10 * np.log10(signal / noise)) if signal > 0 else float("-inf")),
         "error_growth": [float(s.max()) for s in spans],
+        "error_growth_steps": [[int(e - len(s)), int(e - 1)] for s, e in zip(spans, ends,
+                                                                            strict=True)],
     }
 
 
 Runner = Callable[[np.ndarray, np.ndarray | None], dict[str, np.ndarray]]
+ManyRunner = Callable[[np.ndarray, np.ndarray | None], list[dict[str, np.ndarray]]]
+"""Runs N sequences at once, (N, T, ...) -> one result per sequence (a session whose
+runtime has a high fixed cost per run, the Cortex-M4 under QEMU, offers one)."""
 
 
 def validate(run_artifact: Runner, run_reference: Runner, data: dict[str, np.ndarray],
@@ -107,8 +114,10 @@ def _golden_runs(g: Graph, g_hash: str, xq: np.ndarray,
 
 def validate_quantized(run_artifact: Runner, golden: Graph, run_float: Runner,
                        data: dict[str, np.ndarray],
-                       progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+                       progress: Callable[[int], None] | None = None,
+                       run_many: ManyRunner | None = None) -> dict[str, Any]:
     """Integer artifact vs the golden model (bits) and vs the float reference (accuracy).
+    run_many: runs the artifact over every sequence at once, instead of `run_artifact`.
 
     Per output and state: `identical` (fraction of values equal to golden) and
     `max_lsb` (largest difference in integer steps); per output, the float metrics
@@ -126,10 +135,11 @@ def validate_quantized(run_artifact: Runner, golden: Graph, run_float: Runner,
     ref: dict[str, list[np.ndarray]] = {n: [] for n in outputs}
     xq_all, dtq_all = quantized_inputs(golden, data["x"], data.get("dt"))
     gold_all = _golden_runs(golden, g_hash, xq_all, dtq_all)
+    artifact_all = run_many(xq_all, dtq_all) if run_many is not None else None
     for i, xs in enumerate(data["x"]):
         dts = data["dt"][i] if "dt" in data else None
         xq, dtq = xq_all[i], None if dtq_all is None else dtq_all[i]
-        a = run_artifact(xq, dtq)
+        a = artifact_all[i] if artifact_all is not None else run_artifact(xq, dtq)
         gold = {n: v[i] for n, v in gold_all.items()}
         f = run_float(xs, dts)
         for n in names:

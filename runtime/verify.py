@@ -1,5 +1,20 @@
 """`verify_artifact`: run an artifact folder in its real runtime against the golden model
-and the float reference, and write what was measured to its report.json."""
+and the float reference, and write what was measured to its report.json.
+
+Two verdicts, each with its criterion:
+
+- exactness: the artifact computes what ncc says it computes. An integer target must be
+  bit-identical to the golden integer model on every output and state; a float target
+  must match the float reference within FLOAT_TOLERANCE.
+- fidelity: the golden model is still close enough to the float model. With labels,
+  the artifact's task accuracy may drop at most `max_accuracy_drop` below the float
+  model's; without labels, every output's SQNR against float must reach `min_sqnr`
+  (default by activation type, DEFAULT_MIN_SQNR_DB). A float target's fidelity is its
+  exactness.
+
+`passed` is exactness, and fidelity too when `strict`; a fidelity shortfall otherwise
+is a warning in the report.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +26,7 @@ import numpy as np
 
 from ncc.compiler.artifact import load_artifact_graph, load_reference_graph, update_report
 from ncc.compiler.data import load_data, random_data
+from ncc.compiler.pipeline import phase
 from ncc.runtime.session import ReferenceSession, open_session
 from ncc.runtime.validate import validate, validate_quantized
 from ncc.targets.registry import get_target
@@ -25,19 +41,57 @@ def float_limit(metrics: dict[str, Any]) -> float:
     """The largest max abs error a float target may show on an output (see FLOAT_TOLERANCE)."""
     return FLOAT_TOLERANCE * max(1.0, metrics["peak_abs"])
 
+DEFAULT_MIN_SQNR_DB = {"int8": 20.0, "int16": 30.0}
+"""Fidelity without labels: the SQNR (dB) every output must reach against float, by the
+compile's activation type. 20 dB is an error of 10% rms of the signal; 16x8 gains ~10 dB."""
+
+DEFAULT_MAX_ACCURACY_DROP = 0.01
+"""Fidelity with labels: at most 1 point of task accuracy lost against the float model."""
+
 Progress = Callable[[str, int, int], None]  # (task, done, total)
+
+
+def fidelity(report: dict[str, Any], activations: str | None, min_sqnr: float | None = None,
+             max_accuracy_drop: float | None = None) -> dict[str, Any]:
+    """The fidelity verdict of a quantized artifact's validation report (module doc).
+
+    activations: "int8" or "int16" (picks the default SQNR floor). An explicit
+    min_sqnr is checked with labels too; without labels it is the only criterion."""
+    sqnr = min((m["sqnr_db"] for m in report["outputs"].values()), default=float("inf"))
+    rel = max((m["rel_error"] for m in report["outputs"].values()), default=0.0)
+    checks: list[tuple[bool, str]] = []
+    if "accuracy" in report:
+        drop = DEFAULT_MAX_ACCURACY_DROP if max_accuracy_drop is None else max_accuracy_drop
+        acc = report["accuracy"]
+        points = f"{100 * drop:g} point" + ("" if drop == 0.01 else "s")
+        checks.append((acc["artifact"] >= acc["reference"] - drop - 1e-12,
+                       f"task accuracy at most {points} below float"))
+    if min_sqnr is not None or "accuracy" not in report:
+        floor = (DEFAULT_MIN_SQNR_DB.get(activations or "int8", 20.0) if min_sqnr is None
+                 else min_sqnr)
+        checks.append((sqnr >= floor, f"SQNR >= {floor:g} dB on every output against float"))
+        result: dict[str, Any] = {"min_sqnr_db": floor}
+    else:
+        result = {}
+    return {**result, "passed": all(ok for ok, _ in checks),
+            "criterion": "; ".join(text for _, text in checks),
+            "failed": [text for ok, text in checks if not ok],
+            "sqnr_db": sqnr, "rel_error": rel, "activations": activations}
 
 
 def verify_artifact(art_dir: str | Path, *, data: str | Path | dict[str, np.ndarray] | None = None,
                     sequences: int = 2, steps: int = 1000, seed: int = 0,
-                    runtime: str | None = None,
+                    runtime: str | None = None, min_sqnr: float | None = None,
+                    max_accuracy_drop: float | None = None, strict: bool = False,
                     progress: Progress | None = None) -> dict[str, Any]:
     """Run the artifact in its runtime against the golden model (integer targets: every
     bit must match) and the float reference; write the figures to report.json.
 
     data: an .npz path or {"x": (N, T, F), ["dt": (N, T)], ["y"]}; None draws `sequences`
-    random normal sequences of `steps` steps."""
-    session = open_session(art_dir, runtime)
+    random normal sequences of `steps` steps. min_sqnr, max_accuracy_drop: the fidelity
+    criterion (module doc); strict: a fidelity shortfall fails the verification."""
+    with phase(progress, f"open {runtime or 'its runtime'}"):
+        session = open_session(art_dir, runtime)
     g = load_artifact_graph(art_dir)
     reference = load_reference_graph(art_dir)
     (x_name,) = g.by_role("input")
@@ -52,10 +106,13 @@ def verify_artifact(art_dir: str | Path, *, data: str | Path | dict[str, np.ndar
         source = f"random normal, seed {seed}"
     n_seq = arrays["x"].shape[0]
     tick = (lambda i: progress("verify", i, n_seq)) if progress else None
+    if tick:
+        tick(0)
     float_run = ReferenceSession(reference).run
     exact = get_target(session.manifest["target"]).exact
     if g.metadata.get("quantized"):
-        report = validate_quantized(session.run, g, float_run, arrays, tick)
+        report = validate_quantized(session.run, g, float_run, arrays, tick,
+                                    run_many=getattr(session, "run_many", None))
         if exact:
             report["passed"] = all(m["identical"] == 1.0 for m in report["golden"].values())
             report["criterion"] = "every output and state bit-identical to the golden model"
@@ -63,6 +120,8 @@ def verify_artifact(art_dir: str | Path, *, data: str | Path | dict[str, np.ndar
             report["passed"] = True
             report["criterion"] = ("runs; its deviation from the golden model is measured "
                                    "(runtime-defined rounding), not required to be zero")
+        report["fidelity"] = fidelity(report, g.metadata.get("activations"), min_sqnr,
+                                      max_accuracy_drop)
     else:
         outputs = [n for n in g.outputs if g.roles[n] == "output"]
         report = validate(session.run, float_run, arrays, outputs, tick)
@@ -74,6 +133,18 @@ def verify_artifact(art_dir: str | Path, *, data: str | Path | dict[str, np.ndar
     if not all(m["finite"] for m in report["outputs"].values()):
         report["passed"] = False
         report["criterion"] += "; every value finite (NaN or Inf found)"
+    report["exactness"] = {"passed": report["passed"], "criterion": report["criterion"]}
+    if "fidelity" not in report:
+        report["fidelity"] = {"passed": report["passed"], "criterion": "a float target "
+                              "computes the float model: its fidelity is its exactness"}
+    report["strict"] = strict
+    if strict:
+        report["passed"] = report["passed"] and report["fidelity"]["passed"]
+    if footprint := getattr(session, "footprint", None):
+        report["device"] = {"machine": "QEMU mps2-an386 (Cortex-M4)",
+                            "steps_run": int(arrays["x"].shape[0] * arrays["x"].shape[1]),
+                            **{k: footprint[k] for k in ("flash_bytes", "ram_bytes",
+                                                         "compiler", "flags")}}
     report["data"] = source
     report["reference"] = "float IR traced from the model, run in JAX"
     report["target"] = session.manifest["target"]

@@ -47,14 +47,17 @@ def run_demo(out: Path, progress: Progress | None = None) -> tuple[list[dict[str
             if TARGETS[target].spiking_only and name not in SPIKING:
                 continue
             suffix = "" if activations == "int8" else "-16x8"
+            job = _job(progress, f"{name} -> {target}{suffix.replace('-', ' ')}")
             res = compile_model(bundled_dir() / file, target, out / f"{name}.{target}{suffix}",
                                 calibration=calibration if TARGETS[target].quantized else None,
                                 options=QuantOptions(activations=activations),
-                                verify_steps=0, progress=progress, trace_cache=True)
+                                verify_steps=0, progress=job, trace_cache=True)
             for runtime in RUNTIMES.get(target, {None: None}):
                 try:
                     report = verify_artifact(res.out_dir, data=test_file, runtime=runtime,
-                                             progress=progress)
+                                             progress=_job(progress, f"{name} -> {target}"
+                                                           f"{suffix.replace('-', ' ')} in "
+                                                           f"{runtime or 'its runtime'}"))
                 except MissingDependency as e:  # the artifact is written; it can't run here
                     rows.append({"model": name, "target": target,
                                  "runtime": ("system cc" if isinstance(e, NoCompiler)
@@ -65,6 +68,13 @@ def run_demo(out: Path, progress: Progress | None = None) -> tuple[list[dict[str
                 rows.append({**_row(name, target, runtime, res, report),
                              "activations": activations})
     return rows, _table(rows, out)
+
+
+def _job(progress: Progress | None, job: str) -> Progress | None:
+    """`progress` with each task named after the job it belongs to."""
+    if progress is None:
+        return None
+    return lambda task, done, total: progress(f"{job}: {task}", done, total)
 
 
 def _row(name: str, target: str, runtime: str | None, res: Any,

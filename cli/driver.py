@@ -37,6 +37,7 @@ def compile_model(model: Any, target: str, out_dir: str | Path, *,
                   sequence_length: int | None = None,
                   calibration: str | Path | dict[str, np.ndarray] | None = None,
                   options: QuantOptions = DEFAULT_OPTIONS, verify_steps: int = 100,
+                  min_sqnr: float | None = None, strict: bool = False,
                   progress: Progress | None = None,
                   interrupted: Callable[[], None] | None = None,
                   trace_cache: bool = False) -> CompileResult:
@@ -45,7 +46,8 @@ def compile_model(model: Any, target: str, out_dir: str | Path, *,
     Quantized targets calibrate on `calibration` (an .npz path or {"x": (N, T, F)}).
     Validation then runs the artifact over the first 16 calibration sequences, cut to
     `verify_steps` steps (float targets: one random sequence of that length; 0 skips
-    it), and writes its figures to report.json.
+    it), and writes its figures to report.json. min_sqnr, strict: the fidelity
+    criterion of `verify_artifact` (calibration data has no labels: SQNR decides).
 
     The folder is built and verified in a hidden sibling and moved to `out_dir` only when
     complete: on any error or interrupt nothing appears there and nothing is left behind.
@@ -67,13 +69,14 @@ def compile_model(model: Any, target: str, out_dir: str | Path, *,
             # a quantized model is meant for inputs like its calibration data, not noise
             sample = {k: v[:16, :verify_steps] for k, v in built.calibration.items()
                       if k in ("x", "dt")}
-            report = verify_artifact(built.out_dir, data=sample, progress=progress)
+            report = verify_artifact(built.out_dir, data=sample, min_sqnr=min_sqnr,
+                                     strict=strict, progress=progress)
         elif verify_steps:
             steps = verify_steps
             if sequence_length:
                 steps = sequence_length * max(1, -(-verify_steps // sequence_length))
             report = verify_artifact(built.out_dir, sequences=1, steps=steps,
-                                     progress=progress)
+                                     strict=strict, progress=progress)
         if interrupted is not None:
             interrupted()
         path = publish(built.out_dir, out)

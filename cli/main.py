@@ -36,81 +36,178 @@ def _use_compilation_cache() -> None:
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
-EXAMPLES = """examples:
-  ncc demo
-  ncc compile model.keras --target onnx-float -o out/
-  ncc compile model.ckpt --target onnx-float --sequence-length 100 -o out/
-  ncc compile model.keras --target onnx-int8 --calibration calib.npz -o out/
-  ncc compile model.ckpt --target tflite-int8 --calibration calib.npz -o out/
-  ncc compile model.ckpt --target c --calibration calib.npz -o out_c/
-  ncc compile ncc.models.zoo:cfc --target onnx-float -o out/ --json
-  ncc inspect model.keras
-  ncc verify out/ --data test.npz
+EXIT_CODES = """exit codes:
+  0    success: the artifact is exact (and, with --strict, faithful)
+  1    verification ran and the artifact failed it (see the verdict lines)
+  2    bad input, or a missing package or tool (one line says which and what to do)
+  3    internal error (one line; the traceback is written to a file: please report it)
+  130  interrupted (Ctrl-C); 143 terminated (SIGTERM); nothing half-written is left
 """
+
+VERDICTS = """verdicts (compile and verify print both):
+  exactness  the artifact computes what ncc says: an integer artifact is bit-identical
+             to the golden integer model on every output and state; a float artifact
+             matches the float model within 1e-4 x max(1, max |output|)
+  fidelity   the golden model is close to the float model: with labels (y in --data),
+             task accuracy at most --max-accuracy-drop below float (default 1 point);
+             without, SQNR >= --min-sqnr dB on every output (default 20 dB at int8,
+             30 dB at int16). A shortfall is a warning, a failure with --strict
+"""
+
+EXAMPLES = {
+    "ncc": """examples:
+  ncc demo
+  ncc compile model.ckpt --target tflite-int8 --calibration calib.npz -o out_tflite/
+  ncc verify out_tflite/ --data test.npz
+  ncc compile model.ckpt --target c --calibration calib.npz -o out_c/
+  ncc verify out_c/ --runtime cortex-m4 --data test.npz
+  ncc inspect model.keras
+  ncc <command> --help    (each command's options and examples)
+""",
+    "compile": """examples:
+  ncc compile model.ckpt --target tflite-int8 --calibration calib.npz -o out_tflite/
+  ncc compile model.ckpt --target c --calibration calib.npz -o out_c/
+  ncc compile model.keras --target onnx-int8 --calibration calib.npz --activations int16 -o out/
+  ncc compile model.keras --target onnx-float --sequence-length 100 -o out_scan/
+  ncc compile ncc.models.zoo:cfc --target onnx-float -o out/ --json
+  ncc compile model.ckpt -t tflite-int8 --calibration calib.npz --min-sqnr 25 --strict -o out/
+""",
+    "inspect": """examples:
+  ncc inspect model.keras          the traced step IR of a model
+  ncc inspect model.ckpt --json    the same as JSON
+  ncc inspect out_c/               an artifact's manifest and its (golden) IR
+""",
+    "verify": """examples:
+  ncc verify out_tflite/ --data test.npz            x (N, T, F) [dt] [y: labels]
+  ncc verify out_tflite/ --runtime tflm --data test.npz
+  ncc verify out_c/ --runtime cortex-m4 --data test.npz   on a Cortex-M4 under QEMU
+  ncc verify out/ --sequences 4 --steps 2000 --min-sqnr 25 --strict
+""",
+    "demo": """examples:
+  ncc demo                     compile and verify the bundled CfC and LIF models
+  ncc demo -o /tmp/demo --json
+""",
+    "bench": """examples:
+  ncc bench --quick            the two bundled models
+  ncc bench --smoke -o /tmp/bench
+  ncc bench --readme README.md rewrite the README's bench table from this run
+""",
+}
 
 
 class UserError(Exception):
     """Bad input: printed as one line, exit code 2."""
 
 
+def _targets_text() -> str:
+    from ncc.targets.registry import TARGETS
+
+    return "targets:\n" + "".join(f"  {t.name:<12} {t.summary}\n" for t in TARGETS.values())
+
+
+def _runtimes_text() -> str:
+    from ncc.runtime.session import RUNTIMES
+
+    return "; ".join(f"{target}: {', '.join(names)} (default {next(iter(names))})"
+                     for target, names in RUNTIMES.items())
+
+
+def _sub(sub: Any, name: str, help: str, *epilogs: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                            epilog="\n".join((*epilogs, EXAMPLES[name], EXIT_CODES)),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("-q", "--quiet", action="store_true",
+                     help="no progress on stderr (errors and the result still print)")
+    out.add_argument("-v", "--verbose", action="store_true",
+                     help="one line per finished phase with its time, on a terminal too")
+    return parser
+
+
+def _fidelity_options(parser: argparse.ArgumentParser, labels: bool) -> None:
+    parser.add_argument("--min-sqnr", type=float, metavar="DB",
+                        help="fidelity: SQNR in dB every output must reach against float "
+                             "(default: 20 at int8, 30 at int16" +
+                             ("; with labels, checked only if given)" if labels else ")"))
+    if labels:
+        parser.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
+                            help="fidelity with labels: accuracy points the artifact may "
+                                 "lose against float (default 1)")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail (exit 1) when fidelity falls short, not only exactness")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ncc", description="Compile liquid and spiking recurrent "
-                                "models to verified edge artifacts.", epilog=EXAMPLES,
+                                "models to verified edge artifacts.",
+                                epilog="\n".join((_targets_text(), EXAMPLES["ncc"], EXIT_CODES)),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = p.add_subparsers(dest="command")
+    sub = p.add_subparsers(dest="command", metavar="{compile,inspect,verify,demo,bench}")
 
     from ncc.targets.registry import TARGETS
 
-    targets = "targets:\n" + "".join(f"  {t.name:<12} {t.summary}\n" for t in TARGETS.values())
-    c = sub.add_parser("compile", help="compile a model for a target",
-                       epilog=targets + "\n" + EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c = _sub(sub, "compile", "compile a model for a target and verify the artifact",
+             _targets_text(), VERDICTS)
     c.add_argument("model", help=".keras file, ncc .ckpt, or package.module:factory")
     c.add_argument("--target", "-t", required=True, metavar="TARGET",
-                   help=f"one of {', '.join(TARGETS)} (listed below)")
+                   help=f"one of: {', '.join(TARGETS)} (each described below)")
     c.add_argument("-o", "--output", help="artifact folder (default: <model>.<target>/): a new "
                    "folder, or an earlier ncc artifact folder, which is replaced as a whole; "
                    "anything else there is refused")
-    c.add_argument("--input-shape", help="per-step input features, e.g. 8 or 4,4")
-    c.add_argument("--sequence-length", type=int, help="emit a Scan over this many steps")
-    c.add_argument("--calibration", help="calibration data .npz with x (N, T, F) [and dt]: "
-                   "needed by quantized targets")
+    c.add_argument("--input-shape", help="per-step input features, e.g. 8 or 4,4 (needed when "
+                   "the model does not declare them)")
+    c.add_argument("--sequence-length", type=int, metavar="T",
+                   help="onnx-float: one call runs T steps (an ONNX Scan) instead of one")
+    c.add_argument("--calibration", metavar="NPZ", help="calibration data .npz with x (N, T, F) "
+                   "[and dt (N, T)]: whole sequences the model will see; quantized targets "
+                   "need it (unless the model is QAT-trained)")
     c.add_argument("--range-method", choices=("minmax", "percentile", "mse"),
                    default="minmax",
                    help="how calibrated ranges become parameters (default: minmax)")
     c.add_argument("--activations", choices=("int8", "int16"), default="int8",
                    help="activation and state type (default int8); int16 is TFLite's 16x8 "
                         "mode (weights stay int8): ~10 dB more SQNR, twice the RAM")
-    c.add_argument("--verify-steps", type=int, default=100,
-                   help="steps of random input to validate after compiling (0: skip)")
-    c.add_argument("--json", action="store_true", help="print the result as JSON")
+    c.add_argument("--verify-steps", type=int, default=100, metavar="N",
+                   help="after compiling, verify on the first 16 calibration sequences cut "
+                        "to N steps (float targets: one random sequence of N steps); 0 skips "
+                        "it (default 100)")
+    _fidelity_options(c, labels=False)
+    c.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
-    i = sub.add_parser("inspect", help="print a model's step IR or an artifact's manifest")
+    i = _sub(sub, "inspect", "print a model's step IR or an artifact's manifest")
     i.add_argument("path", help="model (as for compile) or artifact folder")
     i.add_argument("--input-shape", help="per-step input features, e.g. 8")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("--json", action="store_true", help="print JSON on stdout")
 
-    v = sub.add_parser("verify", help="run an artifact against its float reference")
+    v = _sub(sub, "verify", "run an artifact in its runtime against the golden and float "
+             "models", VERDICTS)
     v.add_argument("artifact", help="artifact folder written by ncc compile")
-    v.add_argument("--data", help=".npz with x (N, T, F) and optional dt, y")
-    v.add_argument("--sequences", type=int, default=2, help="random sequences (no --data)")
-    v.add_argument("--steps", type=int, default=1000, help="steps per random sequence")
-    v.add_argument("--runtime", help="runtime to use where a target has several "
-                   "(tflite-int8: litert or tflm)")
-    v.add_argument("--json", action="store_true")
+    v.add_argument("--data", metavar="NPZ", help=".npz with x (N, T, F) and optional dt "
+                   "(N, T) and y (N,) labels; without it, random normal sequences")
+    v.add_argument("--sequences", type=int, help="random sequences to run (default 2; "
+                   "not with --data)")
+    v.add_argument("--steps", type=int, help="steps per random sequence (default 1000; not "
+                   "with --data)")
+    v.add_argument("--runtime", help="where a target runs in several runtimes: "
+                   + _runtimes_text())
+    _fidelity_options(v, labels=True)
+    v.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
 
-    d = sub.add_parser("demo", help="compile and verify the bundled example models")
-    d.add_argument("-o", "--output", default="ncc-demo", help="folder for the artifacts")
-    d.add_argument("--json", action="store_true")
+    d = _sub(sub, "demo", "compile the bundled CfC and LIF models to every target and "
+             "verify each in its real runtime")
+    d.add_argument("-o", "--output", default="ncc-demo", help="folder for the artifacts "
+                   "(default ncc-demo)")
+    d.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
 
-    b = sub.add_parser("bench", help="benchmark every target and the peer paths "
-                       "(bits, accuracy, speed, size)")
-    b.add_argument("-o", "--output", default="bench/results", help="folder for the report")
+    b = _sub(sub, "bench", "benchmark every target and the peer paths (bits, accuracy, "
+             "speed, size)")
+    b.add_argument("-o", "--output", default="bench/results", help="folder for the report "
+                   "(default bench/results)")
     b.add_argument("--quick", action="store_true", help="the two bundled models, 2,000 steps")
     b.add_argument("--smoke", action="store_true", help="tiny configuration for CI")
     b.add_argument("--readme", help="README.md whose bench table to rewrite")
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--json", action="store_true", help="print the written files as JSON")
     return p
 
 
@@ -170,52 +267,62 @@ class _Signals:
             raise KeyboardInterrupt
 
 
-class _Progress:
-    """A rich progress bar on stderr, silent when not a terminal or with --json; each
-    tick is also where a swallowed interrupt surfaces (`_Signals.check`)."""
+def _reporter(args: argparse.Namespace, label: str) -> Any:
+    from ncc.cli.progress import Reporter
 
-    def __init__(self, enabled: bool):
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            from rich.progress import Progress
-
-            self.bar = Progress(transient=True)
-            self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> _Progress:
-        if self.bar:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar:
-            self.bar.__exit__(*exc)
-
-    def __call__(self, task: str, done: int, total: int) -> None:
-        _Signals.check()
-        if not self.bar:
-            return
-        if task not in self.tasks:
-            self.tasks[task] = self.bar.add_task(task, total=total)
-        self.bar.update(self.tasks[task], completed=done)
+    mode = ("quiet" if args.quiet or args.json else "verbose" if args.verbose else "normal")
+    return Reporter(label, mode, check=_Signals.check)
 
 
-def _summary(report: dict[str, Any]) -> str:
-    rows = []
-    for name, m in report.get("outputs", {}).items():
-        sqnr = "inf" if math.isinf(m["sqnr_db"]) else f"{m['sqnr_db']:.1f}"
-        rows.append(f"  {name} vs float: max abs error {m['max_abs_error']:.3g}, relative "
-                    f"{m['rel_error']:.3g}, SQNR {sqnr} dB, error by time span "
-                    f"{' '.join(f'{e:.2g}' for e in m['error_growth'])}")
+def _sqnr(value: float) -> str:
+    return "inf" if math.isinf(value) and value > 0 else f"{value:.1f}"
+
+
+def _growth(m: dict[str, Any]) -> str:
+    spans = m.get("error_growth_steps") or [[i, i] for i in range(len(m["error_growth"]))]
+    return ", ".join(f"{a if a == b else f'{a}-{b}'}: {e:.2g}"
+                     for (a, b), e in zip(spans, m["error_growth"], strict=True))
+
+
+def _summary(report: dict[str, Any], verbose: bool = False) -> str:
+    """The two verdicts and their figures, as `ncc verify` and `ncc compile` print them."""
+    exact = report.get("exactness", {"passed": report.get("passed"),
+                                     "criterion": report.get("criterion", "")})
+    rows = [f"exactness: {'PASSED' if exact['passed'] else 'FAILED'} ({exact['criterion']})"]
     for name, m in report.get("golden", {}).items():
-        rows.append(f"  {name} vs golden: {100 * m['identical']:.4g}% identical, "
-                    f"max {m['max_lsb']} LSB")
+        rows.append(f"  {name}: {100 * m['identical']:.4g}% of values identical to golden, "
+                    f"largest difference {m['max_lsb']} LSB")
+    fid = report.get("fidelity", {})
+    if "sqnr_db" not in fid:  # a float target: fidelity is exactness
+        rows.append("fidelity: see exactness (a float artifact computes the float model)")
+    else:
+        status = ("PASSED" if fid["passed"] else
+                  "FAILED" if report.get("strict") else "WARNING")
+        rows.append(f"fidelity: {status} ({fid['criterion']})")
+        if not fid["passed"]:
+            rows.append(f"  short of: {'; '.join(fid['failed'])}" + (
+                "" if report.get("strict") else
+                " (a warning: --min-sqnr / --max-accuracy-drop set the criterion, "
+                "--strict makes it fail)"))
+    for name, m in report.get("outputs", {}).items():
+        rows.append(f"  {name} vs float: SQNR {_sqnr(m['sqnr_db'])} dB, max abs error "
+                    f"{m['max_abs_error']:.3g}, relative {m['rel_error']:.3g} "
+                    f"(of max |float| {m.get('peak_abs', float('nan')):.3g})")
+        rows.append(f"  {name} max abs error per span of steps: {_growth(m)}")
     if "accuracy" in report:
         acc = report["accuracy"]
-        rows.append(f"  accuracy: reference {acc['reference']:.4f}, artifact {acc['artifact']:.4f}")
+        rows.append(f"  task accuracy: float {acc['reference']:.2%}, artifact "
+                    f"{acc['artifact']:.2%} ({report.get('sequences')} labelled sequences)")
+    where = report.get("target", "?") + (f" in {report['runtime']}"
+                                          if report.get("runtime") not in (None, "default")
+                                          else "")
+    rows.append(f"ran {report.get('sequences')} x {report.get('steps')} steps "
+                f"({report.get('data')}) on {where}")
+    if device := report.get("device"):
+        rows.append(f"  device: {device['machine']}, flash {device['flash_bytes']} B, RAM "
+                    f"{device['ram_bytes']} B, {device['steps_run']} steps run")
     verdict = "PASSED" if report.get("passed") else "FAILED"
-    return (f"{verdict}: {report.get('sequences')} x {report.get('steps')} steps "
-            f"({report.get('data')})\n" + "\n".join(rows))
+    return f"{verdict}\n" + "\n".join(rows)
 
 
 def _footprint(details: dict[str, Any]) -> str:
@@ -242,22 +349,27 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from ncc.cli.driver import compile_model
-    from ncc.compiler.quantize import QuantOptions
-    from ncc.targets.registry import get_target
+    model_name = Path(args.model.split(":")[-1]).name
+    reporter = _reporter(args, f"{model_name} -> {args.target}")
+    with reporter:
+        reporter("start (import ncc)", 0, 1)
+        from ncc.cli.driver import compile_model
+        from ncc.compiler.quantize import QuantOptions
+        from ncc.targets.registry import get_target
 
-    target = get_target(args.target).name
-    out = Path(args.output or f"{Path(args.model.split(':')[-1]).stem}.{target}")
-    with _Progress(not args.json) as progress:
+        target = get_target(args.target).name
+        out = Path(args.output or f"{Path(model_name).stem}.{target}")
         result = compile_model(args.model, target, out, input_shape=_shape(args.input_shape),
                                sequence_length=args.sequence_length,
                                calibration=args.calibration,
                                options=QuantOptions(method=args.range_method,
                                                     activations=args.activations),
-                               verify_steps=args.verify_steps, progress=progress,
+                               verify_steps=args.verify_steps, min_sqnr=args.min_sqnr,
+                               strict=args.strict, progress=reporter,
                                interrupted=_Signals.check, trace_cache=True)
     text = (f"compiled {args.model} -> {result.out_dir}/ ({target}, {len(result.graph.ops)} "
             f"ops)") + _footprint(result.manifest.get("details", {}))
+    text += f"\n  output: {result.manifest.get('output_semantics')}"
     if result.report:
         text += "\n" + _summary(result.report)
     _emit(args, {"artifact": str(result.out_dir), "manifest": result.manifest,
@@ -284,11 +396,23 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from ncc.cli.driver import verify_artifact
+    if args.data is not None and (args.sequences is not None or args.steps is not None):
+        raise UserError("--sequences and --steps shape random data; --data brings its own "
+                        "sequences: give one or the other")
+    for flag, value in (("--sequences", args.sequences), ("--steps", args.steps)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value}: give a positive count")
+    reporter = _reporter(args, f"{Path(args.artifact).name} ({args.runtime or 'default runtime'})")
+    with reporter:
+        reporter("start (import ncc)", 0, 1)
+        from ncc.cli.driver import verify_artifact
 
-    with _Progress(not args.json) as progress:
-        report = verify_artifact(args.artifact, data=args.data, sequences=args.sequences,
-                                 steps=args.steps, runtime=args.runtime, progress=progress)
+        report = verify_artifact(args.artifact, data=args.data,
+                                 sequences=args.sequences or 2, steps=args.steps or 1000,
+                                 runtime=args.runtime, min_sqnr=args.min_sqnr,
+                                 max_accuracy_drop=(None if args.max_accuracy_drop is None
+                                                    else args.max_accuracy_drop / 100),
+                                 strict=args.strict, progress=reporter)
     _emit(args, report, _summary(report))
     return 0 if report["passed"] else 1
 
@@ -296,7 +420,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from ncc.cli.demo import run_demo
 
-    with _Progress(not args.json) as progress:
+    with _reporter(args, "ncc demo") as progress:
         rows, text = run_demo(Path(args.output), progress=progress)
     _emit(args, {"results": rows}, text)
     return 0 if all(r["passed"] for r in rows) else 1
@@ -308,7 +432,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     config = SMOKE if args.smoke else QUICK if args.quick else FULL
     out = Path(args.output)
-    log = (lambda msg: None) if args.json else (lambda msg: print(msg, file=sys.stderr))
+    log = ((lambda msg: None) if args.json or args.quiet
+           else (lambda msg: print(msg, file=sys.stderr)))
     results = run_bench(out, config, log)
     files = write_results(results, out)
     if args.readme:
@@ -353,12 +478,13 @@ def _run(args: argparse.Namespace) -> int:
     from ncc.compiler.load import ModelLoadError
     from ncc.compiler.requires import MissingDependency, install_hint
     from ncc.models.archive import ArchiveError
+    from ncc.runtime.cortex_m import CortexMError
 
     warnings.filterwarnings("ignore")
     try:
         return COMMANDS[args.command](args)
     except (UserError, ModelLoadError, ArchiveError, TraceError, IRError, ValueError,
-            MissingDependency) as e:
+            MissingDependency, CortexMError) as e:
         print(f"ncc {args.command}: error: {e}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:

@@ -6,7 +6,8 @@ does not.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,19 @@ from ncc.compiler.quantize import (
     uncalibrated,
 )
 
-Progress = Callable[[str, int, int], None]  # (task, done, total)
+Progress = Callable[[str, int, int], None]
+"""progress(task, done, total): `done` of `total` units of `task` are finished. A phase
+without units reports (task, 0, 1) when it starts and (task, 1, 1) when it ends."""
+
+
+@contextmanager
+def phase(progress: Progress | None, task: str) -> Iterator[None]:
+    """Report `task` to `progress` as started on entry and finished on exit."""
+    if progress:
+        progress(task, 0, 1)
+    yield
+    if progress:
+        progress(task, 1, 1)
 
 
 def to_graph(model: Any, input_shape: tuple[int, ...] | None = None) -> Graph:
@@ -47,7 +60,8 @@ def quantize_graph(g: Graph, calibration: str | Path | dict[str, np.ndarray] | N
     reference = prepare(g)
     missing = uncalibrated(reference)
     if not missing:
-        q = quantize(reference, {}, options)
+        with phase(progress, "quantize"):
+            q = quantize(reference, {}, options)
         return q, annotate(reference, q)
     if calibration is None:
         qat = (f" ({len(missing)} tensors have no fake-quant parameters, e.g. "
@@ -61,5 +75,6 @@ def quantize_graph(g: Graph, calibration: str | Path | dict[str, np.ndarray] | N
             if isinstance(calibration, (str, Path)) else calibration)
     tick = (lambda i, n: progress("calibrate", i, n)) if progress else None
     ranges = record_ranges(reference, data["x"], data.get("dt"), progress=tick)
-    q = quantize(reference, ranges, options)
+    with phase(progress, "quantize"):
+        q = quantize(reference, ranges, options)
     return q, annotate(reference, q)

@@ -18,7 +18,7 @@ from ncc.compiler.data import load_data
 from ncc.compiler.ir import Graph
 from ncc.compiler.load import load_model
 from ncc.compiler.passes import strip_fake_quant
-from ncc.compiler.pipeline import Progress, quantize_graph, to_graph
+from ncc.compiler.pipeline import Progress, phase, quantize_graph, to_graph
 from ncc.compiler.quantize import DEFAULT_OPTIONS, QuantOptions
 from ncc.compiler.trace_cache import cached_graph, store_graph
 from ncc.targets.registry import get_target
@@ -60,10 +60,13 @@ def build_artifact(model: Any, target: str, out_dir: str | Path, *,
     obj, g = None, None
     model_file = Path(model) if isinstance(model, (str, Path)) else None
     if trace_cache and model_file is not None and not spec.uses_model:
-        g = cached_graph(model_file, input_shape)
+        with phase(progress, "look up the trace cache"):
+            g = cached_graph(model_file, input_shape)
     if g is None:
-        obj = load_model(str(model)) if isinstance(model, (str, Path)) else model
-        g = to_graph(obj, input_shape)
+        with phase(progress, "load the model"):  # the first load imports JAX and Keras
+            obj = load_model(str(model)) if isinstance(model, (str, Path)) else model
+        with phase(progress, "trace one step"):
+            g = to_graph(obj, input_shape)
         if trace_cache and model_file is not None:
             store_graph(model_file, input_shape, g)
     reference = None
@@ -76,8 +79,11 @@ def build_artifact(model: Any, target: str, out_dir: str | Path, *,
         raise ValueError(f"--calibration applies to quantized targets; {spec.name} is float")
     else:
         g = strip_fake_quant(g)  # a float target runs the float model
-    art = spec.lower(g, reference=None if reference is None else strip_fake_quant(reference),
-                     model=obj, sequence_length=sequence_length)
-    path = write_artifact(Path(out_dir), g, art, _source(model), reference=reference)
+    with phase(progress, f"lower to {spec.name}"):
+        art = spec.lower(g, reference=None if reference is None
+                         else strip_fake_quant(reference),
+                         model=obj, sequence_length=sequence_length)
+    with phase(progress, "write"):
+        path = write_artifact(Path(out_dir), g, art, _source(model), reference=reference)
     return Built(path, g, read_manifest(path),
                  calibration if isinstance(calibration, dict) else None)

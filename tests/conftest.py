@@ -39,13 +39,24 @@ def leftovers(out: Path) -> list[str]:
                   if p.name == out.name or p.name.startswith(f".{out.name}."))
 
 
+def final_line(err: str, prefix: str) -> str:
+    """A command's one message line on stderr (after the phase lines, which are all it may
+    print besides); it must start with `prefix` ("ncc compile: error: ")."""
+    from ncc.cli.progress import without_phase_lines
+
+    lines = without_phase_lines(err)
+    assert len(lines) == 1 and lines[0].startswith(prefix), err
+    return lines[0]
+
+
 @pytest.fixture(scope="session")
 def helpers():
     """The module-level helpers, as a fixture (test modules cannot import conftest)."""
     import types
 
     return types.SimpleNamespace(keras_sequential=keras_sequential, tree_files=tree_files,
-                                 leftovers=leftovers, FEATURES=FEATURES, STEPS=STEPS)
+                                 leftovers=leftovers, final_line=final_line,
+                                 FEATURES=FEATURES, STEPS=STEPS)
 
 
 @pytest.fixture(scope="session")

@@ -120,8 +120,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, files, helpers, 
         argv += ["-t", "onnx-float"]
     assert main(argv) == 2
     captured = capsys.readouterr()
-    err = captured.err.strip()
-    assert "\n" not in err and err.startswith("ncc compile: error: "), err
+    err = helpers.final_line(captured.err, "ncc compile: error: ")
     assert needle.format(d=files) in err
     assert captured.out == ""
     assert helpers.leftovers(out) == []
@@ -131,16 +130,16 @@ def test_verify_with_wrong_feature_count(small_cfc_artifact, files, helpers, cap
     before = helpers.tree_files(small_cfc_artifact.parent)
     code = main(["verify", str(small_cfc_artifact), "--data", str(files / "wrong_features.npz")])
     assert code == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "wrong_features.npz" in err and "[1, 20, 5]" in err
+    err = helpers.final_line(capsys.readouterr().err, "ncc verify: error: ")
+    assert "wrong_features.npz" in err and "[1, 20, 5]" in err
     assert "(N, T, 4)" in err
     assert helpers.tree_files(small_cfc_artifact.parent) == before  # report untouched
 
 
-def test_verify_a_folder_that_is_not_an_artifact(tmp_path, capsys):
+def test_verify_a_folder_that_is_not_an_artifact(tmp_path, helpers, capsys):
     assert main(["verify", str(tmp_path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "no manifest.json" in err
+    err = helpers.final_line(capsys.readouterr().err, "ncc verify: error: ")
+    assert "no manifest.json" in err
 
 
 def test_demo_runs_and_every_row_passes(tmp_path, capsys):
@@ -178,6 +177,9 @@ def test_demo_without_a_c_compiler_writes_the_c_artifact_and_says_why_not_run(
     monkeypatch.setattr(demo, "MODELS", {"cfc": demo.MODELS["cfc"]})
     monkeypatch.setattr(cbuild.shutil, "which", lambda name: None)
     assert main(["demo", "-o", str(tmp_path / "demo"), "--json"]) == 0
-    (row,) = json.loads(capsys.readouterr().out)["results"]
-    assert row["target"] == "c" and "apt-get install gcc" in row["skipped"]
+    host, device = json.loads(capsys.readouterr().out)["results"]
+    assert host["target"] == "c" and "apt-get install gcc" in host["skipped"]
+    assert device["runtime"] == "cortex-m4"
+    assert "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm" in \
+        device["skipped"]
     assert (tmp_path / "demo" / "cfc.c" / "model.c").stat().st_size > 0

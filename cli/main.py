@@ -300,10 +300,8 @@ def _summary(report: dict[str, Any], verbose: bool = False) -> str:
                   "FAILED" if report.get("strict") else "WARNING")
         rows.append(f"fidelity: {status} ({fid['criterion']})")
         if not fid["passed"]:
-            rows.append(f"  short of: {'; '.join(fid['failed'])}" + (
-                "" if report.get("strict") else
-                " (a warning: --min-sqnr / --max-accuracy-drop set the criterion, "
-                "--strict makes it fail)"))
+            rows.append(f"  not met: {'; '.join(fid['failed'])}" + (
+                "" if report.get("strict") else "; --strict makes this a failure"))
     for name, m in report.get("outputs", {}).items():
         rows.append(f"  {name} vs float: SQNR {_sqnr(m['sqnr_db'])} dB, max abs error "
                     f"{m['max_abs_error']:.3g}, relative {m['rel_error']:.3g} "
@@ -390,7 +388,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         _emit(args, {"manifest": manifest, "ir": graph_to_json(g)},
               json.dumps(manifest, indent=2) + "\n" + str(g))
         return 0
-    g = to_graph(load_model(args.path), _shape(args.input_shape))
+    from ncc.compiler.pipeline import phase
+
+    with _reporter(args, Path(args.path.split(":")[-1]).name) as progress:
+        with phase(progress, "load the model"):
+            model = load_model(args.path)
+        with phase(progress, "trace one step"):
+            g = to_graph(model, _shape(args.input_shape))
     _emit(args, {"ir": graph_to_json(g)}, str(g))
     return 0
 

@@ -59,23 +59,24 @@ def fidelity(report: dict[str, Any], activations: str | None, min_sqnr: float | 
     min_sqnr is checked with labels too; without labels it is the only criterion."""
     sqnr = min((m["sqnr_db"] for m in report["outputs"].values()), default=float("inf"))
     rel = max((m["rel_error"] for m in report["outputs"].values()), default=0.0)
-    checks: list[tuple[bool, str]] = []
+    checks: list[tuple[bool, str, str]] = []  # (met, criterion, what was measured)
     if "accuracy" in report:
         drop = DEFAULT_MAX_ACCURACY_DROP if max_accuracy_drop is None else max_accuracy_drop
         acc = report["accuracy"]
         points = f"{100 * drop:g} point" + ("" if drop == 0.01 else "s")
         checks.append((acc["artifact"] >= acc["reference"] - drop - 1e-12,
-                       f"task accuracy at most {points} below float"))
+                       f"task accuracy at most {points} below float",
+                       f"artifact {acc['artifact']:.2%}, float {acc['reference']:.2%}"))
+    result: dict[str, Any] = {}
     if min_sqnr is not None or "accuracy" not in report:
         floor = (DEFAULT_MIN_SQNR_DB.get(activations or "int8", 20.0) if min_sqnr is None
                  else min_sqnr)
-        checks.append((sqnr >= floor, f"SQNR >= {floor:g} dB on every output against float"))
-        result: dict[str, Any] = {"min_sqnr_db": floor}
-    else:
-        result = {}
-    return {**result, "passed": all(ok for ok, _ in checks),
-            "criterion": "; ".join(text for _, text in checks),
-            "failed": [text for ok, text in checks if not ok],
+        checks.append((sqnr >= floor, f"SQNR >= {floor:g} dB on every output against float",
+                       f"lowest SQNR {sqnr:.1f} dB"))
+        result["min_sqnr_db"] = floor
+    return {**result, "passed": all(ok for ok, _, _ in checks),
+            "criterion": "; ".join(text for _, text, _ in checks),
+            "failed": [f"{text} ({measured})" for ok, text, measured in checks if not ok],
             "sqnr_db": sqnr, "rel_error": rel, "activations": activations}
 
 

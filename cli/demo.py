@@ -89,7 +89,8 @@ def _row(name: str, target: str, runtime: str | None, res: Any,
         "identical_to_golden": (min(m["identical"] for m in golden.values())
                                 if golden else None),
         "sqnr_db": metrics["sqnr_db"], "max_abs_error": metrics["max_abs_error"],
-        "passed": report["passed"],
+        "passed": report["passed"], "exact": report["exactness"]["passed"],
+        "faithful": report["fidelity"]["passed"],
     }
 
 
@@ -100,12 +101,12 @@ def _table(rows: list[dict[str, Any]], out: Path) -> str:
     table = Table(title="ncc demo: digits test split (360 sequences x 8 steps), "
                         "each artifact run in its real runtime")
     for col in ("model", "target", "runtime", "ops", "float acc", "artifact acc", "bits = golden",
-                "SQNR dB", "max abs err", "result"):
+                "SQNR dB", "max abs err", "exact", "fidelity"):
         table.add_column(col)
     for r in rows:
         if "skipped" in r:
             table.add_row(r["model"], r["target"], r["runtime"], str(r["ops"]), "", "", "",
-                          "", "", f"not run: {r['skipped']}")
+                          "", "", "", f"not run: {r['skipped']}")
             continue
         same = r["identical_to_golden"]
         target = r["target"] + (" 16x8" if r.get("activations") == "int16" else "")
@@ -114,8 +115,10 @@ def _table(rows: list[dict[str, Any]], out: Path) -> str:
                       f"{r['accuracy_artifact']:.2%}",
                       "n/a (float)" if same is None else f"{same:.2%}",
                       f"{r['sqnr_db']:.1f}", f"{r['max_abs_error']:.2e}",
-                      "ok" if r["passed"] else "FAILED")
+                      "ok" if r["exact"] else "FAILED", "ok" if r["faithful"] else "low")
     buf = io.StringIO()
-    Console(file=buf, width=130).print(table)
-    return buf.getvalue() + f"artifacts in {out}/\n"
+    Console(file=buf, width=140).print(table)
+    return buf.getvalue() + (f"exact: bits equal to the golden integer model (float targets: "
+                             f"within 1e-4 of the float model); fidelity: task accuracy at most "
+                             f"1 point below float. Artifacts in {out}/\n")
 

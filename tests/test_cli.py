@@ -153,7 +153,7 @@ def test_demo_runs_and_every_row_passes(tmp_path, capsys):
     assert {(r["model"], r["target"]) for r in sixteen} == {("cfc", "tflite-int8"),
                                                             ("lif", "tflite-int8")}
     for r in rows:
-        assert r["passed"], r
+        assert r["passed"] and r["exact"] and r["faithful"], r
         # the bundled models are trained: the artifacts must classify digits as well
         assert r["accuracy_float"] > 0.8
         assert abs(r["accuracy_artifact"] - r["accuracy_float"]) <= 0.01, r

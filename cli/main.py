@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--sequence-length", type=int, help="emit a Scan over this many steps")
     c.add_argument("--calibration", help="calibration data .npz with x (N, T, F) [and dt]: "
                    "needed by quantized targets")
+    c.add_argument("--initial-state", metavar="NPZ",
+                   help="values of the model's initial-state inputs (keras.Input passed as "
+                   "a recurrent layer's initial_state), one array per input name: the "
+                   "artifact's initial state (default zeros)")
     c.add_argument("--range-method", choices=("minmax", "percentile", "mse"),
                    default="minmax",
                    help="how calibrated ranges become parameters (default: minmax)")
@@ -255,7 +259,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
                                options=QuantOptions(method=args.range_method,
                                                     activations=args.activations),
                                verify_steps=args.verify_steps, progress=progress,
-                               interrupted=_Signals.check, trace_cache=True)
+                               interrupted=_Signals.check, trace_cache=True,
+                               initial_state=args.initial_state)
     text = (f"compiled {args.model} -> {result.out_dir}/ ({target}, {len(result.graph.ops)} "
             f"ops)") + _footprint(result.manifest.get("details", {}))
     if result.report:

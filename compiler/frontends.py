@@ -141,8 +141,62 @@ def _cell_initial_state(cell: Any) -> list[np.ndarray]:
     return [np.zeros((1, int(s)), np.float32) for s in sizes]
 
 
+def _initial_state_inputs(model: Any) -> dict[int, list[str]]:
+    """{id(recurrent layer): names of the model inputs it takes as `initial_state`}, for a
+    functional model whose RNN layers are called as `layer(x, initial_state=[h0, ...])`.
+
+    An initial state computed inside the model (not a model input) is refused: a step
+    artifact's state at t = 0 is a value, not a function of the first input."""
+    import keras
+
+    inputs = {id(t): t.name for t in (getattr(model, "inputs", None) or [])}
+    found: dict[int, list[str]] = {}
+    layers = getattr(model, "layers", None) or []
+    for layer in layers:
+        if not isinstance(layer, keras.layers.RNN):
+            continue
+        for node in getattr(layer, "_inbound_nodes", []):
+            args = node.arguments
+            given = args.kwargs.get("initial_state")
+            if given is None and len(args.args) > 1:
+                given = args.args[1]
+            if given is None:
+                continue
+            tensors = keras.tree.flatten(given)
+            missing = [t.name for t in tensors if id(t) not in inputs]
+            if missing:
+                raise TraceError(f"layer {layer.name!r} takes an initial state computed inside "
+                                 f"the model ({', '.join(missing)}); ncc compiles an initial "
+                                 "state that is a model input (keras.Input), whose value "
+                                 "becomes the artifact's initial state")
+            found[id(layer)] = [inputs[id(t)] for t in tensors]
+    return found
+
+
+def _state_values(names: list[str], init: list[np.ndarray], values: dict[str, Any],
+                  layer: str) -> list[np.ndarray]:
+    """The initial state of a layer whose state inputs are `names`: `values[name]` (shape
+    (size,) or (1, size)) where given, else zeros."""
+    if len(names) != len(init):
+        raise TraceError(f"layer {layer!r} takes {len(names)} initial state input(s) "
+                         f"({', '.join(names)}); its cell has {len(init)} state(s)")
+    out = []
+    for name, zero in zip(names, init, strict=True):
+        if name not in values:
+            out.append(zero)
+            continue
+        value = np.asarray(values[name], np.float32)
+        if value.size != zero.size or value.ndim > 2 or (value.ndim == 2
+                                                         and value.shape[0] != 1):
+            raise TraceError(f"initial state {name!r} of layer {layer!r}: expected shape "
+                             f"({zero.size},), got {list(value.shape)}")
+        out.append(value.reshape(zero.shape))
+    return out
+
+
 def from_keras(model: Any, x_shape: tuple[int, ...] | None = None,
-               name: str | None = None, uses_dt: bool | None = None) -> StepFunction:
+               name: str | None = None, uses_dt: bool | None = None,
+               initial_state: dict[str, Any] | None = None) -> StepFunction:
     """A Keras model or RNN layer as a step: x -> pre-layers -> cells -> head -> y.
 
     uses_dt: feed a per-step time delta `dt` (batch, 1) to the first recurrent cell as
@@ -150,6 +204,12 @@ def from_keras(model: Any, x_shape: tuple[int, ...] | None = None,
     from the model: a model with two inputs (x and time spans) uses dt. Keras 3 `RNN`
     layers cannot take a nested (x, ts) sequence, so a model trained on regular steps
     compiled with `uses_dt=True` is how a device feeds irregular time spans.
+
+    A recurrent layer called with `initial_state=` model inputs (`keras.Input`, as
+    `CfC(..., return_state=True)(x, initial_state=h0)`): those inputs are its state at
+    t = 0, so they are the artifact's state (named after the input) and not per-step
+    inputs; `initial_state` {input name: value (size,)} gives their value, the artifact's
+    initial state (zeros for an input it does not name).
     """
     import keras
 
@@ -159,7 +219,15 @@ def from_keras(model: Any, x_shape: tuple[int, ...] | None = None,
                          "backend)")
     name = name or _stable_path(model.name)
     parts = _keras_step_parts(_keras_layers(model))
-    inputs = getattr(model, "inputs", None) or []
+    state_inputs = _initial_state_inputs(model) if isinstance(model, keras.Model) else {}
+    taken = {n for names in state_inputs.values() for n in names}
+    values = dict(initial_state or {})
+    unknown = sorted(set(values) - taken)
+    if unknown:
+        known = ", ".join(sorted(taken)) or "none"
+        raise TraceError(f"initial state given for {', '.join(unknown)}, which the model "
+                         f"does not take as a recurrent layer's initial_state (those: {known})")
+    inputs = [t for t in (getattr(model, "inputs", None) or []) if t.name not in taken]
     if uses_dt is None:
         uses_dt = len(inputs) == 2
     declared = tuple(inputs[0].shape[2:]) if inputs else ()
@@ -175,11 +243,15 @@ def from_keras(model: Any, x_shape: tuple[int, ...] | None = None,
     for kind, layer in parts:
         if kind == "rnn":
             init = _cell_initial_state(layer.cell)
-            state0 += init
             base = _stable_path(layer.name)  # stable across compilations, unique here
             base = base if base not in used else f"{base}{len(used)}"
             used.add(base)
-            state_names += [f"{base}_{i}" for i in range(len(init))]
+            names = [f"{base}_{i}" for i in range(len(init))]
+            if id(layer) in state_inputs:  # the model's initial-state inputs: their value
+                names = state_inputs[id(layer)]
+                init = _state_values(names, init, values, layer.name)
+            state0 += init
+            state_names += names
             counts.append(len(init))
 
     def step(x: Any, *args: Any) -> list[Any]:
@@ -209,17 +281,22 @@ def _stable_path(path: str) -> str:
     return "/".join(re.sub(r"_\d+$", "", part) for part in path.split("/"))
 
 
-def from_model(model: Any, x_shape: tuple[int, ...] | None = None) -> StepFunction:
-    """Dispatch on the model's kind: StepFunction, Keras, Flax NNX."""
-    if isinstance(model, StepFunction):
+def from_model(model: Any, x_shape: tuple[int, ...] | None = None,
+               initial_state: dict[str, Any] | None = None) -> StepFunction:
+    """Dispatch on the model's kind: StepFunction, Keras, Flax NNX. initial_state: the
+    values of a Keras model's initial-state inputs (`from_keras`)."""
+    if isinstance(model, StepFunction) and not initial_state:
         return model
     try:
         import keras
 
         if isinstance(model, (keras.Model, keras.layers.Layer)):
-            return from_keras(model, x_shape)
+            return from_keras(model, x_shape, initial_state=initial_state)
     except ImportError:  # pragma: no cover - keras is a dependency
         pass
+    if initial_state:
+        raise TraceError("an initial state value applies to a Keras model whose recurrent "
+                         f"layer takes an initial_state input, not to {type(model).__name__}")
     from flax import nnx
 
     if isinstance(model, nnx.Module):

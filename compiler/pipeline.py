@@ -29,12 +29,14 @@ from ncc.compiler.quantize import (
 Progress = Callable[[str, int, int], None]  # (task, done, total)
 
 
-def to_graph(model: Any, input_shape: tuple[int, ...] | None = None) -> Graph:
-    """Any supported model object -> canonical float IR (traces one step under JAX)."""
+def to_graph(model: Any, input_shape: tuple[int, ...] | None = None,
+             initial_state: dict[str, Any] | None = None) -> Graph:
+    """Any supported model object -> canonical float IR (traces one step under JAX).
+    initial_state: values of a Keras model's initial-state inputs (`from_keras`)."""
     from ncc.compiler.frontends import from_model
     from ncc.compiler.trace import trace
 
-    return canonicalize(trace(from_model(model, input_shape)))
+    return canonicalize(trace(from_model(model, input_shape, initial_state)))
 
 
 def quantize_graph(g: Graph, calibration: str | Path | dict[str, np.ndarray] | None,

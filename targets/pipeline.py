@@ -50,21 +50,25 @@ def build_artifact(model: Any, target: str, out_dir: str | Path, *,
                    sequence_length: int | None = None,
                    calibration: str | Path | dict[str, np.ndarray] | None = None,
                    options: QuantOptions = DEFAULT_OPTIONS,
-                   progress: Progress | None = None, trace_cache: bool = False) -> Built:
+                   progress: Progress | None = None, trace_cache: bool = False,
+                   initial_state: dict[str, Any] | None = None) -> Built:
     """Compile `model` (object or MODEL reference) for `target` into folder `out_dir`.
 
     Quantized targets calibrate on `calibration` (an .npz path or {"x": (N, T, F)}); a
     float target refuses it. trace_cache: reuse (and keep) the float IR traced from the
-    same model file (`ncc.compiler.trace_cache`), skipping loading and tracing."""
+    same model file (`ncc.compiler.trace_cache`), skipping loading and tracing.
+    initial_state: {Keras input name: value} for a model whose recurrent layer takes an
+    initial_state input: the artifact's initial state (`ncc.compiler.frontends.from_keras`)."""
     spec = get_target(target)
     obj, g = None, None
     model_file = Path(model) if isinstance(model, (str, Path)) else None
-    if trace_cache and model_file is not None and not spec.uses_model:
+    cache = trace_cache and model_file is not None and not initial_state
+    if cache and not spec.uses_model:
         g = cached_graph(model_file, input_shape)
     if g is None:
         obj = load_model(str(model)) if isinstance(model, (str, Path)) else model
-        g = to_graph(obj, input_shape)
-        if trace_cache and model_file is not None:
+        g = to_graph(obj, input_shape, initial_state)
+        if cache and model_file is not None:
             store_graph(model_file, input_shape, g)
     reference = None
     if spec.quantized:

@@ -18,7 +18,7 @@ from ncc.compiler.data import load_data
 from ncc.compiler.ir import Graph
 from ncc.compiler.load import load_model
 from ncc.compiler.passes import strip_fake_quant
-from ncc.compiler.pipeline import Progress, quantize_graph, to_graph
+from ncc.compiler.pipeline import Progress, quantize_graph, to_graph, window_data
 from ncc.compiler.quantize import DEFAULT_OPTIONS, QuantOptions
 from ncc.compiler.trace_cache import cached_graph, store_graph
 from ncc.targets.registry import get_target
@@ -67,14 +67,20 @@ def build_artifact(model: Any, target: str, out_dir: str | Path, *,
         g = cached_graph(model_file, input_shape)
     if g is None:
         obj = load_model(str(model)) if isinstance(model, (str, Path)) else model
-        g = to_graph(obj, input_shape, initial_state)
-        if cache and model_file is not None:
+        g = to_graph(obj, input_shape, initial_state, sequence_length)
+        if cache and model_file is not None and "window" not in g.metadata:
             store_graph(model_file, input_shape, g)
+    window = g.metadata.get("window")
+    if window is not None:  # already a graph over the whole window: no loop to add
+        sequence_length = None
     reference = None
     if spec.quantized:
         if isinstance(calibration, (str, Path)):
             (x_name,) = g.by_role("input")
-            calibration = load_data(calibration, g.tensors[x_name].shape[1:])
+            shape = g.tensors[x_name].shape[2:] if window else g.tensors[x_name].shape[1:]
+            calibration = load_data(calibration, shape)
+        if window is not None and calibration is not None:
+            calibration = window_data(calibration, window)
         g, reference = quantize_graph(g, calibration, options, progress)
     elif calibration is not None:
         raise ValueError(f"--calibration applies to quantized targets; {spec.name} is float")
@@ -82,6 +88,9 @@ def build_artifact(model: Any, target: str, out_dir: str | Path, *,
         g = strip_fake_quant(g)  # a float target runs the float model
     art = spec.lower(g, reference=None if reference is None else strip_fake_quant(reference),
                      model=obj, sequence_length=sequence_length)
+    if window is not None:
+        art.details["window"] = {"steps": window, "input": "x[T] (T, F)",
+                                 "output": "y[T] (T, out) or y (out)", "state": "none"}
     path = write_artifact(Path(out_dir), g, art, _source(model), reference=reference)
     return Built(path, g, read_manifest(path),
                  calibration if isinstance(calibration, dict) else None)

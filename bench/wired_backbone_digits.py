@@ -1,8 +1,8 @@
 """Measure a wired CfC with a backbone on digits: AutoNCP(32, 10 motor, sparsity 0.5) behind
 a [64, 32] backbone (issue 18). Trains with `bench.models.train_keras` (Adam 1e-2, batch 64),
 prints float test accuracy, then compiles to c (post-training int8, calibrated on 64 train
-sequences) and prints the accuracy of the golden integer model (which the C artifact
-matches bit for bit) and the C artifact's sparse layers.
+sequences) and prints the test accuracy of the golden integer model and of the C artifact
+run through ctypes (with how many of its outputs equal golden), and its sparse layers.
 
     nice -n 10 python -m ncc.bench.wired_backbone_digits [EPOCHS] [OUT_DIR]
 """
@@ -26,6 +26,7 @@ def main(argv: list[str]) -> int:
     from ncc.models.keras import CfC
     from ncc.models.wirings import AutoNCP
     from ncc.numerics import quantize
+    from ncc.runtime.session import open_session
     from ncc.targets.pipeline import build_artifact
 
     epochs = int(argv[0]) if argv else 20
@@ -50,8 +51,14 @@ def main(argv: list[str]) -> int:
     xq = quantize(task["x"][te].astype(np.float32), g.tensors[x_name].quant)
     y = run_batch(g, xq)[y_name][:, -1].reshape(len(te), -1)
     int_acc = float(np.mean(y.argmax(-1) == task["y"][te]))
+    session = open_session(out)  # the C artifact itself, built by the system compiler
+    c_y = np.stack([session.run(xq[i][:, None])[y_name][-1].reshape(-1)
+                    for i in range(len(te))])
+    same = float(np.mean(c_y == y))
     details = read_manifest(out)["details"]
-    print(f"int8 golden (= c artifact) test accuracy {int_acc:.4f}")
+    print(f"int8 golden test accuracy {int_acc:.4f}; C artifact: "
+          f"{float(np.mean(c_y.argmax(-1) == task['y'][te])):.4f}, "
+          f"{same:.1%} of its last-step outputs identical to golden")
     print(f"sparse layers in C: {details['sparse_layers']}; MACs/step "
           f"{details['macs_per_step']}")
     return 0

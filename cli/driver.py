@@ -68,6 +68,9 @@ def compile_model(model: Any, target: str, out_dir: str | Path, *,
                                trace_cache=trace_cache,
                                initial_state=_initial_state(initial_state))
         report: dict[str, Any] = {}
+        window = built.graph.metadata.get("window")
+        if window:  # a windowed graph's step is a whole window: verify_steps time steps
+            verify_steps = max(1, -(-verify_steps // window)) if verify_steps else 0
         if verify_steps and built.calibration is not None:
             # a quantized model is meant for inputs like its calibration data, not noise
             sample = {k: v[:16, :verify_steps] for k, v in built.calibration.items()
@@ -75,7 +78,7 @@ def compile_model(model: Any, target: str, out_dir: str | Path, *,
             report = verify_artifact(built.out_dir, data=sample, progress=progress)
         elif verify_steps:
             steps = verify_steps
-            if sequence_length:
+            if sequence_length and not window:
                 steps = sequence_length * max(1, -(-verify_steps // sequence_length))
             report = verify_artifact(built.out_dir, sequences=1, steps=steps,
                                      progress=progress)

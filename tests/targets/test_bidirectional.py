@@ -24,7 +24,7 @@ from ncc.compiler.trace import TraceError
 from ncc.runtime.session import open_session
 from ncc.targets.registry import get_target
 
-T, F, WINDOWS = 16, 4, 6
+T, F, WINDOWS = 16, 4, 3
 INT_TARGETS = ("onnx-int8", "tflite-int8", "c")
 
 

@@ -40,8 +40,12 @@ def compile_model(model: Any, target: str, out_dir: str | Path, *,
                   min_sqnr: float | None = None, strict: bool = False,
                   progress: Progress | None = None,
                   interrupted: Callable[[], None] | None = None,
-                  trace_cache: bool = False) -> CompileResult:
+                  trace_cache: bool = False,
+                  initial_state: str | Path | dict[str, Any] | None = None) -> CompileResult:
     """Compile `model` (object or MODEL reference) for `target` into folder `out_dir`.
+
+    initial_state: the values ({name: array} or an .npz of them) of a Keras model's
+    initial-state inputs, the artifact's initial state (`build_artifact`).
 
     Quantized targets calibrate on `calibration` (an .npz path or {"x": (N, T, F)}).
     Validation then runs the artifact over the first 16 calibration sequences, cut to
@@ -63,8 +67,12 @@ def compile_model(model: Any, target: str, out_dir: str | Path, *,
         built = build_artifact(model, target, staging / "artifact", input_shape=input_shape,
                                sequence_length=sequence_length, calibration=calibration,
                                options=options, progress=progress,
-                               trace_cache=trace_cache)
+                               trace_cache=trace_cache,
+                               initial_state=_initial_state(initial_state))
         report: dict[str, Any] = {}
+        window = built.graph.metadata.get("window")
+        if window:  # a windowed graph's step is a whole window: verify_steps time steps
+            verify_steps = max(1, -(-verify_steps // window)) if verify_steps else 0
         if verify_steps and built.calibration is not None:
             # a quantized model is meant for inputs like its calibration data, not noise
             sample = {k: v[:16, :verify_steps] for k, v in built.calibration.items()
@@ -73,7 +81,7 @@ def compile_model(model: Any, target: str, out_dir: str | Path, *,
                                      strict=strict, progress=progress)
         elif verify_steps:
             steps = verify_steps
-            if sequence_length:
+            if sequence_length and not window:
                 steps = sequence_length * max(1, -(-verify_steps // sequence_length))
             report = verify_artifact(built.out_dir, sequences=1, steps=steps,
                                      strict=strict, progress=progress)
@@ -83,3 +91,16 @@ def compile_model(model: Any, target: str, out_dir: str | Path, *,
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return CompileResult(path, built.graph, read_manifest(path), report)
+
+
+def _initial_state(given: str | Path | dict[str, Any] | None) -> dict[str, Any] | None:
+    """{input name: array} from a dict or an .npz file (read without pickle)."""
+    if given is None or isinstance(given, dict):
+        return given
+    from ncc.models.archive import read_npz
+
+    try:
+        return dict(read_npz(Path(given)))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--initial-state {given}: cannot read it as an .npz of arrays "
+                         f"({e})") from e

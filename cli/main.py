@@ -158,10 +158,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--input-shape", help="per-step input features, e.g. 8 or 4,4 (needed when "
                    "the model does not declare them)")
     c.add_argument("--sequence-length", type=int, metavar="T",
-                   help="onnx-float: one call runs T steps (an ONNX Scan) instead of one")
+                   help="onnx-float: one call runs T steps (an ONNX Scan) instead of one; a "
+                        "bidirectional model (any target) is compiled over a window of T steps")
     c.add_argument("--calibration", metavar="NPZ", help="calibration data .npz with x (N, T, F) "
                    "[and dt (N, T)]: whole sequences the model will see; quantized targets "
                    "need it (unless the model is QAT-trained)")
+    c.add_argument("--initial-state", metavar="NPZ",
+                   help="values of the model's initial-state inputs (keras.Input passed as "
+                   "a recurrent layer's initial_state), one array per input name: the "
+                   "artifact's initial state (default zeros)")
     c.add_argument("--range-method", choices=("minmax", "percentile", "mse"),
                    default="minmax",
                    help="how calibrated ranges become parameters (default: minmax)")
@@ -364,7 +369,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
                                                     activations=args.activations),
                                verify_steps=args.verify_steps, min_sqnr=args.min_sqnr,
                                strict=args.strict, progress=reporter,
-                               interrupted=_Signals.check, trace_cache=True)
+                               interrupted=_Signals.check, trace_cache=True,
+                               initial_state=args.initial_state)
     text = (f"compiled {args.model} -> {result.out_dir}/ ({target}, {len(result.graph.ops)} "
             f"ops)") + _footprint(result.manifest.get("details", {}))
     text += f"\n  output: {result.manifest.get('output_semantics')}"

@@ -42,12 +42,45 @@ def phase(progress: Progress | None, task: str) -> Iterator[None]:
         progress(task, 1, 1)
 
 
-def to_graph(model: Any, input_shape: tuple[int, ...] | None = None) -> Graph:
-    """Any supported model object -> canonical float IR (traces one step under JAX)."""
-    from ncc.compiler.frontends import from_model
-    from ncc.compiler.trace import trace
+def to_graph(model: Any, input_shape: tuple[int, ...] | None = None,
+             initial_state: dict[str, Any] | None = None,
+             sequence_length: int | None = None) -> Graph:
+    """Any supported model object -> canonical float IR (traces one step under JAX).
+    initial_state: values of a Keras model's initial-state inputs (`from_keras`).
 
-    return canonicalize(trace(from_model(model, input_shape)))
+    A Keras model with a bidirectional layer cannot run step by step: with
+    `sequence_length` T it becomes one stateless graph over a window of T steps
+    (`from_keras_window`; `metadata["window"]` = T), without it a refusal saying to pass
+    it. Other models ignore `sequence_length` here (a target may wrap the step in a loop)."""
+    from ncc.compiler.frontends import from_keras_window, from_model, needs_window
+    from ncc.compiler.trace import TraceError, trace
+
+    if needs_window(model):
+        if sequence_length is None:
+            raise TraceError("the model has a bidirectional layer, whose backward direction "
+                             "needs the whole sequence: pass --sequence-length T (ncc "
+                             "compile) to compile it over a fixed window of T steps")
+        if initial_state:
+            raise TraceError("initial states are not supported over a window")
+        return canonicalize(trace(from_keras_window(model, sequence_length, input_shape)))
+    return canonicalize(trace(from_model(model, input_shape, initial_state)))
+
+
+def window_data(data: dict[str, np.ndarray], window: int) -> dict[str, np.ndarray]:
+    """Sequences x (N, T', F) as windows of a windowed graph: (N, T' // window, window, F)
+    (the tail of each sequence that fills no window is dropped; dt is not supported)."""
+    if "dt" in data:
+        raise ValueError("a windowed (bidirectional) model takes no time spans (dt)")
+    x = np.asarray(data["x"])
+    if x.ndim < 3 or x.shape[1] < window:
+        raise ValueError(f"data for a window of {window} steps needs x (N, T >= {window}, "
+                         f"F), got shape {list(x.shape)}")
+    k = x.shape[1] // window
+    out = dict(data)
+    out["x"] = x[:, :k * window].reshape(x.shape[0], k, window, *x.shape[2:])
+    if "y" in out:
+        out.pop("y")
+    return out
 
 
 def quantize_graph(g: Graph, calibration: str | Path | dict[str, np.ndarray] | None,

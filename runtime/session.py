@@ -104,6 +104,7 @@ class _TfliteBase(Session):
         self.activation_bytes = sum(
             int(np.prod(graph.Tensors(i).ShapeAsNumpy(), dtype=np.int64)) * 4
             for i in range(graph.TensorsLength()) if graph.Tensors(i).Buffer() == 0)
+        self.graph_items = graph.TensorsLength() + graph.OperatorsLength()
 
 
 class TfliteSession(_TfliteBase):
@@ -144,12 +145,16 @@ class TfliteMicroSession(_TfliteBase):
     """TensorFlow Lite for Microcontrollers (its Python interpreter: reference kernels)."""
 
     ARENA_OVERHEAD = 64 * 1024  # interpreter bookkeeping beyond the activations
+    # per tensor and operator (eval tensors, nodes, per-channel op data): a windowed graph
+    # (a bidirectional model over T steps) has thousands, which 64 KiB does not hold
+    ARENA_PER_ITEM = 256
 
     def __init__(self, art_dir: str | Path, manifest: dict[str, Any]):
         super().__init__(art_dir, manifest)
         runtime = require("tflite_micro.python.tflite_micro.runtime",
                           "the TFLite Micro runtime")
-        arena = self.ARENA_OVERHEAD + 2 * self.activation_bytes
+        arena = self.ARENA_OVERHEAD + 2 * self.activation_bytes \
+            + self.ARENA_PER_ITEM * self.graph_items
         self.interpreter = runtime.Interpreter.from_bytes(self.model, arena_size=arena)
 
     def _call(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

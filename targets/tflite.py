@@ -458,10 +458,33 @@ def _same_grid(builtin: str) -> Lowering:
     return lower
 
 
+CONCAT_MAX_INPUTS = 10  # TFLite Micro's CONCATENATION takes at most 10 inputs
+
+
 def _concat(m: _Model, g: Graph, op: Op) -> None:
+    """CONCATENATION; more than `CONCAT_MAX_INPUTS` inputs (a window's T steps) become
+    concatenations of groups, then of the groups (same grid throughout: exact)."""
     _same_params(g, op, [*op.inputs, op.output])
-    m.emit("CONCATENATION", list(op.inputs), [op.output],
-           axis=op.attrs["axis"] % len(g.tensors[op.output].shape),
+    out = g.tensors[op.output]
+    axis = op.attrs["axis"] % len(out.shape)
+    inputs = list(op.inputs)
+    shapes = {n: list(g.tensors[n].shape) for n in inputs}
+    while len(inputs) > CONCAT_MAX_INPUTS:
+        groups = [inputs[i:i + CONCAT_MAX_INPUTS]
+                  for i in range(0, len(inputs), CONCAT_MAX_INPUTS)]
+        inputs = []
+        for group in groups:
+            if len(group) == 1:
+                inputs.append(group[0])
+                continue
+            shape = list(shapes[group[0]])
+            shape[axis] = sum(shapes[n][axis] for n in group)
+            part = m.temp(op, "part", tuple(shape), out.dtype, out.quant)
+            m.emit("CONCATENATION", group, [part], axis=axis,
+                   fusedActivationFunction=fb.ActivationFunctionType.NONE)
+            shapes[part] = shape
+            inputs.append(part)
+    m.emit("CONCATENATION", inputs, [op.output], axis=axis,
            fusedActivationFunction=fb.ActivationFunctionType.NONE)
 
 

@@ -35,7 +35,7 @@ class CfCCell(LiquidCell):
     ```
     u_i [batch, in_i] ⊕ h_i [batch, n_i]  →  z [batch, in_i + n_i]
            ↓
-    (optional, dense wirings only) backbone → z [batch, backbone_units[-1]]
+    (optional, dense wiring) backbone → z [batch, backbone_units[-1]]
            ↓
     ff1 = z @ (W1 ⊙ M_i) + b1          M_i = |wiring adjacency| into layer i
     ┌─────────────────────────────────────────────────────────────────────┐
@@ -49,6 +49,27 @@ class CfCCell(LiquidCell):
     ```
     The state is ordered by wiring layer (inter, command, motor for NCP), as ncps does.
 
+    **A backbone on a sparse wiring** (NCP, AutoNCP, Random, or FullyConnected without
+    self-connections under `fully_recurrent=False`) stands in front of the wiring as a
+    dense feature extractor, so the sparse structure is kept behind it:
+    ```
+    [x_t, h_{t-1}]  [batch, F + units]          (x and the whole state, every neuron)
+           ↓  backbone: backbone_layers × [Dense(w_j, activation) → dropout]
+    f_t  [batch, S],  S = backbone_units[-1]     the wiring's S sensory inputs
+           ↓  u_0 = f_t; sub-cells as above, unchanged:
+    layer 0 (inter):   z = [f_t, h_0]   ff = z @ (W ⊙ M_0),  M_0 = [|sensory adj.| (S, n_0);
+                                                                   recurrent (n_0, n_0)]
+    layer i > 0:       z = [h_{i-1}', h_i]   ff = z @ (W ⊙ M_i), M_i from the wiring's
+                                             adjacency (layer i-1 → i; recurrent)
+    ```
+    So every backbone unit sees all of x and all of h (dense, W_bb (F + units, w_0)); a
+    neuron of layer 0 sees the features its sensory synapses select (the wiring is built
+    with input_dim = S: AutoNCP draws its sensory fan-out over the S features), and a
+    command or motor neuron sees only its wired pre-synaptic neurons, exactly as without
+    a backbone. Time constants (time_a, time_b) see z, as without a backbone. On a dense
+    wiring the backbone keeps the ncps form (it maps z and replaces it). The wiring's masked
+    kernels stay masked, and the compiler lowers them as sparse synapse lists.
+
     **One step**, as the compiler traces it:
     ```
     y, [h] = cell(x, [h], training=False)            # dt = 1
@@ -60,8 +81,9 @@ class CfCCell(LiquidCell):
         wiring: ncc wiring, int (FullyConnected) or ncps wiring.
         mode: "default", "pure" (direct solution) or "no_gate".
         activation: backbone activation (default "lecun_tanh").
-        backbone_units, backbone_layers, backbone_dropout: see `LiquidCell`; a backbone
-            needs a dense wiring (FullyConnected, as ncps).
+        backbone_units, backbone_layers, backbone_dropout: see `LiquidCell`; on a sparse
+            wiring the backbone maps [x, h] to the wiring's sensory inputs (above; ncps
+            refuses a backbone in wired mode). Not yet with `quantization` (QAT).
         fully_recurrent: each sub-cell sees all of its own layer's neurons (ncps default);
             False uses the wiring's recurrent synapses inside the layer.
         quantization: a `ncc.models.quantization.QuantConfig` (or its dict) adds fake-quant
@@ -83,9 +105,13 @@ class CfCCell(LiquidCell):
         self.fully_recurrent = bool(fully_recurrent)
         dense = isinstance(self.wiring, wirings.FullyConnected) and (
             self.fully_recurrent or self.wiring.self_connections)
-        if self.backbone_layers and not dense:
-            raise ValueError("backbone_units/backbone_layers need a dense wiring "
-                             "(FullyConnected); a sparse wiring masks the CfC kernels instead")
+        # A backbone on a sparse wiring sits in front of it: [x, h] -> features that are the
+        # wiring's sensory inputs (see the class docstring); on a dense one it is ncps' z.
+        self.wired_backbone = bool(self.backbone_layers) and not dense
+        if self.wired_backbone and quantization is not None:
+            raise ValueError("quantization (QAT) of a backbone on a sparse wiring is not "
+                             "supported yet: train it in float and compile with calibration "
+                             "(post-training quantization)")
         self.layer_sizes = [len(self.wiring.get_neurons_of_layer(i))
                             for i in range(self.wiring.num_layers)]
         self.time_a = [keras.layers.Dense(n, name=f"time_a{i}")
@@ -189,6 +215,9 @@ class CfCCell(LiquidCell):
         from ncc.models.keras.base import step_input_dim
 
         input_dim = step_input_dim(input_shape)
+        self.step_features = input_dim
+        if self.wired_backbone:  # the backbone's features are the wiring's sensory inputs
+            input_dim = self.build_backbone(input_dim + self.state_size)
         self.wiring.build(input_dim)
         self.masks = self._layer_masks()
         in_width = input_dim
@@ -196,7 +225,7 @@ class CfCCell(LiquidCell):
         self.w_tau, self.A = [], []
         for i, n in enumerate(self.layer_sizes):
             width = in_width + n
-            if self.backbone_layers:
+            if self.backbone_layers and not self.wired_backbone:
                 width = self.build_backbone(width)
             self.ff1_kernel.append(self.add_weight(shape=(width, n), name=f"ff1_kernel{i}",
                                                    initializer="glorot_uniform"))
@@ -226,11 +255,13 @@ class CfCCell(LiquidCell):
         h = states[0] if isinstance(states, (list, tuple)) else states
         if self.quantization is not None:
             return self._call_quantized(x, dt, h)
+        if self.wired_backbone:  # features f = backbone([x, h]) feed the sensory synapses
+            x = self.apply_backbone(ops.concatenate([x, h], axis=-1), training=training)
         new_states, start = [], 0
         for i, n in enumerate(self.layer_sizes):
             z = ops.concatenate([x, h[:, start:start + n]], axis=-1)
             start += n
-            if self.backbone_layers:
+            if self.backbone_layers and not self.wired_backbone:
                 z = self.apply_backbone(z, training=training)
             ff1 = ops.matmul(z, self._masked(self.ff1_kernel[i], self.masks[i])) \
                 + self.ff1_bias[i]
@@ -322,7 +353,8 @@ class CfC(LiquidRNN):
 
     `CfC(32)` or `CfC(units=32)` means `CfC(FullyConnected(32))`. Differences from
     `ncps.keras.CfC`: wiring first; no backbone unless asked (ncps: 128 units);
-    return_sequences defaults to True; a backbone on a sparse wiring is an error.
+    return_sequences defaults to True; a backbone on a sparse wiring maps [x, h] to the
+    wiring's sensory inputs (`CfCCell`; ncps refuses it).
     Convert an ncps layer with `CfC.from_ncps(layer)`.
 
     Args:

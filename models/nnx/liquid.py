@@ -75,7 +75,10 @@ class CfCCell(nnx.Module):
     pure:    h_i' = A - A exp(-dt (|w_tau| + |ff1|)) ff1
     y = h_last'[:, :output_dim]       h' = [h_0', h_1', ...]   (state ordered by layer)
     ```
-    A backbone (dense layers with `activation` on z) needs a dense wiring, as in Keras.
+    A backbone (dense layers with `activation`) maps z on a dense wiring (ncps); on a
+    sparse wiring it maps [x, h] (B, input_dim + units) to S = backbone_units[-1] features
+    that are the wiring's sensory inputs (u_0 = backbone([x, h]); the wiring is built with
+    input_dim = S), as `ncc.models.keras.CfCCell` documents. Not yet with quantization.
 
     Args:
         input_dim: features per step.
@@ -98,15 +101,18 @@ class CfCCell(nnx.Module):
         if activation not in (*_TABLES, "relu"):
             raise ValueError(f"unsupported backbone activation {activation!r}")
         wiring = wirings.as_wiring(units)
-        wiring.build(int(input_dim))
         dense_wiring = isinstance(wiring, wirings.FullyConnected) and (
             fully_recurrent or wiring.self_connections)
         if backbone_layers is None:
             backbone_layers = 1 if dense_wiring else 0
         widths = _backbone_widths(backbone_units, backbone_layers)
-        if widths and not dense_wiring:
-            raise ValueError("a backbone needs a dense wiring (FullyConnected); a sparse "
-                             "wiring masks the CfC kernels instead: pass backbone_layers=0")
+        # on a sparse wiring the backbone maps [x, h] to the wiring's sensory inputs
+        self.wired_backbone = bool(widths) and not dense_wiring
+        if self.wired_backbone and quantization is not None:
+            raise ValueError("quantization (QAT) of a backbone on a sparse wiring is not "
+                             "supported yet: train it in float and compile with calibration "
+                             "(post-training quantization)")
+        wiring.build(widths[-1] if self.wired_backbone else int(input_dim))
         self.input_dim, self.mode, self.activation = int(input_dim), mode, activation
         self.units, self.output_size = wiring.units, int(wiring.output_dim)
         self.wiring_spec = _freeze_spec(wirings.serialize(wiring))
@@ -132,7 +138,7 @@ class CfCCell(nnx.Module):
         self.layer_sizes = tuple(len(wiring.get_neurons_of_layer(i))
                                  for i in range(wiring.num_layers))
         masks = _layer_masks(wiring, self.fully_recurrent)
-        width = self.input_dim + self.layer_sizes[0]
+        width = self.input_dim + (self.units if self.wired_backbone else self.layer_sizes[0])
         self.backbone = nnx.List()
         self.q_backbone = nnx.List()
         for w in widths:
@@ -141,9 +147,9 @@ class CfCCell(nnx.Module):
             width = w
         self.ff1, self.ff2, self.time_a, self.time_b = (nnx.List() for _ in range(4))
         self.w_tau, self.A = nnx.List(), nnx.List()
-        in_width = self.input_dim
+        in_width = widths[-1] if self.wired_backbone else self.input_dim
         for i, n in enumerate(self.layer_sizes):
-            width = widths[-1] if widths else in_width + n
+            width = widths[-1] if widths and not self.wired_backbone else in_width + n
             self.ff1.append(QuantDense(width, n, mask=masks[i], rngs=rngs, **dense))
             if mode == "pure":
                 self.w_tau.append(nnx.Param(jnp.zeros((1, n))))
@@ -202,20 +208,28 @@ class CfCCell(nnx.Module):
         exact = self.exact()
         t = jnp.reshape(jnp.asarray(dt, jnp.float32), (-1, 1))
         u, p_u = x, None
+        if self.wired_backbone:  # f = backbone([x, h]): the wiring's sensory inputs
+            u, p_u = self._backbone(jnp.concatenate([x, h], -1), None, exact)
         new_states, start = [], 0
         for i, n in enumerate(self.layer_sizes):
             z, p_z = _point(self.q_state, jnp.concatenate([u, h[:, start:start + n]], -1),
                             exact)
             start += n
-            for layer, point in zip(self.backbone, self.q_backbone, strict=True):
-                pre, p_pre = _dense(layer, z, p_z, point, exact)
-                z, p_z = self._activate(pre, p_pre, self.activation, point, exact)
+            if not self.wired_backbone:
+                z, p_z = self._backbone(z, p_z, exact)
             u, p_u = self._subcell(i, z, p_z, t, exact)
             new_states.append(u)
         del p_u  # on the state grid
         y = u[:, :self.output_size] if self.output_size < self.layer_sizes[-1] else u
         state = new_states[0] if len(new_states) == 1 else jnp.concatenate(new_states, -1)
         return y, state
+
+    def _backbone(self, z: jax.Array, p_z: Grid, exact: bool) -> tuple[jax.Array, Grid]:
+        """The backbone's dense layers (each onto its point's grid, then `activation`)."""
+        for layer, point in zip(self.backbone, self.q_backbone, strict=True):
+            pre, p_pre = _dense(layer, z, p_z, point, exact)
+            z, p_z = self._activate(pre, p_pre, self.activation, point, exact)
+        return z, p_z
 
     def _subcell(self, i: int, z: jax.Array, p_z: Grid, t: jax.Array,
                  exact: bool) -> tuple[jax.Array, Grid]:
@@ -282,7 +296,8 @@ class CfCCell(nnx.Module):
         """An NNX cell with the configuration and weights of a built Keras CfC / CfCCell."""
         cell = getattr(layer, "cell", layer)
         act = getattr(cell.activation, "__name__", cell.activation)
-        return cls(cell.wiring.input_dim, cell.wiring, mode=cell.mode, activation=act,
+        features = getattr(cell, "step_features", None) or cell.wiring.input_dim
+        return cls(features, cell.wiring, mode=cell.mode, activation=act,
                    backbone_units=list(cell.backbone_units),
                    backbone_layers=len(cell.backbone_units),
                    fully_recurrent=cell.fully_recurrent, quantization=quantization,

@@ -98,8 +98,9 @@ def test_cfc_cell_wiring_round_trips_through_its_config():
     again = CfCCell(**cell.get_config(), rngs=nnx.Rngs(1))
     assert again.wiring == cell.wiring and again.layer_sizes == cell.layer_sizes
     assert again.ff1[1].mask == cell.ff1[1].mask
-    with pytest.raises(ValueError, match="dense wiring"):
-        CfCCell(4, wirings.AutoNCP(10, 2), backbone_layers=1, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="sparse wiring"):  # the wired backbone: float only
+        CfCCell(4, wirings.AutoNCP(10, 2), backbone_layers=1, quantization={},
+                rngs=nnx.Rngs(0))
 
 
 def test_fake_quant_point_needs_calibration_before_quant_mode():

@@ -71,7 +71,11 @@ def classification(objective: str = "accuracy", activity: str | None = None,
         logits = trace[out] if not activity else trace[out][:, -1]
         logits = logits.reshape(logits.shape[0], -1)
         if objective == "accuracy":
-            score = jnp.mean((jnp.argmax(logits, -1) == data["y"]).astype(jnp.float32))
+            # count * fl32(1 / N): one IEEE float32 product, the same on every backend and
+            # in `writeback.runtime_accuracy` (XLA's float division need not round
+            # correctly)
+            right = jnp.sum((jnp.argmax(logits, -1) == data["y"]).astype(jnp.int32))
+            score = right.astype(jnp.float32) * jnp.float32(1.0 / logits.shape[0])
         else:
             q = g.tensors[out].quant
             z = (logits.astype(jnp.int32) - int(q.zero_point[0])).astype(jnp.float32) * float(

@@ -92,4 +92,4 @@ def runtime_accuracy(art_dir: str | Path, xq: np.ndarray, y: np.ndarray,
                      runtime: str | None = None) -> tuple[int, float]:
     """(correct count, accuracy as float32 like the evolution's fitness) in the runtime."""
     correct = int(np.sum(runtime_predictions(art_dir, xq, runtime) == np.asarray(y)))
-    return correct, float(np.float32(correct) / np.float32(len(y)))
+    return correct, float(np.float32(correct) * np.float32(1.0 / len(y)))

@@ -156,7 +156,7 @@ def test_generic_kernels_match_numpy():
 def bundled_graphs():
     from ncc.evolve.models import bundled_integer_graph
 
-    return {name: bundled_integer_graph(name) for name in ("cfc", "lif")}
+    return {name: bundled_integer_graph(name, calibration=64) for name in ("cfc", "lif")}
 
 
 @pytest.mark.parametrize("name", ["cfc", "lif"])

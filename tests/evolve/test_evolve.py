@@ -54,25 +54,37 @@ def _config(tmp=None, **kw):
     return EvolveConfig(**{**base, **kw})
 
 
-def test_resume_from_checkpoint_continues_the_same_run(lif, data, tmp_path):
-    whole = Evolution(lif, data, parameters=PARAMS, config=_config())
-    whole.run()
-    first = Evolution(lif, data, parameters=PARAMS, config=_config(tmp_path))
-    first.run(3)  # interrupted after the checkpoint at generation 3
-    assert (tmp_path / "evolve.json").is_file() and (tmp_path / "evolve.npz").is_file()
-    resumed = Evolution(lif, data, parameters=PARAMS, config=_config(tmp_path))
-    resumed.run()
-    assert resumed.history["best"] == whole.history["best"]
-    np.testing.assert_array_equal(np.stack(resumed.history["best_genome"]),
-                                  np.stack(whole.history["best_genome"]))
-    other = Evolution(lif, data, parameters=PARAMS[:1], config=_config(tmp_path))
+@pytest.fixture(scope="module")
+def evolution(lif, data, tmp_path_factory):
+    """6 generations, checkpoints every 3; a copy of the generation-3 checkpoint kept."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("ckpt")
+    ev = Evolution(lif, data, parameters=PARAMS, config=_config(folder / "run"))
+    ev.run(3)
+    shutil.copytree(folder / "run", folder / "at3")
+    ev.run(6)
+    return ev, folder
+
+
+def test_resume_from_checkpoint_continues_the_same_run(evolution, lif, data):
+    ev, folder = evolution
+    assert (folder / "at3" / "evolve.json").is_file() and (folder / "at3" / "evolve.npz").is_file()
+    whole_best = list(ev.history["best"])
+    whole_genomes = np.stack(ev.history["best_genome"])
+    ev.state, ev.config.checkpoint_dir = None, str(folder / "at3")  # a fresh start, from disk
+    ev.run()
+    assert ev.generation == 6 and ev.history["best"] == whole_best
+    np.testing.assert_array_equal(np.stack(ev.history["best_genome"]), whole_genomes)
+    other = Evolution(lif, data, parameters=PARAMS[:1], config=_config(folder / "at3"))
     with pytest.raises(ValueError, match="different run"):
-        other.run()
+        other.load_checkpoint(folder / "at3")
 
 
 def test_pgpe_with_a_spike_penalty_runs(lif, data):
     fit = classification("loss", activity="t24", activity_weight=0.1)
-    ev = Evolution(lif, data, fit, parameters=["w3_q"],
+    small = {k: v[:16] for k, v in data.items()}
+    ev = Evolution(lif, small, fit, parameters=["w3_q"],
                    config=_config(strategy="pgpe", generations=2))
     ev.run()
     assert len(ev.history["best"]) == 2 and np.isfinite(ev.best_fitness())
@@ -82,14 +94,15 @@ SHARDED = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     from ncc.evolve.engine import Evolution, EvolveConfig
-    from ncc.evolve.models import bundled_integer_graph, digits, quantize_inputs
+    from ncc.evolve.models import digits, quantize_inputs
     assert len(jax.devices()) == 4, jax.devices()
-    g = bundled_integer_graph("lif", calibration=64)
-    task = digits(); idx = task["test"][:48]
+    from ncc.compiler.serialize import load_graph
+    g = load_graph(sys.argv[1])
+    task = digits(); idx = task["test"][:16]
     data = {"x": quantize_inputs(g, task["x"][idx]), "y": task["y"][idx].astype(np.int32)}
     runs = {}
     for n in (1, 4):
-        cfg = EvolveConfig(population=8, generations=3, seed=1, devices=n, progress=False)
+        cfg = EvolveConfig(population=8, generations=2, seed=1, devices=n, progress=False)
         ev = Evolution(g, data, parameters=["w3_q", "t31_bias"], config=cfg)
         ev.run()
         runs[n] = (ev.history["best"], np.stack(ev.history["best_genome"]).tolist())
@@ -97,10 +110,13 @@ SHARDED = textwrap.dedent("""
 """)
 
 
-def test_sharded_population_over_4_cpu_devices_is_bit_identical():
+def test_sharded_population_over_4_cpu_devices_is_bit_identical(lif, tmp_path):
+    from ncc.compiler.serialize import save_graph
+
+    save_graph(lif, tmp_path / "lif")
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
            "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, "-c", SHARDED], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", SHARDED, str(tmp_path / "lif")], capture_output=True, text=True,
                           env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = __import__("json").loads(done.stdout.strip().splitlines()[-1])
@@ -108,15 +124,15 @@ def test_sharded_population_over_4_cpu_devices_is_bit_identical():
 
 
 @pytest.mark.parametrize("target", ["c", "tflite-int8"])
-def test_evolved_artifact_accuracy_in_the_runtime_equals_the_fitness(lif, data, tmp_path,
-                                                                     target):
+def test_evolved_artifact_accuracy_in_the_runtime_equals_the_fitness(evolution, lif, data,
+                                                                     tmp_path, target):
     from ncc.evolve.models import bundled_reference_graph
     from ncc.evolve.writeback import apply, runtime_accuracy, write_evolved_artifact
     from ncc.runtime.verify import verify_artifact
 
-    ev = Evolution(lif, data, parameters=PARAMS, config=_config(generations=3))
-    ev.run()
+    ev, _ = evolution
     evolved = apply(lif, ev.best_constants())
+    assert evolved.metadata["evolved"] == sorted(PARAMS)
     out = write_evolved_artifact(evolved, target, tmp_path / f"lif.{target}",
                                  reference=bundled_reference_graph("lif", 64))
     correct, accuracy = runtime_accuracy(out, data["x"], data["y"])

@@ -116,8 +116,8 @@ def test_sharded_population_over_4_cpu_devices_is_bit_identical(lif, tmp_path):
     save_graph(lif, tmp_path / "lif")
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
            "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, "-c", SHARDED, str(tmp_path / "lif")], capture_output=True, text=True,
-                          env=env, timeout=600)
+    done = subprocess.run([sys.executable, "-c", SHARDED, str(tmp_path / "lif")],
+                          capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = __import__("json").loads(done.stdout.strip().splitlines()[-1])
     assert result["same"], result

@@ -135,7 +135,8 @@ class Evolution:
         self.mesh = Mesh(np.array(devices), ("pop",))
         replicated = NamedSharding(self.mesh, PartitionSpec())
         self.data = {k: jax.device_put(jnp.asarray(v), replicated) for k, v in data.items()}
-        self._generation = jax.jit(self._generation_fn)
+        # outputs pinned replicated, as `_place` puts the initial state: one compile
+        self._generation = jax.jit(self._generation_fn, out_shardings=replicated)
         self.state = None
         self.generation = 0
         self.history: dict[str, list] = {"best": [], "mean": [], "best_genome": []}
@@ -167,7 +168,10 @@ class Evolution:
         return state, jnp.max(f), jnp.mean(f)
 
     def _place(self, state):
-        """The strategy state replicated on the mesh (one compile for every generation)."""
+        """The strategy state replicated on the mesh, every leaf strongly typed (evosax's
+        init leaves Python scalars, weakly typed): one compile for every generation."""
+        state = jax.tree_util.tree_map(
+            lambda x: x if _is_key(x) else np.asarray(jnp.asarray(x)), state)
         return jax.device_put(state, NamedSharding(self.mesh, PartitionSpec()))
 
     def init(self) -> None:

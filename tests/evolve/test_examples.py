@@ -5,15 +5,23 @@ reproducing its return."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 pytest.importorskip("evosax")
+
+# Each example traces, quantizes and compiles a whole model and an evolution: about 2 and
+# 1.5 minutes on two CPU cores, beyond the suite's budget. Opt in:
+pytestmark = pytest.mark.skipif(not os.environ.get("NCC_EVOLVE_EXAMPLES"),
+                                reason="set NCC_EVOLVE_EXAMPLES=1 to run the evolution "
+                                       "examples (about 4 min on two cores)")
 
 
 def test_recover_digits_shortened(tmp_path):
     from ncc.evolve.examples.recover_digits import main
 
-    r = main(units=16, epochs=1, population=4, generations=2, target="c", out=tmp_path,
+    r = main(units=16, epochs=0, population=4, generations=2, target="c", out=tmp_path,
              fit_sequences=32, progress=False)
     assert r["runtime_equals_fitness"] and r["verified_bit_exact"], r
     assert r["fitness"]["final"] >= r["fitness"]["initial"]

@@ -1,8 +1,8 @@
 """Example (b): a small spiking controller evolved from scratch on cart-pole, in integer
 space, then compiled to C and run on a Cortex-M4 under QEMU with the same return.
 
-    python -m ncc.evolve.examples.cartpole_snn [--hidden 16] [--population 64]
-        [--generations 40] [--episodes 4] [--steps 200] [--out /tmp/cartpole] [--quick]
+    python -m ncc.evolve.examples.cartpole_snn [--hidden 16] [--population 128]
+        [--generations 300] [--episodes 4] [--steps 200] [--out /tmp/cartpole] [--quick]
 
 The controller is spyx Linear-LIF-Linear-LI (4 observations -> 2 action logits), left at
 its random initialization and quantized int8 (calibrated on random observations): every
@@ -125,7 +125,7 @@ def replay_return(actions: np.ndarray, s0: np.ndarray) -> int:
     return ret
 
 
-def main(hidden: int = 16, population: int = 64, generations: int = 40, episodes: int = 4,
+def main(hidden: int = 16, population: int = 128, generations: int = 300, episodes: int = 4,
          steps: int = 200, strategy: str = "sep_cma_es", sigma: float = 4.0, seed: int = 0,
          out: str | Path | None = None, device_episodes: int = 1,
          progress: bool = True) -> dict[str, Any]:
@@ -193,22 +193,24 @@ def main(hidden: int = 16, population: int = 64, generations: int = 40, episodes
 def cli(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--hidden", type=int, default=16)
-    ap.add_argument("--population", type=int, default=64)
-    ap.add_argument("--generations", type=int, default=40)
+    ap.add_argument("--population", type=int, default=128)
+    ap.add_argument("--generations", type=int, default=300)
     ap.add_argument("--episodes", type=int, default=4)
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--strategy", default="sep_cma_es")
     ap.add_argument("--sigma", type=float, default=4.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device-episodes", type=int, default=4,
+                    help="episodes replayed on the Cortex-M4 (default 4)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--quick", action="store_true",
                     help="a smoke run: population 8, 2 generations, 2 episodes of 50 steps")
     a = ap.parse_args(argv)
     kw = dict(hidden=a.hidden, population=a.population, generations=a.generations,
               episodes=a.episodes, steps=a.steps, strategy=a.strategy, sigma=a.sigma,
-              seed=a.seed, out=a.out)
+              seed=a.seed, out=a.out, device_episodes=a.device_episodes)
     if a.quick:
-        kw.update(population=8, generations=2, episodes=2, steps=50)
+        kw.update(population=8, generations=2, episodes=2, steps=50, device_episodes=1)
     print(json.dumps(main(**kw), indent=1))
     return 0
 

@@ -62,6 +62,20 @@ def test_fully_connected_matches_numpy(seed, x_dtype):
     np.testing.assert_array_equal(np.asarray(got), want)
 
 
+@pytest.mark.parametrize("depth", [100, 700])  # float32 dot (exact) and int32 dot
+def test_deep_fully_connected_matches_numpy(depth):
+    rng = np.random.default_rng(depth)
+    w = rng.integers(-127, 128, (depth, 5)).astype(np.int8)
+    bias = rng.integers(-(1 << 20), 1 << 20, 5).astype(np.int32)
+    attrs = {"x_zp": 3, "multiplier": tuple(int(v) for v in _mult(rng, 5)),
+             "shift": (-12, -10, -14, -11, -13), "out_zp": -4, "dtype": "int8"}
+    g = _one_op("fully_connected", {"x": ((8, depth), "int8")}, {"w": w, "b": bias},
+                attrs, "int8", (8, 5))
+    feeds = {"x": _ints(rng, (8, depth), "int8")}
+    got = jax.jit(lambda f: JaxGolden(g).step({}, f))(feeds)["out"]
+    np.testing.assert_array_equal(np.asarray(got), run_step(g, feeds)["out"])
+
+
 def test_fully_connected_overflowing_int32_still_matches():
     """int8 accumulators that wrap int32 (huge bias, left shift): the numpy golden wraps
     them at MBQM, so must the JAX one."""

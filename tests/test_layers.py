@@ -1,6 +1,6 @@
 """The house's one-way arrows, read from the source with `ast` (ARCHITECTURE.md).
 
-numerics <- models <- compiler <- targets <- runtime <- bench <- cli: a module may import
+numerics <- models <- compiler <- targets <- runtime <- evolve <- bench <- cli: a module may import
 its own layer and the layers to its left, never to its right; the IR imports only the
 numeric core; no module-level import cycle; no module imports another's `_private` name.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ["numerics", "models", "compiler", "targets", "runtime", "bench", "cli"]
+LAYERS = ["numerics", "models", "compiler", "targets", "runtime", "evolve", "bench", "cli"]
 """Folder (= `ncc.<folder>` package) by layer, lowest first."""
 
 

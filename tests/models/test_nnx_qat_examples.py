@@ -31,4 +31,4 @@ def test_qat_example_small_saves_a_checkpoint_that_compiles(example, tmp_path):
     assert r["fake_quant"] > r["float"] - 0.05
     assert ckpt.exists() and r["checkpoint"] == str(ckpt)
     report = _compile(ckpt, tmp_path / "out")  # no calibration data: its own grids
-    assert "PASSED" in report and "100% identical" in report
+    assert "exactness: PASSED" in report and "100% of values identical to golden" in report

@@ -1,0 +1,134 @@
+"""Population scoring speed: the JAX golden model (`ncc.compiler.golden_jax`) vs the numpy
+golden loop, in member-steps per second (one member running one sequence for one step).
+
+    python -m ncc.bench.evolve_speed [--model cfc] [--populations 256,1024,4096]
+                                     [--devices N] [--host-devices N] [--out PATH]
+
+Both score the same members on the same data: the bundled model quantized int8, the
+digits test split (360 sequences of 8 steps), each member the model with its
+FullyConnected weights perturbed by +-1 LSB. The numpy figure is `interpret.run_batch`
+(rebatched, one member at a time, as an evolution loop without JAX would run);
+the JAX figure is one jitted call scoring the whole population (fitness = accuracy), the
+population axis sharded over `--devices` devices (default: all). `--host-devices N` fakes
+N CPU devices (XLA_FLAGS) to exercise the sharded path on a CPU. The JSON goes to
+bench/results/evolve_speed_<platform>.json unless --out says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="cfc", choices=["cfc", "lif"])
+    ap.add_argument("--populations", default="256,1024,4096")
+    ap.add_argument("--devices", type=int, default=None)
+    ap.add_argument("--host-devices", type=int, default=None)
+    ap.add_argument("--numpy-members", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    if args.host_devices:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                                   f" --xla_force_host_platform_device_count={args.host_devices}")
+
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from ncc.compiler.golden_jax import JaxGolden
+    from ncc.compiler.interpret import run_batch
+    from ncc.evolve.engine import classification
+    from ncc.evolve.genome import select_parameters
+    from ncc.evolve.models import bundled_integer_graph, digits, quantize_inputs
+
+    g = bundled_integer_graph(args.model)
+    task = digits()
+    te = task["test"]
+    xq = quantize_inputs(g, task["x"][te])
+    y = task["y"][te].astype(np.int32)
+    n_seq, steps = xq.shape[:2]
+    names = [n for n in select_parameters(g, ["weights"])]
+    model = JaxGolden(g, names)
+    base = model.member_constants()
+    rng = np.random.default_rng(0)
+
+    def members(p: int) -> dict[str, np.ndarray]:
+        return {k: np.clip(v[None].astype(np.int16) + rng.integers(-1, 2, (p, *v.shape)),
+                           -127, 127).astype(v.dtype) for k, v in base.items()}
+
+    # numpy golden: one member at a time
+    (out_name,) = [n for n in g.outputs if g.roles[n] == "output"]
+    pop_np = members(args.numpy_members)
+    t0 = time.perf_counter()
+    acc_np = []
+    for i in range(args.numpy_members):
+        gi = g.replace(constants={**g.constants, **{k: v[i] for k, v in pop_np.items()}})
+        logits = run_batch(gi, xq)[out_name][:, -1].reshape(n_seq, -1)
+        acc_np.append(float(np.mean(np.argmax(logits, -1) == y)))
+    numpy_s = (time.perf_counter() - t0) / args.numpy_members
+    numpy_rate = n_seq * steps / numpy_s
+
+    devices = jax.devices()[: args.devices] if args.devices else jax.devices()
+    mesh = Mesh(np.array(devices), ("pop",))
+    fit = classification()
+    data = {"x": jax.device_put(jnp.asarray(xq), NamedSharding(mesh, PartitionSpec())),
+            "y": jax.device_put(jnp.asarray(y), NamedSharding(mesh, PartitionSpec()))}
+
+    @jax.jit
+    def score(consts):
+        return jax.vmap(lambda c: fit(model, c, data))(consts)
+
+    # the JAX scores of the numpy members must be the numpy accuracies
+    check = np.asarray(score({k: jnp.asarray(v) for k, v in pop_np.items()}))
+    assert np.allclose(check, acc_np), (check, acc_np)
+    results = []
+    for p in [int(s) for s in args.populations.split(",")]:
+        p -= p % len(devices)
+        pop = jax.device_put({k: jnp.asarray(v) for k, v in members(p).items()},
+                             NamedSharding(mesh, PartitionSpec("pop")))
+        t0 = time.perf_counter()
+        jax.block_until_ready(score(pop))
+        compile_s = time.perf_counter() - t0
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(score(pop))
+            times.append(time.perf_counter() - t0)
+        best = min(times)
+        rate = p * n_seq * steps / best
+        results.append({"population": p, "seconds_per_population": best,
+                        "first_call_s": compile_s, "member_steps_per_s": rate,
+                        "ratio_vs_numpy": rate / numpy_rate})
+        print(f"population {p}: {best:.3f} s, {rate:,.0f} member-steps/s, "
+              f"{rate / numpy_rate:.0f}x numpy", file=sys.stderr)
+    plat = devices[0].platform
+    report = {
+        "model": f"bundled {args.model}, int8 PTQ", "data": f"digits test, {n_seq} x {steps}",
+        "evolved": names, "platform": plat, "device_kind": devices[0].device_kind,
+        "devices": len(devices), "host": platform.node() and platform.machine(),
+        "cpu_count": os.cpu_count(), "jax_version": jax.__version__,
+        "numpy_seconds_per_member": numpy_s, "numpy_member_steps_per_s": numpy_rate,
+        "jax": results,
+    }
+    out = Path(args.out) if args.out else (Path(__file__).resolve().parent / "results" /
+                                           f"evolve_speed_{plat}.json")
+    if args.out is None and len(devices) > 1:
+        out = out.with_name(f"evolve_speed_{plat}_x{len(devices)}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

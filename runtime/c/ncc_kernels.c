@@ -47,12 +47,35 @@ static int32_t rounding_divide_by_pot(int32_t x, int32_t exponent) {
     return (int32_t)(q + (remainder > threshold ? 1 : 0));
 }
 
+/* floor(y / 2^k) for any int64 y and k in [1, 62], branch-free and without a right shift
+   of a negative value: y + 2^63 in uint64 (modulo 2^64, defined) is in [0, 2^64), its
+   shift is floor(y / 2^k) + 2^(63 - k) < 2^63, which converts back to int64 exactly. */
+static int64_t floor_shift_u(int64_t y, int32_t k) {
+    uint64_t biased = (uint64_t)y + ((uint64_t)1 << 63);
+    return (int64_t)(biased >> k) - ((int64_t)1 << (63 - k));
+}
+
+/* MBQM in one rounding step. ab = scaled * m (|ab| < 2^62 unless both are INT32_MIN, the
+   one case where SRDHM saturates: done the long way). SRDHM = floor((ab + 2^30) / 2^31):
+   its nudge 1 - 2^30 toward zero for negative ab, truncated, is exactly that floor.
+   RoundingDivideByPOT(h, e), e >= 1, is floor((h + 2^(e-1) - [h < 0]) / 2^e), and
+   h < 0 iff ab < -2^30. Nested floors by integers compose: MBQM = floor((ab + 2^30 +
+   2^(30+e) - 2^31 [ab < -2^30]) / 2^(31+e)); with e = 0, floor((ab + 2^30) / 2^31).
+   |ab| + 2^61 + 2^30 < 2^63: no overflow. */
 static int32_t mbqm(int64_t x, int32_t multiplier, int32_t shift) {
     int32_t left = shift > 0 ? shift : 0;
     int32_t right = shift > 0 ? 0 : -shift;
     /* x << left modulo 2^64 (unsigned: defined), then wrapped to int32 */
     int32_t scaled = ncc_wrap32((int64_t)(((uint64_t)x << left) & 0xFFFFFFFFu));
-    return rounding_divide_by_pot(srdhm(scaled, multiplier), right);
+    int64_t ab = (int64_t)scaled * (int64_t)multiplier;
+    int64_t y = ab + ((int64_t)1 << 30);
+    if (multiplier == (int32_t)NCC_INT32_MIN) {
+        return rounding_divide_by_pot(srdhm(scaled, multiplier), right);
+    }
+    if (right > 0) {
+        y += ((int64_t)1 << (30 + right)) - (ab < -((int64_t)1 << 30) ? ((int64_t)1 << 31) : 0);
+    }
+    return (int32_t)floor_shift_u(y, 31 + right);
 }
 
 /* the exported forms (tests) of the static ones the kernels inline */

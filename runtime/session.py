@@ -79,8 +79,13 @@ class OnnxSession(Session):
         super().__init__(art_dir, manifest)
         import onnxruntime as ort
 
+        # batch 1 steps of small graphs: one thread, no inter-op pool, every graph
+        # optimisation (the integer graphs stay exact: no rewrite changes integer ops)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(self.dir / manifest["entry"]), options,
                                             providers=["CPUExecutionProvider"])

@@ -25,6 +25,8 @@ ACTIVATIONS = ("int8", "int16")  # the widths of the integer ops' kernels
 # TFLite's int64 MultiplyByQuantizedMultiplier (16x8 dense layers) shifts right by
 # 15 - shift: shift <= 14 keeps that a right shift (TFLite itself allows shift < 8)
 FC16_MAX_SHIFT = 14
+# the int8 dense kernel sums x * w (each |.| <= 2^14) in int32: depth <= 2^16 keeps it exact
+FC_MAX_DEPTH = 1 << 16
 
 
 class CTargetError(ValueError):
@@ -174,9 +176,36 @@ def _fully_connected(e: Emitter, op: Op, tag: str) -> list[str]:
                          "dense_size": int(weights.size)})
         return [f"    ncc_sparse_fully_connected_{width}({e.ptr(x)}, {ps}, {pp}, {pw}, "
                 f"{e.ptr(bias)}, {rows}, {depth}, {units}, &{tag}_params, {y});"]
+    bias_values = e.g.constants.get(e.arenas.storage.get(bias, bias))
+    if weights is None or bias_values is None:
+        raise CTargetError(f"c target: fully_connected -> {out!r} needs constant weights "
+                           "and bias (the kernel's weight layout is chosen at compile time)")
+    if depth > FC_MAX_DEPTH:
+        raise CTargetError(f"c target: fully_connected -> {out!r} has depth {depth} > "
+                           f"{FC_MAX_DEPTH}; the int8 kernel's int32 partial sums need it")
     e.macs += rows * depth * units
-    return [f"    ncc_fully_connected_{width}({e.ptr(x)}, {e.ptr(w)}, {e.ptr(bias)}, "
+    wr, br = _dense_rows(e, w, bias, weights, bias_values, int(a["x_zp"]), width)
+    return [f"    ncc_fully_connected_{width}({e.ptr(x)}, {wr}, {br}, "
             f"{rows}, {depth}, {units}, &{tag}_params, {y});"]
+
+
+def _dense_rows(e: Emitter, w: str, bias: str, weights: np.ndarray, bias_values: np.ndarray,
+                x_zp: int, width: str) -> tuple[str, str]:
+    """The dense kernel's constants: the weights as contiguous per-output rows
+    `[units][depth]` (the transpose of the IR's (depth, units)), and for int8 the bias with
+    the input zero point folded in, bias[n] - x_zp * sum_k w[k, n] modulo 2^32 (the
+    kernel's uint32 accumulator gives golden.py's bits; see ncc_kernels.c)."""
+    rows_name = e.const_array("int8_t", f"{e.ident(w, 'k')}_rows",
+                              np.ascontiguousarray(weights.T),
+                              f"{w}: int8 [units][depth], one row per output")
+    if width != "s8" or x_zp == 0:
+        return rows_name, e.ptr(bias)
+    folded = (bias_values.astype(np.int64).reshape(-1)
+              - x_zp * weights.astype(np.int64).sum(axis=0))
+    wrapped = ((folded + (1 << 31)) % (1 << 32)) - (1 << 31)
+    name = e.const_array("int32_t", f"{e.ident(bias, 'k')}_zp{x_zp + 128}", wrapped,
+                         f"{bias} - ({x_zp}) * column sums of {w}, modulo 2^32")
+    return rows_name, name
 
 
 def _add_sub(e: Emitter, op: Op, tag: str) -> list[str]:

@@ -1,11 +1,13 @@
 """ONNX int8 target: the golden integer graph as ONNX that onnxruntime computes bit-exactly.
 
 Integer matmuls are `MatMulInteger` (int8 x int8 -> int32, exact; int16 activations
-of the 16x8 mode: an int64 `MatMul`, exact); every
-requantization is TFLite's MultiplyByQuantizedMultiplier spelled out in int64
-ONNX arithmetic (Mul, Add, BitwiseAnd, exact divisions by powers of two), so
-no runtime's own rounding enters; tables are `Gather`. Comparisons, min/max
-and selects run on int32 copies, since onnxruntime registers few int8 kernels
+of the 16x8 mode: an int64 `MatMul`, exact). Every requantization is TFLite's
+MultiplyByQuantizedMultiplier in one int64 rounding step (`_Int.mbqm_affine`: a
+multiply, a sign term, an add and an exact division by a power of two; the bias, the
+zero points and ADD's left shift folded into its constants), so no runtime's own
+rounding enters. An int8 x int8 binary op (qadd, qsub, qmul) is one `Gather` from its
+65,536 results, computed by the golden kernel itself; tables are `Gather`. Comparisons,
+min/max and selects run on int32 copies, since onnxruntime registers few int8 kernels
 for them. Inputs, outputs and state are int8 with the manifest's parameters.
 
 Opset 18 (BitwiseAnd needs 18).
@@ -74,6 +76,50 @@ class _Int(Nodes):
         up = self.cast(op, self.node(op, "Greater", [remainder, threshold]), "int64")
         return self.node(op, "Add", [floor, up])
 
+    def mbqm_affine(self, op: Op, p: str, multiplier: object, shift: object, *,
+                    scale: int = 1, offset: object = 0, out_zp: int = 0) -> str | None:
+        """int64 p -> MBQM(p * scale + offset, multiplier, shift) + out_zp in 7 nodes (3
+        without rounding shifts), or None where a folded constant would not fit.
+
+        With v = p * scale + offset, l = max(shift, 0), e = max(-shift, 0) and
+        ab = v * 2^l * m (the SRDHM product; v * 2^l is an int32, as golden.py's MBQM
+        needs, so |ab| < 2^62): SRDHM is floor((ab + 2^30) / 2^31) (its nudge toward
+        zero for negative ab is exactly floor rounding: m >= 0 excludes the one
+        saturating case); RoundingDivideByPOT(h, e) is floor((h + 2^(e-1) - [h < 0]) /
+        2^e) for e >= 1, and h < 0 exactly when ab < -2^30. Nested floor divisions by
+        integers compose, so MBQM + out_zp = floor((ab + 2^30 + 2^(30+e) - 2^31 [ab <
+        -2^30] + out_zp 2^(31+e)) / 2^(31+e)): one Mul, a Less and Where for the sign
+        term, an Add, and an exact floor division (BitwiseAnd, Sub, Div)."""
+        m = np.asarray(multiplier, np.int64)
+        s = np.asarray(shift, np.int64)
+        left, e = np.maximum(s, 0), np.maximum(-s, 0)
+        m, left, e, off = np.broadcast_arrays(m, left, e, np.asarray(offset, np.int64))
+        big = [int(v) for v in (m * (1 << left)).reshape(-1)]
+        mm = [b * scale for b in big]
+        d = [int(o) * b for o, b in zip(off.reshape(-1), big, strict=True)]
+        k = [31 + int(v) for v in e.reshape(-1)]
+        r = [(1 << 30) + ((1 << (kk - 1)) if kk > 31 else 0) + out_zp * (1 << kk) + dd
+             for kk, dd in zip(k, d, strict=True)]
+        # |ab| < 2^62; p * M = ab - D and y = ab + (rounding terms) must stay in int64
+        bound = 1 << 62
+        if any(abs(v) >= bound for v in [*mm, *d]) or any(
+                abs(rr - dd) + (1 << 31) >= bound for rr, dd in zip(r, d, strict=True)):
+            return None
+        shape = m.shape
+
+        def const(what: str, values: list[int]) -> str:
+            return self.i64(op, what, np.asarray(values, np.int64).reshape(shape))
+
+        pm = p if all(v == 1 for v in mm) else self.node(op, "Mul", [p, const("m", mm)])
+        if any(kk > 31 for kk in k):
+            below = self.node(op, "Less", [pm, const("t", [-(1 << 30) - dd for dd in d])])
+            neg = [rr - ((1 << 31) if kk > 31 else 0) for rr, kk in zip(r, k, strict=True)]
+            term = self.node(op, "Where", [below, const("rneg", neg), const("r", r)])
+        else:
+            term = const("r", r)
+        y = self.node(op, "Add", [pm, term])
+        return self._div_floor(op, y, np.asarray(k, np.int64).reshape(shape))
+
     def mbqm_int64(self, op: Op, x: str, multiplier: object, shift: object) -> str:
         """int64 x -> TFLite's int64 MultiplyByQuantizedMultiplier (16x8 dense layers):
         (x * reduced + 2^(total_shift - 1)) >> total_shift, reduced the 16-bit multiplier."""
@@ -102,13 +148,32 @@ class _Int(Nodes):
         fix = self.cast(op, self.node(op, "And", [negative, inexact]), "int64")
         return self.node(op, "Add", [floor, fix])
 
-    def finish(self, op: Op, acc: str, out_zp: int, dtype: str) -> None:
-        """acc int64 -> saturate(acc + out_zp) as `dtype`, written to op.output."""
+    def saturate(self, op: Op, value: str, dtype: str) -> None:
+        """int64 value -> saturate(value) as `dtype`, written to op.output."""
         info = np.iinfo(np.dtype(dtype))
-        shifted = self.node(op, "Add", [acc, self.i64(op, "zp", out_zp)])
-        clipped = self.node(op, "Clip", [shifted, self.i64(op, "lo", info.min),
+        clipped = self.node(op, "Clip", [value, self.i64(op, "lo", info.min),
                                          self.i64(op, "hi", info.max)])
         self.nodes.append(helper.make_node("Cast", [clipped], [op.output], to=ONNX_DTYPES[dtype]))
+
+    def requantized(self, op: Op, p: str, multiplier: object, shift: object, out_zp: int,
+                    dtype: str, *, scale: int = 1, offset: object = 0) -> None:
+        """saturate(MBQM(p * scale + offset) + out_zp) as `dtype` into op.output: the
+        short form where its constants fit, else the long one."""
+        short = self.mbqm_affine(op, p, multiplier, shift, scale=scale, offset=offset,
+                                 out_zp=out_zp)
+        if short is not None:
+            self.saturate(op, short, dtype)
+            return
+        unfolded = p
+        if scale != 1:
+            unfolded = self.node(op, "Mul", [unfolded, self.i64(op, "scale", scale)])
+        if np.any(np.asarray(offset) != 0):
+            unfolded = self.node(op, "Add", [unfolded, self.i64(op, "offset", offset)])
+        self.finish(op, self.mbqm(op, unfolded, multiplier, shift), out_zp, dtype)
+
+    def finish(self, op: Op, acc: str, out_zp: int, dtype: str) -> None:
+        """acc int64 -> saturate(acc + out_zp) as `dtype`, written to op.output."""
+        self.saturate(op, self.node(op, "Add", [acc, self.i64(op, "zp", out_zp)]), dtype)
 
     def centered(self, op: Op, x: str, zp: int) -> str:
         """int8 x -> int64 (x - zp)."""
@@ -124,38 +189,84 @@ def _fully_connected(n: _Int, g: Graph, op: Op) -> None:
                  a["dtype"])
         return
     zp = n.const(n.tmp(op, "xzp"), np.asarray(a["x_zp"], np.int8))
-    acc = n.node(op, "MatMulInteger", [x, w, zp])
-    acc = n.node(op, "Add", [n.cast(op, acc, "int64"), n.cast(op, bias, "int64")])
-    n.finish(op, n.mbqm(op, acc, a["multiplier"], a["shift"]), a["out_zp"], a["dtype"])
+    acc = n.cast(op, n.node(op, "MatMulInteger", [x, w, zp]), "int64")
+    bias_values = g.constants.get(bias)
+    if bias_values is not None:  # the bias folds into the requantization's constants
+        short = n.mbqm_affine(op, acc, a["multiplier"], a["shift"],
+                              offset=np.asarray(bias_values, np.int64), out_zp=a["out_zp"])
+        if short is not None:
+            n.saturate(op, short, a["dtype"])
+            return
+    acc = n.node(op, "Add", [acc, n.cast(op, bias, "int64")])
+    n.requantized(op, acc, a["multiplier"], a["shift"], a["out_zp"], a["dtype"])
+
+
+def _binary_table(n: _Int, g: Graph, op: Op) -> bool:
+    """An int8 x int8 -> int8 binary op as one Gather from its 65,536 results (golden.py's
+    kernel over every input pair): index a * 256 + b, negative indices counting from the
+    end as ONNX Gather defines them. False if the operands are not int8."""
+    from ncc.compiler.golden import INT_KERNELS
+
+    if any(g.tensors[i].dtype != "int8" for i in (*op.inputs, op.output)):
+        return False
+    grid = np.arange(-128, 128, dtype=np.int64)
+    a_all = np.repeat(grid, 256).astype(np.int8)
+    b_all = np.tile(grid, 256).astype(np.int8)
+    values = np.asarray(INT_KERNELS[op.kind](np, (a_all, b_all), op.attrs), np.int8)
+    table = np.zeros(65536, np.int8)
+    table[(a_all.astype(np.int64) * 256 + b_all) % 65536] = values
+    name = n.const(n.tmp(op, "table"), table)
+    hi = n.node(op, "Mul", [n.cast(op, op.inputs[0], "int32"),
+                            n.const(n.tmp(op, "row"), np.asarray(256, np.int32))])
+    index = n.node(op, "Add", [hi, n.cast(op, op.inputs[1], "int32")])
+    n.nodes.append(helper.make_node("Gather", [name, index], [op.output], axis=0))
+    return True
 
 
 def _add_sub(n: _Int, g: Graph, op: Op) -> None:
+    if _binary_table(n, g, op):
+        return
     a, ins = op.attrs, op.inputs
     pow2 = 1 << a["left_shift"]
-    xa = n.node(op, "Mul", [n.centered(op, ins[0], a["a_zp"]), n.i64(op, "ls", pow2)])
-    xb = n.node(op, "Mul", [n.centered(op, ins[1], a["b_zp"]), n.i64(op, "ls", pow2)])
-    xa = n.mbqm(op, xa, a["a_multiplier"], a["a_shift"])
-    xb = n.mbqm(op, xb, a["b_multiplier"], a["b_shift"])
-    raw = n.node(op, "Add" if op.kind == "qadd" else "Sub", [xa, xb])
-    n.finish(op, n.mbqm(op, raw, a["multiplier"], a["shift"]), a["out_zp"], a["dtype"])
+    sides = []
+    for i, side in ((0, "a"), (1, "b")):
+        x = n.cast(op, ins[i], "int64")
+        short = n.mbqm_affine(op, x, a[f"{side}_multiplier"], a[f"{side}_shift"],
+                              scale=pow2, offset=-a[f"{side}_zp"] * pow2)
+        if short is None:
+            wide = n.node(op, "Mul", [n.centered(op, ins[i], a[f"{side}_zp"]),
+                                      n.i64(op, "ls", pow2)])
+            short = n.mbqm(op, wide, a[f"{side}_multiplier"], a[f"{side}_shift"])
+        sides.append(short)
+    raw = n.node(op, "Add" if op.kind == "qadd" else "Sub", sides)
+    n.requantized(op, raw, a["multiplier"], a["shift"], a["out_zp"], a["dtype"])
 
 
 def _mul(n: _Int, g: Graph, op: Op) -> None:
+    if _binary_table(n, g, op):
+        return
     a, ins = op.attrs, op.inputs
     prod = n.node(op, "Mul", [n.centered(op, ins[0], a["a_zp"]),
                               n.centered(op, ins[1], a["b_zp"])])
-    n.finish(op, n.mbqm(op, prod, a["multiplier"], a["shift"]), a["out_zp"], a["dtype"])
+    n.requantized(op, prod, a["multiplier"], a["shift"], a["out_zp"], a["dtype"])
 
 
 def _requantize(n: _Int, g: Graph, op: Op) -> None:
     a = op.attrs
-    x = n.centered(op, op.inputs[0], a["in_zp"])
-    n.finish(op, n.mbqm(op, x, a["multiplier"], a["shift"]), a["out_zp"], a["dtype"])
+    x = n.cast(op, op.inputs[0], "int64")
+    n.requantized(op, x, a["multiplier"], a["shift"], a["out_zp"], a["dtype"],
+                  offset=-a["in_zp"])
 
 
 def _lut(n: _Int, g: Graph, op: Op) -> None:
     x, table = op.inputs
     lo = int(np.iinfo(np.dtype(g.tensors[x].dtype)).min)
+    values = g.constants.get(table)
+    if values is not None:  # rotated so that x itself indexes it (negative: from the end)
+        rotated = n.const(n.tmp(op, "table"), np.roll(np.asarray(values), lo))
+        n.nodes.append(helper.make_node("Gather", [rotated, n.cast(op, x, "int32")],
+                                        [op.output], axis=0))
+        return
     index = n.node(op, "Sub", [n.cast(op, x, "int64"), n.i64(op, "lo", lo)])
     n.nodes.append(helper.make_node("Gather", [table, index], [op.output], axis=0))
 

@@ -31,7 +31,8 @@
 extern "C" {
 #endif
 
-#define NCC_RUNTIME_VERSION 2 /* 2: the 16x8 (_s16) integer kernels */
+#define NCC_RUNTIME_VERSION 3 /* 2: the 16x8 (_s16) integer kernels; 3: dense weights
+                                  as [units][depth] rows, int8 x_zp folded in the bias */
 #define NCC_MAX_RANK 6
 
 /* element types of ncc_cast (integer IR dtypes the runtime stores) */
@@ -97,15 +98,19 @@ int64_t ncc_multiply_by_quantized_multiplier_int64(int64_t x, int32_t multiplier
 
 /* --- integer ops of the IR ---------------------------------------------------------- */
 
-/* y[r, n] = sat8(MBQM(sum_k (x[r, k] - x_zp) w[k, n] + bias[n]) + out_zp)
-   x: [rows, depth] int8; w: [depth, units] int8 symmetric; bias: [units] int32.
-   int32 accumulator (the quantizer proves |acc| < 2^31; past it, it wraps exactly as
-   the golden model's multiply does). */
+/* y[r, n] = sat8(MBQM(sum_k (x[r, k] - x_zp) W[k, n] + B[n]) + out_zp) for the IR's weights
+   W (depth, units) and bias B. Arguments as the emitter lays them out at compile time:
+   x: [rows, depth] int8; w: [units][depth] int8, one contiguous row per output
+   (w[n * depth + k] = W[k, n]); bias: [units] int32, the input zero point folded in:
+   bias[n] = B[n] - x_zp * sum_k W[k, n] modulo 2^32 (p->x_zp is not read again).
+   depth <= 2^16. int32 accumulator modulo 2^32 (the quantizer proves |acc| < 2^31; past
+   it, it wraps exactly as the golden model's multiply does). */
 void ncc_fully_connected_s8(const int8_t *x, const int8_t *w, const int32_t *bias,
                             int32_t rows, int32_t depth, int32_t units,
                             const ncc_fc_params *p, int8_t *y);
-/* 16x8: x, y int16, w int8, bias int32; int64 accumulator (|acc| < 2^47, proven by the
-   quantizer), y = sat16(ncc_multiply_by_quantized_multiplier_int64(acc, m, s) + out_zp) */
+/* 16x8: x, y int16, w int8 [units][depth] rows as above, bias int32 B (not folded: the
+   kernel subtracts x_zp); int64 accumulator (|acc| < 2^47, proven by the quantizer),
+   y = sat16(ncc_multiply_by_quantized_multiplier_int64(acc, m, s) + out_zp) */
 void ncc_fully_connected_s16(const int16_t *x, const int8_t *w, const int32_t *bias,
                              int32_t rows, int32_t depth, int32_t units,
                              const ncc_fc_params *p, int16_t *y);

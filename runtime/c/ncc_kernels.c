@@ -27,7 +27,7 @@ static int64_t floor_shift(int64_t x, int32_t e) {
     return -((-(x + 1)) >> e) - 1;
 }
 
-int32_t ncc_srdhm(int32_t a, int32_t b) {
+static int32_t srdhm(int32_t a, int32_t b) {
     int64_t ab;
     int64_t nudge;
     if (a == (int32_t)NCC_INT32_MIN && b == (int32_t)NCC_INT32_MIN) {
@@ -39,7 +39,7 @@ int32_t ncc_srdhm(int32_t a, int32_t b) {
     return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
 }
 
-int32_t ncc_rounding_divide_by_pot(int32_t x, int32_t exponent) {
+static int32_t rounding_divide_by_pot(int32_t x, int32_t exponent) {
     int64_t mask = ((int64_t)1 << exponent) - 1;
     int64_t q = floor_shift(x, exponent);
     int64_t remainder = (int64_t)x - q * ((int64_t)1 << exponent); /* x & mask, in [0, mask] */
@@ -47,12 +47,48 @@ int32_t ncc_rounding_divide_by_pot(int32_t x, int32_t exponent) {
     return (int32_t)(q + (remainder > threshold ? 1 : 0));
 }
 
-int32_t ncc_multiply_by_quantized_multiplier(int64_t x, int32_t multiplier, int32_t shift) {
+/* floor(y / 2^k) for any int64 y and k in [1, 62], branch-free and without a right shift
+   of a negative value: y + 2^63 in uint64 (modulo 2^64, defined) is in [0, 2^64), its
+   shift is floor(y / 2^k) + 2^(63 - k) < 2^63, which converts back to int64 exactly. */
+static int64_t floor_shift_u(int64_t y, int32_t k) {
+    uint64_t biased = (uint64_t)y + ((uint64_t)1 << 63);
+    return (int64_t)(biased >> k) - ((int64_t)1 << (63 - k));
+}
+
+/* MBQM in one rounding step. ab = scaled * m (|ab| < 2^62 unless both are INT32_MIN, the
+   one case where SRDHM saturates: done the long way). SRDHM = floor((ab + 2^30) / 2^31):
+   its nudge 1 - 2^30 toward zero for negative ab, truncated, is exactly that floor.
+   RoundingDivideByPOT(h, e), e >= 1, is floor((h + 2^(e-1) - [h < 0]) / 2^e), and
+   h < 0 iff ab < -2^30. Nested floors by integers compose: MBQM = floor((ab + 2^30 +
+   2^(30+e) - 2^31 [ab < -2^30]) / 2^(31+e)); with e = 0, floor((ab + 2^30) / 2^31).
+   |ab| + 2^61 + 2^30 < 2^63: no overflow. */
+static int32_t mbqm(int64_t x, int32_t multiplier, int32_t shift) {
     int32_t left = shift > 0 ? shift : 0;
     int32_t right = shift > 0 ? 0 : -shift;
     /* x << left modulo 2^64 (unsigned: defined), then wrapped to int32 */
     int32_t scaled = ncc_wrap32((int64_t)(((uint64_t)x << left) & 0xFFFFFFFFu));
-    return ncc_rounding_divide_by_pot(ncc_srdhm(scaled, multiplier), right);
+    int64_t ab = (int64_t)scaled * (int64_t)multiplier;
+    int64_t y = ab + ((int64_t)1 << 30);
+    if (multiplier == (int32_t)NCC_INT32_MIN) {
+        return rounding_divide_by_pot(srdhm(scaled, multiplier), right);
+    }
+    if (right > 0) {
+        y += ((int64_t)1 << (30 + right)) - (ab < -((int64_t)1 << 30) ? ((int64_t)1 << 31) : 0);
+    }
+    return (int32_t)floor_shift_u(y, 31 + right);
+}
+
+/* the exported forms (tests) of the static ones the kernels inline */
+int32_t ncc_srdhm(int32_t a, int32_t b) {
+    return srdhm(a, b);
+}
+
+int32_t ncc_rounding_divide_by_pot(int32_t x, int32_t exponent) {
+    return rounding_divide_by_pot(x, exponent);
+}
+
+int32_t ncc_multiply_by_quantized_multiplier(int64_t x, int32_t multiplier, int32_t shift) {
+    return mbqm(x, multiplier, shift);
 }
 
 int64_t ncc_multiply_by_quantized_multiplier_int64(int64_t x, int32_t multiplier,
@@ -84,8 +120,7 @@ static int16_t sat16(int64_t v) {
 /* The dense layer's output n from its accumulator. int8: the int32 accumulator (held in a
    uint32_t, see below) through the int32 MBQM; MBQM's result is in int32, + out_zp fits. */
 static int8_t fc_output_s8(uint32_t acc, const ncc_fc_params *p, int32_t n) {
-    return sat8((int64_t)ncc_multiply_by_quantized_multiplier(ncc_wrap32((int64_t)acc),
-                                                              p->multiplier[n], p->shift[n])
+    return sat8((int64_t)mbqm(ncc_wrap32((int64_t)acc), p->multiplier[n], p->shift[n])
                 + p->out_zp);
 }
 
@@ -95,28 +130,104 @@ static int16_t fc_output_s16(int64_t acc, const ncc_fc_params *p, int32_t n) {
                                                             p->shift[n]) + p->out_zp);
 }
 
-/* fully_connected, dense and CSR, for activation type T. A term (x - x_zp) * w is at most
-   65535 * 128 < 2^23 in magnitude: int32 holds it for both widths. ACC is the accumulator:
+/* int8 dense: sum_k x[k] w[k] over one contiguous weight row. |x[k] w[k]| <= 2^14 and
+   depth <= NCC_FC_MAX_DEPTH = 2^16, so |sum| <= 2^30: int32, no overflow. The loop is the
+   shape compilers vectorise (int8 -> int16/int32 widening multiply-add). */
+static int32_t dot_s8(const int8_t *restrict x, const int8_t *restrict w, int32_t depth) {
+    int32_t acc = 0;
+    int32_t k;
+    for (k = 0; k < depth; ++k) {
+        acc += (int32_t)x[k] * (int32_t)w[k];
+    }
+    return acc;
+}
+
+/* Four rows at once: x is read once for four outputs. */
+static void dot4_s8(const int8_t *restrict x, const int8_t *restrict w0,
+                    const int8_t *restrict w1, const int8_t *restrict w2,
+                    const int8_t *restrict w3, int32_t depth, int32_t *restrict out) {
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int32_t k;
+    for (k = 0; k < depth; ++k) {
+        int32_t v = (int32_t)x[k];
+        a0 += v * (int32_t)w0[k];
+        a1 += v * (int32_t)w1[k];
+        a2 += v * (int32_t)w2[k];
+        a3 += v * (int32_t)w3[k];
+    }
+    out[0] = a0;
+    out[1] = a1;
+    out[2] = a2;
+    out[3] = a3;
+}
+
+/* The accumulator of golden.py, bias[n] + sum_k (x[k] - x_zp) w[k, n] modulo 2^32, is
+   folded_bias[n] + sum_k x[k] w[n][k] modulo 2^32 with folded_bias[n] = bias[n] - x_zp *
+   sum_k w[n][k] (the emitter folds it at compile time): uint32_t arithmetic, defined
+   wraparound, the same bits. */
+void ncc_fully_connected_s8(const int8_t *x, const int8_t *w, const int32_t *bias,
+                            int32_t rows, int32_t depth, int32_t units,
+                            const ncc_fc_params *p, int8_t *y) {
+    int32_t r, n, j;
+    int32_t acc[4];
+    for (r = 0; r < rows; ++r) {
+        const int8_t *xr = x + r * depth;
+        int8_t *yr = y + r * units;
+        for (n = 0; n + 4 <= units; n += 4) {
+            const int8_t *wn = w + n * depth;
+            dot4_s8(xr, wn, wn + depth, wn + 2 * depth, wn + 3 * depth, depth, acc);
+            for (j = 0; j < 4; ++j) {
+                yr[n + j] = fc_output_s8((uint32_t)bias[n + j] + (uint32_t)acc[j], p, n + j);
+            }
+        }
+        for (; n < units; ++n) {
+            uint32_t sum = (uint32_t)dot_s8(xr, w + n * depth, depth);
+            yr[n] = fc_output_s8((uint32_t)bias[n] + sum, p, n);
+        }
+    }
+}
+
+/* 16x8 dense: sum_k (x[k] - x_zp) w[k] in int64. A term is at most 65535 * 128 < 2^23 in
+   magnitude, so a block of NCC_FC16_BLOCK = 128 terms sums in int32 (< 2^30) and the
+   blocks add in int64: the exact sum, |acc| < 2^55 for any int32 depth. */
+#define NCC_FC16_BLOCK 128
+static int64_t dot_s16(const int16_t *restrict x, const int8_t *restrict w, int32_t depth,
+                       int32_t x_zp) {
+    int64_t acc = 0;
+    int32_t k0, k;
+    for (k0 = 0; k0 < depth; k0 += NCC_FC16_BLOCK) {
+        int32_t stop = depth - k0 < NCC_FC16_BLOCK ? depth - k0 : NCC_FC16_BLOCK;
+        int32_t block = 0;
+        for (k = 0; k < stop; ++k) {
+            block += ((int32_t)x[k0 + k] - x_zp) * (int32_t)w[k0 + k];
+        }
+        acc += block;
+    }
+    return acc;
+}
+
+void ncc_fully_connected_s16(const int16_t *x, const int8_t *w, const int32_t *bias,
+                             int32_t rows, int32_t depth, int32_t units,
+                             const ncc_fc_params *p, int16_t *y) {
+    int32_t r, n;
+    for (r = 0; r < rows; ++r) {
+        const int16_t *xr = x + r * depth;
+        for (n = 0; n < units; ++n) {
+            int64_t acc = (int64_t)bias[n] + dot_s16(xr, w + n * depth, depth, p->x_zp);
+            y[r * units + n] = fc_output_s16(acc, p, n);
+        }
+    }
+}
+
+/* sparse fully_connected (CSR by output), for activation type T. A term (x - x_zp) * w is
+   at most 65535 * 128 < 2^23 in magnitude: int32 holds it for both widths. ACC is the
+   accumulator:
    - int8, uint32_t: the sum modulo 2^32, two's complement wraparound without UB; the
      quantizer proves |acc| < 2^31, and past it the bits still match golden.py, whose MBQM
      wraps to int32 too;
    - int16, int64_t: |acc| <= depth * 2^23 + 2^31 < 2^55 for any int32 depth, never wraps;
      the quantizer proves |acc| < 2^47, the range of the int64 MBQM. */
-#define NCC_FULLY_CONNECTED(NAME, SPARSE_NAME, T, ACC, OUTPUT)                              \
-    void NAME(const T *x, const int8_t *w, const int32_t *bias, int32_t rows,              \
-              int32_t depth, int32_t units, const ncc_fc_params *p, T *y) {                 \
-        int32_t r, k, n;                                                                    \
-        for (r = 0; r < rows; ++r) {                                                        \
-            const T *xr = x + r * depth;                                                    \
-            for (n = 0; n < units; ++n) {                                                   \
-                ACC acc = (ACC)bias[n];                                                     \
-                for (k = 0; k < depth; ++k) {                                               \
-                    acc += (ACC)(((int32_t)xr[k] - p->x_zp) * (int32_t)w[k * units + n]);   \
-                }                                                                           \
-                y[r * units + n] = OUTPUT(acc, p, n);                                       \
-            }                                                                               \
-        }                                                                                   \
-    }                                                                                       \
+#define NCC_SPARSE_FULLY_CONNECTED(SPARSE_NAME, T, ACC, OUTPUT)                             \
     void SPARSE_NAME(const T *x, const int32_t *post_start, const uint16_t *pre,           \
                      const int8_t *weight, const int32_t *bias, int32_t rows,              \
                      int32_t depth, int32_t units, const ncc_fc_params *p, T *y) {          \
@@ -133,10 +244,8 @@ static int16_t fc_output_s16(int64_t acc, const ncc_fc_params *p, int32_t n) {
         }                                                                                   \
     }
 
-NCC_FULLY_CONNECTED(ncc_fully_connected_s8, ncc_sparse_fully_connected_s8, int8_t, uint32_t,
-                    fc_output_s8)
-NCC_FULLY_CONNECTED(ncc_fully_connected_s16, ncc_sparse_fully_connected_s16, int16_t,
-                    int64_t, fc_output_s16)
+NCC_SPARSE_FULLY_CONNECTED(ncc_sparse_fully_connected_s8, int8_t, uint32_t, fc_output_s8)
+NCC_SPARSE_FULLY_CONNECTED(ncc_sparse_fully_connected_s16, int16_t, int64_t, fc_output_s16)
 
 /* One element of qadd (sign 1) or qsub (sign -1), before saturation. (a - a_zp) << ls is
    at most 255 * 2^20 < 2^28 (int8) or 32768 * 2^15 = 2^30 (int16, zero point 0) in
@@ -145,10 +254,10 @@ NCC_FULLY_CONNECTED(ncc_fully_connected_s16, ncc_sparse_fully_connected_s16, int
 static int64_t add_sub(int64_t a, int64_t b, const ncc_add_params *p, int32_t sign) {
     int64_t as = (a - p->a_zp) * ((int64_t)1 << p->left_shift);
     int64_t bs = (b - p->b_zp) * ((int64_t)1 << p->left_shift);
-    int64_t a_scaled = ncc_multiply_by_quantized_multiplier(as, p->a_multiplier, p->a_shift);
-    int64_t b_scaled = ncc_multiply_by_quantized_multiplier(bs, p->b_multiplier, p->b_shift);
+    int64_t a_scaled = mbqm(as, p->a_multiplier, p->a_shift);
+    int64_t b_scaled = mbqm(bs, p->b_multiplier, p->b_shift);
     int64_t raw = a_scaled + sign * b_scaled;
-    return (int64_t)ncc_multiply_by_quantized_multiplier(raw, p->multiplier, p->shift)
+    return (int64_t)mbqm(raw, p->multiplier, p->shift)
            + p->out_zp;
 }
 
@@ -163,7 +272,7 @@ static int64_t sub_element(int64_t a, int64_t b, const ncc_add_params *p) {
 /* One element of qmul: |(a - a_zp)(b - b_zp)| <= 255^2 (int8) or 2^30 (int16, zero points
    0); any int16 zero points keep it below 2^32, which MBQM wraps as golden.py does. */
 static int64_t mul_element(int64_t a, int64_t b, const ncc_mul_params *p) {
-    return (int64_t)ncc_multiply_by_quantized_multiplier((a - p->a_zp) * (b - p->b_zp),
+    return (int64_t)mbqm((a - p->a_zp) * (b - p->b_zp),
                                                          p->multiplier, p->shift)
            + p->out_zp;
 }
@@ -188,7 +297,7 @@ NCC_BINARY(ncc_mul_s16, int16_t, ncc_mul_params, mul_element, sat16)
 /* One element of requantize: |x - in_zp| <= 65535; MBQM wraps (x - in_zp) << shift to
    int32 exactly as golden.py does; its int32 result + out_zp fits int64. */
 static int64_t requantize_element(int64_t x, const ncc_mul_params *p) {
-    return (int64_t)ncc_multiply_by_quantized_multiplier(x - p->a_zp, p->multiplier,
+    return (int64_t)mbqm(x - p->a_zp, p->multiplier,
                                                          p->shift)
            + p->out_zp;
 }

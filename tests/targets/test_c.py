@@ -643,3 +643,40 @@ def test_int64_multiplier_matches_the_numeric_core(tmp_path):
     want = nx.multiply_by_quantized_multiplier_int64(x, m, shift)
     got = np.array([fn(int(a), int(b), int(c)) for a, b, c in zip(x, m, shift, strict=True)])
     np.testing.assert_array_equal(got, want)
+
+
+def test_multiplier_matches_the_numeric_core(tmp_path):
+    """ncc_multiply_by_quantized_multiplier (one rounding step) against
+    numerics.multiply_by_quantized_multiplier: int64 inputs wrapped to int32 after the
+    left shift, every shift, multipliers at the edges, values at the rounding ties."""
+    import ctypes
+    import subprocess
+
+    from ncc.runtime.cbuild import find_compiler, runtime_file
+
+    lib = tmp_path / "libncc_kernels.so"
+    subprocess.run([find_compiler(), *WARNINGS, "-O2", "-shared", "-fPIC", "-o", str(lib),
+                    str(runtime_file("ncc_kernels.c"))], check=True, capture_output=True)
+    fn = ctypes.CDLL(str(lib)).ncc_multiply_by_quantized_multiplier
+    fn.restype = ctypes.c_int32
+    fn.argtypes = [ctypes.c_int64, ctypes.c_int32, ctypes.c_int32]
+    rng = np.random.default_rng(1)
+    edges_x = [-(1 << 31), (1 << 31) - 1, -1, 0, 1, 1 << 40, -(1 << 33) - 5]
+    edges_m = [0, 1, 1 << 30, (1 << 31) - 1, -(1 << 31)]
+    shifts = np.arange(-31, 31)
+    x = np.concatenate([np.repeat(edges_x, len(edges_m) * len(shifts)),
+                        rng.integers(-(1 << 31), 1 << 31, 6000),
+                        rng.integers(-(1 << 12), 1 << 12, 6000)])
+    m = np.concatenate([np.tile(np.repeat(edges_m, len(shifts)), len(edges_x)),
+                        rng.integers(0, 1 << 31, 12000)])
+    shift = np.concatenate([np.tile(shifts, len(edges_x) * len(edges_m)),
+                            rng.integers(-31, 31, 12000)])
+    # ties: x * m / 2^(31 - shift) at exact halves
+    t = rng.integers(-2000, 2000, 3000)
+    sh = rng.integers(-12, 1, 3000)
+    x = np.concatenate([x, t])
+    m = np.concatenate([m, np.full(3000, 1 << 30)])
+    shift = np.concatenate([shift, sh])
+    want = nx.multiply_by_quantized_multiplier(x, m, shift)
+    got = np.array([fn(int(a), int(b), int(c)) for a, b, c in zip(x, m, shift, strict=True)])
+    np.testing.assert_array_equal(got, want)

@@ -127,3 +127,58 @@ def test_qdq_runs_and_reports_its_deviation_from_golden(tmp_path):
     manifest = read_manifest(tmp_path / "qdq")
     assert "deviation" in manifest["details"]["exact"]
     assert all(t["dtype"] == "int8" for t in manifest["tensors"])
+
+
+def _run_nodes(build, feeds):
+    """Run the nodes `build(nodes, op, input_names) -> output name` add, in onnxruntime."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from ncc.compiler.ir import Op
+    from ncc.targets.onnx_int8 import _Int
+
+    nodes = _Int()
+    op = Op("requantize", tuple(feeds), "y", {})
+    out = build(nodes, op, list(feeds))
+    inputs = [helper.make_tensor_value_info(k, TensorProto.INT64, v.shape)
+              for k, v in feeds.items()]
+    graph = helper.make_graph(nodes.nodes, "t", inputs,
+                              [helper.make_tensor_value_info(out, TensorProto.INT64, None)],
+                              nodes.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)[0]
+
+
+@pytest.mark.parametrize("shift", [-31, -20, -9, -1, 0, 1, 7, 15])
+def test_short_requantization_equals_the_numeric_core(shift):
+    """mbqm_affine (7 ONNX nodes) against numerics.multiply_by_quantized_multiplier over
+    int32 inputs at the rails, around the rounding ties and at random, with per-channel
+    multipliers, a scale, an offset and a folded zero point."""
+    from ncc import numerics as nx
+
+    rng = np.random.default_rng(shift + 100)
+    channels = 8
+    m = np.concatenate([[0, 1, 1 << 30, (1 << 31) - 1],
+                        rng.integers(1 << 30, 1 << 31, channels - 4)]).astype(np.int64)
+    limit = (1 << 31) >> max(shift, 0)  # v * 2^left stays an int32
+    v = np.concatenate([[-limit, limit - 1, -1, 0, 1, -(1 << 20), 1 << 20],
+                        rng.integers(-limit, limit, 4000)])
+    # values near the ties of both roundings
+    ties = np.concatenate([(np.arange(-40, 40) << max(-shift, 0)) + d for d in (-1, 0, 1)])
+    v = np.clip(np.concatenate([v, ties]), -limit, limit - 1)[:, None]
+    for scale, offset, zp in ((1, 0, 0), (1, 12345, -7), (4, -20, 3)):
+        p = (v - offset) // scale
+        p = p[(p * scale + offset >= -limit) & (p * scale + offset < limit)][:, None]
+        p = np.broadcast_to(p, (len(p), channels)).copy()
+        want = nx.multiply_by_quantized_multiplier(p * scale + offset, m, shift) + zp
+        def build(n, op, ins, scale=scale, offset=offset, zp=zp):
+            out = n.mbqm_affine(op, ins[0], m, np.full(channels, shift), scale=scale,
+                                offset=offset, out_zp=zp)
+            return ins[0] if out is None else out
+
+        got = _run_nodes(build, {"p": p})
+        if shift == -31 and zp:  # zp * 2^62 does not fit: the long form serves (None)
+            np.testing.assert_array_equal(got, p)
+            continue
+        np.testing.assert_array_equal(got, want)

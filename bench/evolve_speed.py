@@ -30,6 +30,8 @@ import numpy as np
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="cfc", choices=["cfc", "lif"])
+    ap.add_argument("--ir", help="an artifact folder of the model to score instead of "
+                    "quantizing the bundled one here (its ir.json/ir.npz: no Keras needed)")
     ap.add_argument("--populations", default="256,1024,4096")
     ap.add_argument("--devices", type=int, default=None)
     ap.add_argument("--host-devices", type=int, default=None)
@@ -51,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     from ncc.evolve.genome import select_parameters
     from ncc.evolve.models import bundled_integer_graph, digits, quantize_inputs
 
-    g = bundled_integer_graph(args.model)
+    if args.ir:
+        from ncc.compiler.artifact import load_artifact_graph
+
+        g = load_artifact_graph(args.ir)
+    else:
+        g = bundled_integer_graph(args.model)
     task = digits()
     te = task["test"]
     xq = quantize_inputs(g, task["x"][te])

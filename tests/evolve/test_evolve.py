@@ -12,9 +12,6 @@ import textwrap
 import numpy as np
 import pytest
 
-jax = pytest.importorskip("jax")
-pytest.importorskip("evosax")
-
 from ncc.evolve.engine import Evolution, EvolveConfig, classification  # noqa: E402
 from ncc.evolve.genome import Genome, select_parameters  # noqa: E402
 from ncc.evolve.models import bundled_integer_graph, digits, quantize_inputs  # noqa: E402

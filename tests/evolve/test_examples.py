@@ -5,17 +5,7 @@ reproducing its return."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
-
-pytest.importorskip("evosax")
-
-# Each example traces, quantizes and compiles a whole model and an evolution: about 2 and
-# 1.5 minutes on two CPU cores, beyond the suite's budget. Opt in:
-pytestmark = pytest.mark.skipif(not os.environ.get("NCC_EVOLVE_EXAMPLES"),
-                                reason="set NCC_EVOLVE_EXAMPLES=1 to run the evolution "
-                                       "examples (about 4 min on two cores)")
 
 
 def test_recover_digits_shortened(tmp_path):

@@ -28,6 +28,7 @@ from ncc.compiler.builder import (  # noqa: F401  (TraceError is part of trace's
 )
 from ncc.compiler.ir import Graph, Op, Tensor, verify
 from ncc.compiler.qat import recognize as recognize_fake_quant
+from ncc.compiler.qwix_qat import recognize as recognize_qwix
 
 
 @dataclass
@@ -209,7 +210,7 @@ NESTED = {"pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr",
 # Recognizers of special nested calls (fake-quant): each returns IR names for the
 # outputs, or None to inline the call as usual.
 SPECIAL_CALLS: tuple[Callable[[GraphBuilder, Any, list[str]], list[str] | None], ...] = (
-    recognize_fake_quant,
+    recognize_fake_quant, recognize_qwix,
 )
 
 

@@ -1,0 +1,158 @@
+"""qwix QAT (`spyx.quant`): qwix's own fake-quant parameters become ncc's.
+
+qwix (Google's JAX quantization library, which `spyx.quant` wraps) spells its quantize ->
+dequantize round trip in plain JAX primitives, not in a named call:
+
+    scale = where(absmax / B < sqrt(tiny), 1, absmax / B)   # B = qmax + 0.5 for int8/int4
+    q     = convert_element_type(round(w / scale), intN)    # XLA's conversion saturates
+    w_dq  = convert_element_type(q, float32) * scale
+
+The tracer calls `recognize` on every equation (`trace.SPECIAL_CALLS`, after ncc's own
+fake-quant recognizer). On constants (trained weights) it folds `round` and the float -> int
+conversion by binding the very JAX primitive (so the rounding mode and the saturation are
+JAX's, not a re-implementation), follows the integers through the conversion back to float,
+and at the multiplication by the scale emits the on-grid constant `q * scale` annotated with
+`QuantParams(scale, 0, bits, axis)`: the quantizer then keeps exactly qwix's integers (they
+include -128 / -8, which qwix's half-even rounding of -absmax/scale = -(qmax + 0.5) gives).
+
+Activations: a `round(x / s)` whose scale s is a constant (qwix `act_static_scale=True`) is an
+ncc `fake_quant(x, s)` op; a scale computed from the activation at run time (qwix's default,
+dynamic range) has no integer-target equivalent and is a `TraceError` saying what to change.
+
+Tiled (sub-channel) scales, several scaled axes and asymmetric weights (zero points) are not
+recognised: their chain folds to a plain float constant, which the quantizer then calibrates
+like any PTQ weight (the report says so).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from ncc.compiler.builder import GraphBuilder, TraceError
+from ncc.compiler.ir import QuantParams, Tensor
+from ncc.compiler.qat import constant_value
+
+QWIX_TAG = "qwix"
+"""`Tensor.quant` is the same class for every origin; the builder's `facts[name]` records
+`("grid", bits)` for a qwix weight grid, read by `qwix_tensors`."""
+
+
+def _bind(eqn: Any, values: list[np.ndarray]) -> np.ndarray:
+    out = eqn.primitive.bind(*(jnp.asarray(v) for v in values), **eqn.params)
+    return np.asarray(out)
+
+
+def _int_bits(dtype: Any) -> int | None:
+    """Bits of a signed integer dtype of at most 8 bits (int8, int4, int2), else None."""
+    try:
+        info = jnp.iinfo(dtype)
+    except ValueError:
+        return None
+    return int(info.bits) if info.min < 0 and info.bits <= 8 else None
+
+
+def _scale_axis(scale: np.ndarray, shape: tuple[int, ...]) -> tuple[tuple[float, ...], int | None]:
+    """qwix's broadcast scale array -> (per-channel scales, axis) or (one scale, None)."""
+    s = np.asarray(scale, np.float32)
+    if s.size == 1:
+        return (float(s.reshape(-1)[0]),), None
+    s = s.reshape((1,) * (len(shape) - s.ndim) + s.shape)
+    axes = [i for i, d in enumerate(s.shape) if d != 1]
+    if len(axes) != 1 or s.shape[axes[0]] != shape[axes[0]]:
+        raise TraceError(f"qwix scale of shape {scale.shape} on a weight of shape {shape}: "
+                         "tiled (sub-channel) or multi-axis scales have no ncc form; quantize "
+                         "per channel (tile_size=None)")
+    return tuple(float(x) for x in s.reshape(-1)), axes[0]
+
+
+def _round(b: GraphBuilder, eqn: Any, ins: list[str]) -> list[str] | None:
+    (x,) = ins
+    value = constant_value(b, x)
+    if value is not None:
+        name = b.constant(_bind(eqn, [value]).astype(np.float32))
+        b.facts[name] = ("rounded",)
+        return [name]
+    made = next((op for op in reversed(b.ops) if op.output == x), None)
+    scale = None
+    if made is not None and made.kind == "div":
+        scale = constant_value(b, made.inputs[1])
+    if made is None or made.kind != "div" or scale is None or np.asarray(scale).size != 1:
+        raise TraceError(f"round at {b.source}: a quantizer whose scale is computed from the "
+                         "activation at run time (qwix's dynamic-range activation "
+                         "quantization) cannot be deployed on integer targets; quantize "
+                         "weights only (spyx.quant.weights_only_rules) or give the "
+                         "activations a static scale (QuantizationRule(act_static_scale="
+                         "True)) before compiling")
+    b.facts[x] = ("act", made.inputs[0], float(np.asarray(scale).reshape(-1)[0]),
+                  eqn.params.get("rounding_method"))
+    return [x]
+
+
+def _convert(b: GraphBuilder, eqn: Any, ins: list[str]) -> list[str] | None:
+    (x,) = ins
+    fact = b.facts.get(x)
+    bits = _int_bits(eqn.params["new_dtype"])
+    if fact is not None and fact[0] == "act" and bits is not None:
+        _, src, scale, _ = fact
+        if bits != 8:
+            raise TraceError(f"qwix activation quantizer at {b.source}: int{bits} activations;"
+                             " the integer targets hold int8 or int16 activations")
+        p = QuantParams((scale,), (0,), bits=8)
+        y = b.emit("fake_quant", [src], scale=p.scale, zero_point=p.zero_point,
+                   dtype=p.dtype, axis=None)
+        b.facts[y] = ("act_q", scale)
+        return [y]
+    if fact is not None and fact[0] == "act_q" and np.dtype(eqn.params["new_dtype"]) == np.float32:
+        return [x]
+    if bits is not None:
+        value = constant_value(b, x)
+        if value is None:
+            return None
+        q = _bind(eqn, [value]).astype(np.int8)
+        name = b.constant(q)
+        b.facts[name] = ("int", bits)
+        return [name]
+    if fact is not None and fact[0] == "int" and np.dtype(eqn.params["new_dtype"]) == np.float32:
+        name = b.constant(b.constants[x].astype(np.float32))
+        b.facts[name] = ("grid", fact[1])
+        return [name]
+    return None
+
+
+def _mul(b: GraphBuilder, eqn: Any, ins: list[str]) -> list[str] | None:
+    facts = [b.facts.get(n) for n in ins]
+    for i in (0, 1):
+        f, other = facts[i], ins[1 - i]
+        if f is not None and f[0] == "act_q":
+            s = constant_value(b, other)
+            if s is not None and np.asarray(s).size == 1 and float(np.asarray(s)) == f[1]:
+                return [ins[i]]
+        if f is not None and f[0] == "grid":
+            scale = constant_value(b, other)
+            if scale is None:
+                return None
+            q = b.constants[ins[i]]
+            grid = _bind(eqn, [q, scale] if i == 0 else [scale, q]).astype(np.float32)
+            scales, axis = _scale_axis(np.asarray(scale), grid.shape)
+            p = QuantParams(scales, (0,) * len(scales), bits=f[1], axis=axis)
+            name = b.constant(grid, "qwix_w")
+            t = b.tensors[name]
+            b.tensors[name] = Tensor(name, t.shape, t.dtype, p)
+            b.facts[name] = ("qwix", f[1])
+            return [name]
+    return None
+
+
+def recognize(b: GraphBuilder, eqn: Any, ins: list[str]) -> list[str] | None:
+    """IR for one step of qwix's fake-quant chain (see the module docstring), else None."""
+    prim = getattr(eqn.primitive, "name", None)
+    if prim == "round":
+        return _round(b, eqn, ins)
+    if prim == "convert_element_type":
+        return _convert(b, eqn, ins)
+    if prim == "mul":
+        return _mul(b, eqn, ins)
+    return None

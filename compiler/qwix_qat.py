@@ -28,8 +28,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend import core as jcore
 
 from ncc.compiler.builder import GraphBuilder, TraceError
 from ncc.compiler.ir import QuantParams, Tensor
@@ -43,6 +45,23 @@ QWIX_TAG = "qwix"
 def _bind(eqn: Any, values: list[np.ndarray]) -> np.ndarray:
     out = eqn.primitive.bind(*(jnp.asarray(v) for v in values), **eqn.params)
     return np.asarray(out)
+
+
+def _fold_div(b: GraphBuilder, eqn: Any, ins: list[str]) -> list[str] | None:
+    """A constant divided by a literal, computed as XLA computes it: XLA turns x / c (c a
+    compile-time constant) into x * fl32(1 / c), so qwix's absmax / 127.5 is not numpy's
+    correctly rounded quotient; binding a one-equation jaxpr that keeps the literal gives
+    XLA's own bits."""
+    if not any(isinstance(v, jcore.Literal) for v in eqn.invars):
+        return None
+    values = [constant_value(b, n) for n, v in zip(ins, eqn.invars, strict=True)
+              if not isinstance(v, jcore.Literal)]
+    if any(v is None for v in values):
+        return None
+    jaxpr = jcore.Jaxpr([], [v for v in eqn.invars if not isinstance(v, jcore.Literal)],
+                        list(eqn.outvars), [eqn])
+    out = jax.jit(jcore.jaxpr_as_fun(jcore.ClosedJaxpr(jaxpr, [])))(*values)
+    return [b.constant(np.asarray(out[0]))]
 
 
 def _int_bits(dtype: Any) -> int | None:
@@ -71,11 +90,18 @@ def _scale_axis(scale: np.ndarray, shape: tuple[int, ...]) -> tuple[tuple[float,
 def _round(b: GraphBuilder, eqn: Any, ins: list[str]) -> list[str] | None:
     (x,) = ins
     value = constant_value(b, x)
+    made = next((op for op in reversed(b.ops) if op.output == x), None)
+    if value is not None and made is not None and made.kind == "div":
+        num, den = (constant_value(b, n) for n in made.inputs)
+        # XLA's algebraic simplifier computes A / broadcast(B) as A * broadcast(fl32(1/B))
+        # (measured against qwix's forward on CPU, jax 0.10: the true quotient puts some
+        # weights one step off, e.g. -127.5 -> -128 where qwix's forward gives -127)
+        value = (np.asarray(num, np.float32)
+                 * (np.float32(1) / np.asarray(den, np.float32))).astype(np.float32)
     if value is not None:
         name = b.constant(_bind(eqn, [value]).astype(np.float32))
         b.facts[name] = ("rounded",)
         return [name]
-    made = next((op for op in reversed(b.ops) if op.output == x), None)
     scale = None
     if made is not None and made.kind == "div":
         scale = constant_value(b, made.inputs[1])
@@ -155,4 +181,6 @@ def recognize(b: GraphBuilder, eqn: Any, ins: list[str]) -> list[str] | None:
         return _convert(b, eqn, ins)
     if prim == "mul":
         return _mul(b, eqn, ins)
+    if prim == "div":
+        return _fold_div(b, eqn, ins)
     return None

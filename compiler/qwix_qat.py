@@ -36,10 +36,7 @@ from jax.extend import core as jcore
 from ncc.compiler.builder import GraphBuilder, TraceError
 from ncc.compiler.ir import QuantParams, Tensor
 from ncc.compiler.qat import constant_value
-
-QWIX_TAG = "qwix"
-"""`Tensor.quant` is the same class for every origin; the builder's `facts[name]` records
-`("grid", bits)` for a qwix weight grid, read by `qwix_tensors`."""
+from ncc.compiler.quantize import QWIX_PREFIX
 
 
 def _bind(eqn: Any, values: list[np.ndarray]) -> np.ndarray:
@@ -164,7 +161,7 @@ def _mul(b: GraphBuilder, eqn: Any, ins: list[str]) -> list[str] | None:
             grid = _bind(eqn, [q, scale] if i == 0 else [scale, q]).astype(np.float32)
             scales, axis = _scale_axis(np.asarray(scale), grid.shape)
             p = QuantParams(scales, (0,) * len(scales), bits=f[1], axis=axis)
-            name = b.constant(grid, "qwix_w")
+            name = b.constant(grid, QWIX_PREFIX)
             t = b.tensors[name]
             b.tensors[name] = Tensor(name, t.shape, t.dtype, p)
             b.facts[name] = ("qwix", f[1])

@@ -7,6 +7,7 @@ qwix's arithmetic; every integer target must equal the golden model bit for bit.
 """
 
 import os
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -112,3 +113,18 @@ def test_dynamic_activation_scale_refused():
     q = _qwix("int8", spyx.quant.linear_only_rules("int8", "int8"))
     with pytest.raises(TraceError, match="dynamic-range"):
         to_graph(q)
+
+
+def test_missing_qwix_is_one_line(tmp_path, monkeypatch):
+    """A model file whose factory calls spyx.quant without qwix installed: one line, the
+    pip command of the extra."""
+    from ncc.compiler.load import ModelLoadError, load_model
+
+    (tmp_path / "qmodel.py").write_text(
+        "import spyx.quant\n\ndef make():\n    return spyx.quant.quantize(None)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("spyx.quant._HAS_QWIX", False)
+    monkeypatch.setitem(sys.modules, "qwix", None)  # `import qwix` fails, as uninstalled
+    with pytest.raises(ModelLoadError) as e:
+        load_model("qmodel:make")
+    assert "\n" not in str(e.value) and "pip install 'ncc[spyx-quant]'" in str(e.value)

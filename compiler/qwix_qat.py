@@ -15,9 +15,10 @@ and at the multiplication by the scale emits the on-grid constant `q * scale` an
 `QuantParams(scale, 0, bits, axis)`: the quantizer then keeps exactly qwix's integers (they
 include -128 / -8, which qwix's half-even rounding of -absmax/scale = -(qmax + 0.5) gives).
 
-Activations: a `round(x / s)` whose scale s is a constant (qwix `act_static_scale=True`) is an
-ncc `fake_quant(x, s)` op; a scale computed from the activation at run time (qwix's default,
-dynamic range) has no integer-target equivalent and is a `TraceError` saying what to change.
+Activations: a `round` of a traced value is a `TraceError` saying what to change. A scale
+computed from the activation at run time (qwix's default, dynamic range) has no
+integer-target equivalent; a static scale (`act_static_scale=True`) could have one, but qwix
+then rescales the integer product after the matmul, which is not mapped yet.
 
 Tiled (sub-channel) scales, several scaled axes and asymmetric weights (zero points) are not
 recognised: their chain folds to a plain float constant, which the quantizer then calibrates
@@ -102,34 +103,23 @@ def _round(b: GraphBuilder, eqn: Any, ins: list[str]) -> list[str] | None:
     scale = None
     if made is not None and made.kind == "div":
         scale = constant_value(b, made.inputs[1])
-    if made is None or made.kind != "div" or scale is None or np.asarray(scale).size != 1:
-        raise TraceError(f"round at {b.source}: a quantizer whose scale is computed from the "
-                         "activation at run time (qwix's dynamic-range activation "
-                         "quantization) cannot be deployed on integer targets; quantize "
-                         "weights only (spyx.quant.weights_only_rules) or give the "
-                         "activations a static scale (QuantizationRule(act_static_scale="
-                         "True)) before compiling")
-    b.facts[x] = ("act", made.inputs[0], float(np.asarray(scale).reshape(-1)[0]),
-                  eqn.params.get("rounding_method"))
-    return [x]
+    if scale is not None:
+        # measured: with act_static_scale=True qwix multiplies the integer product by
+        # s_x * s_w after the matmul, which this recognizer does not map to the
+        # fully-connected kernel yet; refusing beats a model 3.1 (of peak ~7) off qwix's
+        raise TraceError(f"round at {b.source}: qwix static activation quantization "
+                         "(act_static_scale=True) is not supported yet; quantize weights only "
+                         "(spyx.quant.weights_only_rules) before compiling")
+    raise TraceError(f"round at {b.source}: a quantizer whose scale is computed from the "
+                     "activation at run time (qwix's dynamic-range activation "
+                     "quantization) cannot be deployed on integer targets; quantize "
+                     "weights only (spyx.quant.weights_only_rules) before compiling")
 
 
 def _convert(b: GraphBuilder, eqn: Any, ins: list[str]) -> list[str] | None:
     (x,) = ins
     fact = b.facts.get(x)
     bits = _int_bits(eqn.params["new_dtype"])
-    if fact is not None and fact[0] == "act" and bits is not None:
-        _, src, scale, _ = fact
-        if bits != 8:
-            raise TraceError(f"qwix activation quantizer at {b.source}: int{bits} activations;"
-                             " the integer targets hold int8 or int16 activations")
-        p = QuantParams((scale,), (0,), bits=8)
-        y = b.emit("fake_quant", [src], scale=p.scale, zero_point=p.zero_point,
-                   dtype=p.dtype, axis=None)
-        b.facts[y] = ("act_q", scale)
-        return [y]
-    if fact is not None and fact[0] == "act_q" and np.dtype(eqn.params["new_dtype"]) == np.float32:
-        return [x]
     if bits is not None:
         value = constant_value(b, x)
         if value is None:
@@ -149,10 +139,6 @@ def _mul(b: GraphBuilder, eqn: Any, ins: list[str]) -> list[str] | None:
     facts = [b.facts.get(n) for n in ins]
     for i in (0, 1):
         f, other = facts[i], ins[1 - i]
-        if f is not None and f[0] == "act_q":
-            s = constant_value(b, other)
-            if s is not None and np.asarray(s).size == 1 and float(np.asarray(s)) == f[1]:
-                return [ins[i]]
         if f is not None and f[0] == "grid":
             scale = constant_value(b, other)
             if scale is None:

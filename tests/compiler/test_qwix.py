@@ -128,3 +128,23 @@ def test_missing_qwix_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(ModelLoadError) as e:
         load_model("qmodel:make")
     assert "\n" not in str(e.value) and "pip install 'ncc[spyx-quant]'" in str(e.value)
+
+
+def test_static_activation_scale_refused():
+    """act_static_scale=True traces (qwix's frozen running average reads through a
+    `lax.cond` on a constant) and is then refused in one line, not compiled wrong."""
+    import qwix
+
+    rules = [qwix.QuantizationRule(module_path=".*", op_names=("dot_general",),
+                                   weight_qtype="int8", act_qtype="int8",
+                                   act_static_scale=True)]
+    q = _qwix("int8", rules)
+    state = q.initial_state(1)
+    for t in range(3):  # the statistics see data, then freeze
+        _, state = q(jnp.asarray(np.random.default_rng(t).normal(size=(1, F)), jnp.float32),
+                     state)
+    for _, m in nnx.iter_graph(q):
+        if hasattr(m, "disable_quant_stats_update"):
+            m.disable_quant_stats_update = True
+    with pytest.raises(TraceError, match="act_static_scale=True"):
+        to_graph(q)

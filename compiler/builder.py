@@ -49,6 +49,8 @@ class GraphBuilder:
         self._literals: dict[tuple[str, bytes], str] = {}
         self._count = 0
         self.source = ""
+        # recognizer notes on tensors (e.g. `qwix_qat`: "this constant holds qwix integers")
+        self.facts: dict[str, tuple[Any, ...]] = {}
 
     def fresh(self, hint: str = "t") -> str:
         while True:

@@ -17,6 +17,7 @@ Every refusal is a `ModelLoadError` with a one-line message (exit code 2 in the 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import os
 import re
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ncc.compiler.requires import PIP_NAMES, install_hint
 from ncc.models.archive import ArchiveError, check_members, one_line, open_zip, read_member
 
 #: Members a `.keras` file may hold (what `keras.saving` writes).
@@ -121,6 +123,13 @@ def _load_keras(path: Path) -> Any:
     return model
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # e.g. a None entry in sys.modules: import fails
+        return False
+
+
 def _load_factory(ref: str) -> Any:
     module_name, _, attr = ref.partition(":")
     added = os.getcwd() not in sys.path
@@ -139,6 +148,14 @@ def _load_factory(ref: str) -> Any:
     if inspect.isfunction(factory) or inspect.isclass(factory):
         try:
             return factory()
+        except ImportError as e:  # e.g. spyx.quant without qwix: one line, the pip command
+            missing = e.name or next((m for m in PIP_NAMES if m in str(e)
+                                      and not _installed(m)), None)
+            if missing is None:
+                raise ModelLoadError(f"{ref}: the factory raised ImportError: {e}") from None
+            raise ModelLoadError(f"{ref}: the model needs the Python package "
+                                 f"{missing.split('.')[0]!r}, which is not installed: "
+                                 f"{install_hint(missing)}") from None
         except Exception as e:
             raise ModelLoadError(f"{ref}: the factory raised {type(e).__name__}: {e}") from None
     return factory

@@ -72,14 +72,14 @@ def fake_quant_attrs(p: QuantParams) -> dict[str, Any]:
             "axis": p.axis}
 
 
-def _constant_value(b: GraphBuilder, name: str) -> np.ndarray | None:
+def constant_value(b: GraphBuilder, name: str) -> np.ndarray | None:
     """The value of `name` if it is a constant or computed from constants only."""
     if name in b.constants:
         return b.constants[name]
     made = next((op for op in reversed(b.ops) if op.output == name), None)
     if made is None:
         return None
-    args = [_constant_value(b, n) for n in made.inputs]
+    args = [constant_value(b, n) for n in made.inputs]
     if any(a is None for a in args):
         return None
     return np.asarray(evaluate(made, args)).astype(b.tensors[name].dtype)
@@ -121,7 +121,7 @@ def _table(b: GraphBuilder, x: str, fn: str, p_in: QuantParams,
 def _dense(b: GraphBuilder, payload: dict[str, Any], ins: list[str]) -> str:
     p_x, p_w, p_out = (QuantParams.from_dict(payload[k]) for k in ("x", "w", "out"))
     x, kernel, bias = ins
-    w_value, b_value = _constant_value(b, kernel), _constant_value(b, bias)
+    w_value, b_value = constant_value(b, kernel), constant_value(b, bias)
     if w_value is None or b_value is None:
         raise TraceError(f"fake_quant_dense at {b.source}: kernel and bias must be constants")
     w = _on_grid_constant(b, w_value, p_w, kernel)
@@ -147,7 +147,7 @@ def _binary(b: GraphBuilder, payload: dict[str, Any], ins: list[str]) -> str:
 def _int_decay(b: GraphBuilder, payload: dict[str, Any], ins: list[str]) -> str:
     p = QuantParams.from_dict(payload["membrane"])
     v, beta_name = ins
-    beta = _constant_value(b, beta_name)
+    beta = constant_value(b, beta_name)
     if beta is None:
         raise TraceError(f"integer decay at {b.source}: beta must be a constant (a trained "
                          "parameter), not computed from the inputs")
@@ -195,7 +195,7 @@ def recognize(b: GraphBuilder, eqn: Any, ins: list[str]) -> list[str] | None:
     (x,) = ins
     if spec.kind == "table":
         return [_table(b, x, spec.fn, spec.in_params, spec.params)]
-    value = _constant_value(b, x)
+    value = constant_value(b, x)
     if value is not None:
         return [_on_grid_constant(b, value, spec.params, x)]
     return [_activation(b, x, spec.params)]

@@ -586,8 +586,28 @@ def quantize(g: Graph, ranges: dict[str, TensorRange],
     initial = {n: nx.quantize(v, params[n]) for n, v in g.initial_state.items()}
     q = Graph(g.name, b.tensors, list(g.inputs), list(g.outputs), dict(g.roles),
               list(g.state_pairs), b.constants, b.ops, initial,
-              {**g.metadata, "quantized": True, "activations": opts.activations})
+              {**g.metadata, "quantized": True, "activations": opts.activations,
+               "quantization_sources": quantization_sources(g, params, qat, spikes)})
     return verify(q)
+
+
+QWIX_PREFIX = "qwix_w"
+"""Name prefix of the weight constants `compiler/qwix_qat.py` puts on qwix's grid."""
+
+
+def quantization_sources(g: Graph, params: dict[str, QuantParams], qat: set[str],
+                         spikes: set[str]) -> dict[str, list[str]]:
+    """Where each quantized tensor's parameters came from, for report.json: qwix's
+    fake-quant (`qwix`), ncc's own fake-quant (`fake_quant`), the 0/1 spike grid
+    (`spikes`), calibration ranges (`calibrated`), or ncc's absmax weight rule (`weights`)."""
+    fixed = {n for n in g.constants if g.tensors[n].quant is not None}
+    qwix = {n for n in fixed if n.startswith(QWIX_PREFIX)}
+    weights = {op.inputs[1] for op in g.ops
+               if op.kind == "matmul" and op.inputs[1] in g.constants} - fixed
+    return {"qwix": sorted(qwix), "fake_quant": sorted((fixed | qat) - qwix),
+            "spikes": sorted(set(params) & spikes - qat),
+            "calibrated": sorted(set(params) - qat - spikes),
+            "weights": sorted(weights)}
 
 
 

@@ -15,6 +15,7 @@ PIP_NAMES = {
     "tensorflow": "tensorflow-cpu", "sklearn": "scikit-learn", "matplotlib": "matplotlib",
     "onnxruntime": "onnxruntime", "onnx": "onnx", "nir": "nir", "spyx": "spyx",
     "ncps": "ncps", "hypothesis": "hypothesis",
+    "qwix": "'ncc[spyx-quant]'",  # spyx.quant's quantizer (or: pip install 'qwix>=0.1.8')
 }
 """Import name -> the PyPI distribution that provides it."""
 

@@ -27,7 +27,9 @@ from ncc.compiler.builder import (  # noqa: F401  (TraceError is part of trace's
     sanitize,
 )
 from ncc.compiler.ir import Graph, Op, Tensor, verify
+from ncc.compiler.qat import constant_value
 from ncc.compiler.qat import recognize as recognize_fake_quant
+from ncc.compiler.qwix_qat import recognize as recognize_qwix
 
 
 @dataclass
@@ -209,7 +211,7 @@ NESTED = {"pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr",
 # Recognizers of special nested calls (fake-quant): each returns IR names for the
 # outputs, or None to inline the call as usual.
 SPECIAL_CALLS: tuple[Callable[[GraphBuilder, Any, list[str]], list[str] | None], ...] = (
-    recognize_fake_quant,
+    recognize_fake_quant, recognize_qwix,
 )
 
 
@@ -264,6 +266,20 @@ def _convert_jaxpr(b: GraphBuilder, jaxpr: Any, consts: Sequence[Any], args: lis
                                  f"{b.tensors[name].shape}, jax says {expected}")
             env[var] = name
     return [read(v) for v in jaxpr.outvars]
+
+
+def _cond(b: GraphBuilder, eqn: Any, ins: list[str]) -> list[str]:
+    """`lax.cond` / `switch` on a constant index (e.g. qwix's "has the running average seen
+    data yet" test on a frozen statistic): the chosen branch, inlined."""
+    index = constant_value(b, ins[0])
+    if index is None:
+        raise UnsupportedPrimitive("cond (a branch chosen at run time)", b.source)
+    branches = eqn.params["branches"]
+    branch = branches[int(np.clip(np.asarray(index).reshape(-1)[0], 0, len(branches) - 1))]
+    return _convert_jaxpr(b, branch.jaxpr, branch.consts, ins[1:], b.source)
+
+
+RULES["cond"] = _cond
 
 
 def trace(step: StepFunction) -> Graph:

@@ -80,6 +80,19 @@ def fidelity(report: dict[str, Any], activations: str | None, min_sqnr: float | 
             "sqnr_db": sqnr, "rel_error": rel, "activations": activations}
 
 
+def qwix_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """What the report says about a model quantized with qwix (`spyx.quant`)."""
+    return {
+        "weights": "qwix's integers and scales, kept unchanged (bit-exact to qwix's forward)",
+        "reference": "the float reference is qwix's fake-quant forward (weights on qwix's grid)",
+        "deviation_from_qwix_forward": {
+            n: {k: m[k] for k in ("max_abs_error", "rel_error", "sqnr_db") if k in m}
+            for n, m in report["outputs"].items()},
+        "why": "tensors qwix leaves in float (membranes, readouts, activations of a "
+               "weight-only rule) are int8 here, their scales calibrated",
+    }
+
+
 def verify_artifact(art_dir: str | Path, *, data: str | Path | dict[str, np.ndarray] | None = None,
                     sequences: int = 2, steps: int = 1000, seed: int = 0,
                     runtime: str | None = None, min_sqnr: float | None = None,
@@ -148,6 +161,10 @@ def verify_artifact(art_dir: str | Path, *, data: str | Path | dict[str, np.ndar
                                                          "compiler", "flags")}}
     report["data"] = source
     report["reference"] = "float IR traced from the model, run in JAX"
+    if sources := g.metadata.get("quantization_sources"):
+        report["quantization_sources"] = sources
+        if sources.get("qwix"):
+            report["qwix"] = qwix_summary(report)
     report["target"] = session.manifest["target"]
     report["runtime"] = runtime or "default"
     update_report(art_dir, report)

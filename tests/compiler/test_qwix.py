@@ -1,0 +1,150 @@
+"""spyx.quant (qwix) QAT models: the trace keeps qwix's weight grid, the targets are exact.
+
+A spyx `Sequential(Linear, LIF, Linear, LI)` quantized with `spyx.quant` weight-only rules
+(int8, int4). qwix's weights as its own forward uses them are read through the forward
+itself (a one-hot input puts a weight row into a membrane), so the test does not restate
+qwix's arithmetic; every integer target must equal the golden model bit for bit.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import numpy as np
+import pytest
+
+pytest.importorskip("qwix")
+import jax.numpy as jnp  # noqa: E402
+import spyx.nn  # noqa: E402
+import spyx.quant  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from ncc.cli.driver import compile_model  # noqa: E402
+from ncc.compiler.builder import TraceError  # noqa: E402
+from ncc.compiler.interpret import run_batch  # noqa: E402
+from ncc.compiler.pipeline import quantize_graph, to_graph  # noqa: E402
+from ncc.runtime.verify import verify_artifact  # noqa: E402
+
+F, H, OUT, T = 8, 16, 3, 300
+
+
+def _net():
+    return spyx.nn.Sequential(
+        nnx.Linear(F, H, use_bias=False, rngs=nnx.Rngs(0)),
+        spyx.nn.LIF((H,), beta=0.8, rngs=nnx.Rngs(1)),
+        nnx.Linear(H, OUT, use_bias=False, rngs=nnx.Rngs(2)),
+        spyx.nn.LI((OUT,), beta=0.9, rngs=nnx.Rngs(3)),
+    )
+
+
+def _qwix(qtype, rules=None):
+    net = _net()
+    x, state = jnp.zeros((1, F)), net.initial_state(1)
+    return spyx.quant.quantize(net, x, state,
+                               rules=rules or spyx.quant.weights_only_rules(qtype))
+
+
+@pytest.fixture(scope="module", params=["int8", "int4"])
+def qnet(request):
+    return request.param, _qwix(request.param)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return {"x": 2.0 * np.random.default_rng(0).normal(size=(2, T, F)).astype(np.float32)}
+
+
+def _forward_weights(q):
+    """Both kernels as qwix's forward applies them: a one-hot input (or one spiking neuron)
+    with zero state puts one row of the dequantized kernel into the next membrane."""
+    state = q.initial_state(1)
+    w1 = np.stack([np.asarray(q(jnp.eye(F)[i:i + 1], state)[1][1])[0] for i in range(F)])
+    rows = []
+    for j in range(H):
+        s = list(state)
+        s[1] = 2.0 * jnp.eye(H)[j:j + 1]  # above threshold: neuron j spikes this step
+        rows.append(np.asarray(q(jnp.zeros((1, F)), s)[0])[0])
+    return w1, np.stack(rows)
+
+
+def test_traced_weights_are_qwix_grid(qnet, data):
+    qtype, q = qnet
+    bits = int(qtype[3:])
+    g = to_graph(q)
+    grids = {g.constants[n].shape: (n, g.tensors[n].quant) for n in g.constants
+             if n.startswith("qwix_w")}
+    golden, _ = quantize_graph(g, data)  # activations: calibrated (qwix left them float)
+    for w in _forward_weights(q):
+        name, p = grids[w.shape]
+        assert np.array_equal(g.constants[name], w), name  # bit-identical to qwix's forward
+        assert (p.bits, p.axis) == (bits, 1)
+        ints = golden.constants[f"{name}_q"].astype(np.int64)
+        assert np.array_equal(ints.astype(np.float32) * np.asarray(p.scale, np.float32), w)
+        assert ints.min() >= -(2 ** (bits - 1)) and ints.max() < 2 ** (bits - 1)
+
+
+def test_trace_follows_qwix_forward(qnet, data):
+    """The float IR is qwix's fake-quant forward over 300 steps: the weights bit-exact, the
+    float membranes within float32 rounding of spyx's own (no spike differs)."""
+    _, q = qnet
+    ref = np.asarray(spyx.nn.run(q, jnp.asarray(data["x"].transpose(1, 0, 2)))[0])
+    got = run_batch(to_graph(q), data["x"])["y"]
+    assert np.abs(got - ref.transpose(1, 0, 2)).max() <= 1e-5
+
+
+@pytest.mark.parametrize("target,runtime", [("onnx-int8", None), ("tflite-int8", None),
+                                            ("tflite-int8", "tflm"), ("c", None),
+                                            ("fixed-point", None)])
+def test_qwix_targets_bit_exact(qnet, data, target, runtime, tmp_path):
+    qtype, q = qnet
+    if qtype == "int4" and target in ("onnx-int8", "fixed-point"):
+        pytest.skip("int4 runs on the tflite and c targets here (CI time); int8 covers these")
+    res = compile_model(q, target, tmp_path / "art", calibration=data, verify_steps=0)
+    report = verify_artifact(res.out_dir, data=data, runtime=runtime)
+    assert report["exactness"]["passed"], report["golden"]
+    sources = report["quantization_sources"]
+    assert len(sources["qwix"]) == 2 and not sources["weights"]
+    assert "state_1" in sources["calibrated"]  # the LIF membrane qwix left in float
+    assert report["qwix"]["deviation_from_qwix_forward"]["y"]["max_abs_error"] >= 0
+
+
+def test_dynamic_activation_scale_refused():
+    q = _qwix("int8", spyx.quant.linear_only_rules("int8", "int8"))
+    with pytest.raises(TraceError, match="dynamic-range"):
+        to_graph(q)
+
+
+def test_missing_qwix_is_one_line(tmp_path, monkeypatch):
+    """A model file whose factory calls spyx.quant without qwix installed: one line, the
+    pip command of the extra."""
+    from ncc.compiler.load import ModelLoadError, load_model
+
+    (tmp_path / "qmodel.py").write_text(
+        "import spyx.quant\n\ndef make():\n    return spyx.quant.quantize(None)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("spyx.quant._HAS_QWIX", False)
+    monkeypatch.setitem(sys.modules, "qwix", None)  # `import qwix` fails, as uninstalled
+    with pytest.raises(ModelLoadError) as e:
+        load_model("qmodel:make")
+    assert "\n" not in str(e.value) and "pip install 'ncc[spyx-quant]'" in str(e.value)
+
+
+def test_static_activation_scale_refused():
+    """act_static_scale=True traces (qwix's frozen running average reads through a
+    `lax.cond` on a constant) and is then refused in one line, not compiled wrong."""
+    import qwix
+
+    rules = [qwix.QuantizationRule(module_path=".*", op_names=("dot_general",),
+                                   weight_qtype="int8", act_qtype="int8",
+                                   act_static_scale=True)]
+    q = _qwix("int8", rules)
+    state = q.initial_state(1)
+    for t in range(3):  # the statistics see data, then freeze
+        _, state = q(jnp.asarray(np.random.default_rng(t).normal(size=(1, F)), jnp.float32),
+                     state)
+    for _, m in nnx.iter_graph(q):
+        if hasattr(m, "disable_quant_stats_update"):
+            m.disable_quant_stats_update = True
+    with pytest.raises(TraceError, match="act_static_scale=True"):
+        to_graph(q)

@@ -51,6 +51,17 @@ class GraphBuilder:
         self.source = ""
         # recognizer notes on tensors (e.g. `qwix_qat`: "this constant holds qwix integers")
         self.facts: dict[str, tuple[Any, ...]] = {}
+        # `qat.constant_value`'s answers so far (None: not a constant); ops only grow
+        self.known_values: dict[str, np.ndarray | None] = {}
+        self._producers: dict[str, Op] = {}
+        self._indexed = 0
+
+    def producer(self, name: str) -> Op | None:
+        """The op that computes `name` (the last one, if renamed), or None."""
+        for op in self.ops[self._indexed:]:
+            self._producers[op.output] = op
+        self._indexed = len(self.ops)
+        return self._producers.get(name)
 
     def fresh(self, hint: str = "t") -> str:
         while True:

@@ -73,16 +73,31 @@ def fake_quant_attrs(p: QuantParams) -> dict[str, Any]:
 
 
 def constant_value(b: GraphBuilder, name: str) -> np.ndarray | None:
-    """The value of `name` if it is a constant or computed from constants only."""
-    if name in b.constants:
-        return b.constants[name]
-    made = next((op for op in reversed(b.ops) if op.output == name), None)
-    if made is None:
-        return None
-    args = [constant_value(b, n) for n in made.inputs]
-    if any(a is None for a in args):
-        return None
-    return np.asarray(evaluate(made, args)).astype(b.tensors[name].dtype)
+    """The value of `name` if it is a constant or computed from constants only.
+
+    Iterative and remembered in `b.known_values`: each op is evaluated at most once, so
+    asking about every tensor of a deep graph (an unrolled window) stays linear."""
+    memo = b.known_values
+    stack = [name]
+    while stack:
+        n = stack[-1]
+        if n in memo:
+            stack.pop()
+            continue
+        made = None if n in b.constants else b.producer(n)
+        if made is None:
+            memo[n] = b.constants.get(n)
+            stack.pop()
+            continue
+        pending = [i for i in made.inputs if i not in memo]
+        if pending:
+            stack.extend(pending)
+            continue
+        args = [memo[i] for i in made.inputs]
+        memo[n] = (None if any(a is None for a in args) else
+                   np.asarray(evaluate(made, args)).astype(b.tensors[n].dtype))
+        stack.pop()
+    return memo[name]
 
 
 def _on_grid_constant(b: GraphBuilder, value: np.ndarray, p: QuantParams, hint: str) -> str:

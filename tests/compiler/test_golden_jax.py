@@ -4,10 +4,10 @@ CfC and LIF models and a 16x8 model over 1,000 steps, and a population under `vm
 
 from __future__ import annotations
 
+import jax  # noqa: E402
 import numpy as np
 import pytest
 
-jax = pytest.importorskip("jax")
 jnp = jax.numpy
 
 from ncc import numerics as nx  # noqa: E402

@@ -150,7 +150,6 @@ def test_ltc_positivity_constraints_hold_after_training(xs):
     (lambda: CfC(8, backbone_units=0), "backbone_units"),
     (lambda: CfC(8, backbone_units=[4, 4], backbone_layers=3), "backbone_layers"),
     (lambda: CfC(8, backbone_units=4, backbone_dropout=1.0), "backbone_dropout"),
-    (lambda: CfC(AutoNCP(10, 3), backbone_units=4), "backbone"),
     (lambda: CfC(8, merge_mode="max", bidirectional=True), "merge_mode"),
     (lambda: CfC(8, bidirectional=True, go_backwards=True), "go_backwards"),
     (lambda: CfC(), "wiring"),

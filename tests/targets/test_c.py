@@ -620,9 +620,9 @@ def test_mixed_widths_and_out_of_range_shifts_are_refused():
         c_target.lower(g.replace(ops=steep))
 
 
-def test_int64_multiplier_matches_the_numeric_core(tmp_path):
-    """ncc_multiply_by_quantized_multiplier_int64 (16x8 dense layers) against
-    numerics.multiply_by_quantized_multiplier_int64 over its whole input range."""
+def _kernel(tmp_path, name: str, restype: str):
+    """The runtime's function `name`(int64 x, int32 multiplier, int32 shift) from
+    ncc_kernels.c built as a shared library (the warnings of every C test)."""
     import ctypes
     import subprocess
 
@@ -631,9 +631,16 @@ def test_int64_multiplier_matches_the_numeric_core(tmp_path):
     lib = tmp_path / "libncc_kernels.so"
     subprocess.run([find_compiler(), *WARNINGS, "-O2", "-shared", "-fPIC", "-o", str(lib),
                     str(runtime_file("ncc_kernels.c"))], check=True, capture_output=True)
-    fn = ctypes.CDLL(str(lib)).ncc_multiply_by_quantized_multiplier_int64
-    fn.restype = ctypes.c_int64
+    fn = getattr(ctypes.CDLL(str(lib)), name)
+    fn.restype = getattr(ctypes, restype)
     fn.argtypes = [ctypes.c_int64, ctypes.c_int32, ctypes.c_int32]
+    return fn
+
+
+def test_int64_multiplier_matches_the_numeric_core(tmp_path):
+    """ncc_multiply_by_quantized_multiplier_int64 (16x8 dense layers) against
+    numerics.multiply_by_quantized_multiplier_int64 over its whole input range."""
+    fn = _kernel(tmp_path, "ncc_multiply_by_quantized_multiplier_int64", "c_int64")
     rng = np.random.default_rng(0)
     edges_x = [-(1 << 47), (1 << 47) - 1, -1, 0, 1]
     edges_m = [0, 1 << 30, 0x7FFEFFFF, 0x7FFF0000, (1 << 31) - 1]
@@ -649,17 +656,7 @@ def test_multiplier_matches_the_numeric_core(tmp_path):
     """ncc_multiply_by_quantized_multiplier (one rounding step) against
     numerics.multiply_by_quantized_multiplier: int64 inputs wrapped to int32 after the
     left shift, every shift, multipliers at the edges, values at the rounding ties."""
-    import ctypes
-    import subprocess
-
-    from ncc.runtime.cbuild import find_compiler, runtime_file
-
-    lib = tmp_path / "libncc_kernels.so"
-    subprocess.run([find_compiler(), *WARNINGS, "-O2", "-shared", "-fPIC", "-o", str(lib),
-                    str(runtime_file("ncc_kernels.c"))], check=True, capture_output=True)
-    fn = ctypes.CDLL(str(lib)).ncc_multiply_by_quantized_multiplier
-    fn.restype = ctypes.c_int32
-    fn.argtypes = [ctypes.c_int64, ctypes.c_int32, ctypes.c_int32]
+    fn = _kernel(tmp_path, "ncc_multiply_by_quantized_multiplier", "c_int32")
     rng = np.random.default_rng(1)
     edges_x = [-(1 << 31), (1 << 31) - 1, -1, 0, 1, 1 << 40, -(1 << 33) - 5]
     edges_m = [0, 1, 1 << 30, (1 << 31) - 1, -(1 << 31)]

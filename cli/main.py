@@ -289,7 +289,7 @@ def _growth(m: dict[str, Any]) -> str:
                      for (a, b), e in zip(spans, m["error_growth"], strict=True))
 
 
-def _summary(report: dict[str, Any], verbose: bool = False) -> str:
+def _summary(report: dict[str, Any]) -> str:
     """The two verdicts and their figures, as `ncc verify` and `ncc compile` print them."""
     exact = report.get("exactness", {"passed": report.get("passed"),
                                      "criterion": report.get("criterion", "")})

@@ -35,6 +35,8 @@ def rebatch(g: Graph, n: int) -> Graph:
         elif op.kind in ("reduce_sum", "reduce_max") and 0 in (
                 a % len(g.tensors[op.inputs[0]].shape) for a in attrs["axes"]):
             raise IRError(f"{op.kind} -> {op.output!r} reduces over the batch axis")
+        elif op.kind == "gather" and attrs["axis"] % len(g.tensors[op.output].shape) == 0:
+            raise IRError(f"gather -> {op.output!r} picks along the batch axis")
         elif op.kind == "concat" and attrs["axis"] % len(g.tensors[op.output].shape) == 0:
             raise IRError(f"concat -> {op.output!r} joins along the batch axis")
         ops.append(Op(op.kind, op.inputs, op.output, attrs, op.source))

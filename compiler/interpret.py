@@ -58,6 +58,8 @@ KERNELS: dict[str, Kernel] = {
     "reshape": lambda xp, a, at: xp.reshape(a[0], at["shape"]),
     "broadcast": lambda xp, a, at: xp.broadcast_to(a[0], at["shape"]),
     "transpose": lambda xp, a, at: xp.transpose(a[0], at["perm"]),
+    "gather": lambda xp, a, at: xp.take(a[0], xp.asarray(at["indices"], "int32"),
+                                        axis=at["axis"]),
     "reduce_sum": lambda xp, a, at: xp.sum(a[0], axis=tuple(at["axes"])).astype(a[0].dtype),
     "reduce_max": lambda xp, a, at: xp.max(a[0], axis=tuple(at["axes"])),
 }

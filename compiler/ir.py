@@ -68,6 +68,8 @@ OPS: dict[str, tuple[int | None, tuple[str, ...]]] = {
     "reshape": (1, ("shape",)),
     "broadcast": (1, ("shape",)),
     "transpose": (1, ("perm",)),
+    # take entries `indices` (constant, in range) along `axis` (not the batch axis)
+    "gather": (1, ("axis", "indices")),
     # reductions over `axes`, dropping them
     "reduce_sum": (1, ("axes",)),
     "reduce_max": (1, ("axes",)),
@@ -251,6 +253,14 @@ def infer(op: Op, ins: list[Tensor]) -> tuple[tuple[int, ...], str]:
         if sorted(perm) != list(range(len(ins[0].shape))):
             raise IRError(f"{where}: bad permutation {list(perm)}")
         return tuple(ins[0].shape[p] for p in perm), ins[0].dtype
+    if kind == "gather":
+        x = ins[0]
+        if not x.shape or not -len(x.shape) <= a["axis"] < len(x.shape):
+            raise IRError(f"{where}: axis {a['axis']} out of range for {x.name}{list(x.shape)}")
+        axis = a["axis"] % len(x.shape)
+        if not all(0 <= int(i) < x.shape[axis] for i in a["indices"]):
+            raise IRError(f"{where}: indices outside [0, {x.shape[axis]}) on axis {axis}")
+        return x.shape[:axis] + (len(a["indices"]),) + x.shape[axis + 1:], x.dtype
     if kind in ("reduce_sum", "reduce_max"):
         axes = {ax % len(ins[0].shape) for ax in a["axes"]}
         return tuple(d for i, d in enumerate(ins[0].shape) if i not in axes), ins[0].dtype

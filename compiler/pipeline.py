@@ -45,7 +45,8 @@ def phase(progress: Progress | None, task: str) -> Iterator[None]:
 def to_graph(model: Any, input_shape: tuple[int, ...] | None = None,
              initial_state: dict[str, Any] | None = None,
              sequence_length: int | None = None) -> Graph:
-    """Any supported model object -> canonical float IR (traces one step under JAX).
+    """Any supported model object -> canonical float IR (traces one step under JAX), its
+    sparse synapse grids computed on the present synapses only (`compact_synapses`).
     initial_state: values of a Keras model's initial-state inputs (`from_keras`).
 
     A Keras model with a bidirectional layer cannot run step by step: with
@@ -53,6 +54,7 @@ def to_graph(model: Any, input_shape: tuple[int, ...] | None = None,
     (`from_keras_window`; `metadata["window"]` = T), without it a refusal saying to pass
     it. Other models ignore `sequence_length` here (a target may wrap the step in a loop)."""
     from ncc.compiler.frontends import from_keras_window, from_model, needs_window
+    from ncc.compiler.synapses import compact_synapses
     from ncc.compiler.trace import TraceError, trace
 
     if needs_window(model):
@@ -62,8 +64,10 @@ def to_graph(model: Any, input_shape: tuple[int, ...] | None = None,
                              "compile) to compile it over a fixed window of T steps")
         if initial_state:
             raise TraceError("initial states are not supported over a window")
-        return canonicalize(trace(from_keras_window(model, sequence_length, input_shape)))
-    return canonicalize(trace(from_model(model, input_shape, initial_state)))
+        g = trace(from_keras_window(model, sequence_length, input_shape))
+    else:
+        g = trace(from_model(model, input_shape, initial_state))
+    return compact_synapses(canonicalize(g))
 
 
 def window_data(data: dict[str, np.ndarray], window: int) -> dict[str, np.ndarray]:

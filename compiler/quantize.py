@@ -17,7 +17,7 @@ How float ops become integer ops:
 - `reduce_sum` -> `fully_connected` with a ones vector (exact integer sum).
 - comparisons against a constant -> integer comparisons against a threshold on the
   tensor's own grid (exact); spikes (bool cast to float) -> int8 0/1 with scale 1.
-- data movement (concat, reshape, broadcast, slice, transpose), `max`/`min`/`where`
+- data movement (concat, reshape, broadcast, slice, transpose, gather), `max`/`min`/`where`
   -> the same ops on integers, with inputs and outputs sharing parameters.
 
 Constraints (`_Groups`): a state tensor uses the same parameters in and out (no
@@ -51,7 +51,8 @@ from ncc.compiler.interpret import evaluate
 from ncc.compiler.ir import COMPARISONS, Graph, IRError, Op, QuantParams, Tensor, infer, verify
 from ncc.compiler.passes import canonicalize
 
-SHARE = ("concat", "reshape", "broadcast", "slice", "transpose", "identity", "max", "min")
+SHARE = ("concat", "reshape", "broadcast", "slice", "transpose", "gather", "identity", "max",
+         "min")
 UNARY = ("neg", "abs", "exp", "log", "sqrt", "sigmoid", "tanh", "relu", "floor", "sign",
          "clip", "identity")
 SCALAR_BINARY = ("add", "sub", "mul", "div", "max", "min", "pow")

@@ -31,6 +31,12 @@ synapses only. The trade: a present synapse costs 3 bytes of flash (int8 weight,
 presynaptic index) instead of 1, an absent one nothing, so at NCP densities (1/2 to 2/3)
 the step does a third to a half fewer MACs for up to twice the weight bytes.
 
+An LTC's per-synapse grids arrive compacted onto the present synapses
+(`compiler/synapses.py`): `gather` ops (ncc_gather; equal index lists share one int16
+array) and selection layers (one weight per row, so synapse lists). `work_per_step` counts
+what the step must do from the graph (present-weight MACs, table lookups, requantized
+elements), next to this kernel's own `macs_per_step`.
+
 Integer ops run on int8 activations (`_s8` kernels) or on int16 ones (TFLite's 16x8 mode,
 `_s16` kernels: int8 weights, int32 biases, int64 accumulators); the kernel follows the
 dtypes of the op's tensors, and a mix the runtime has no kernel for (e.g. a qadd of an int8
@@ -48,6 +54,7 @@ from typing import Any
 
 from ncc.compiler.artifact import Artifact
 from ncc.compiler.ir import Graph
+from ncc.compiler.work import work_per_step
 from ncc.targets.c_arena import explicit_broadcasts, plan_arenas
 from ncc.targets.c_emit import (  # noqa: F401  (the c target's public names)
     CTYPES,
@@ -112,6 +119,7 @@ def lower(g: Graph, *, reference: Graph | None = None, model: Any = None,
         "memory": {"weights_bytes": e.const_bytes, "state_bytes": n_state,
                    "scratch_bytes": e.arenas.scratch_bytes},
         "macs_per_step": e.macs,
+        "work_per_step": work_per_step(g),
         "sparse_layers": e.sparse,
         "spiking_layers": e.spiking,
         "max_synaptic_events_per_step": sum(s["synapses"] for s in e.spiking),

@@ -4,6 +4,7 @@ the constants it needs (parameters, weights, tables) on the `Emitter`."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,9 +168,10 @@ def _fully_connected(e: Emitter, op: Op, tag: str) -> list[str]:
                           "synapses": rows * int(np.count_nonzero(weights))})
     if weights is not None and density <= SPARSE_DENSITY and depth <= 0xFFFF:
         start, pre, wv = _csr(weights)
-        ps = e.const_array("int32_t", f"{tag}_post_start", start)
-        pp = e.const_array("uint16_t", f"{tag}_pre", pre)
-        pw = e.const_array("int8_t", f"{tag}_weight", wv,
+        k = e.ident(w, "k")  # named after the weights: ops sharing them share the arrays
+        ps = e.const_array("int32_t", f"{k}_post_start", start)
+        pp = e.const_array("uint16_t", f"{k}_pre", pre)
+        pw = e.const_array("int8_t", f"{k}_weight", wv,
                            f"{w}: {int(start[-1])} of {weights.size} synapses")
         e.macs += rows * int(start[-1])
         e.sparse.append({"tensor": out, "synapses": int(start[-1]),
@@ -312,6 +314,23 @@ def _concat(e: Emitter, op: Op, tag: str) -> list[str]:
     return lines
 
 
+def _gather(e: Emitter, op: Op, tag: str) -> list[str]:
+    """ncc_gather over [outer, axis, inner]; equal index lists share one int16 array."""
+    x, out = op.inputs[0], op.output
+    shape = e.t(x).shape
+    axis = op.attrs["axis"] % len(shape)
+    if shape[axis] > 1 << 15:
+        raise CTargetError(f"c target: gather -> {out!r} indexes an axis of {shape[axis]} "
+                           "> 32768 entries")
+    indices = np.asarray(op.attrs["indices"], np.int64)
+    digest = hashlib.sha256(indices.astype("<i2").tobytes()).hexdigest()[:12]
+    idx = e.const_array("int16_t", f"ncc_gather_{digest}", indices)
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    return [f"    ncc_gather({e.ptr(x)}, {itemsize(e.t(out).dtype)}, {outer}, {shape[axis]}, "
+            f"{inner}, {len(indices)}, {idx}, {e.ptr(out)});"]
+
+
 def _strided_copy(e: Emitter, op: Op, tag: str) -> list[str]:
     """slice, transpose and broadcast: one strided copy each."""
     a, out = op.attrs, op.output
@@ -350,6 +369,7 @@ EMITTERS: dict[str, Emit] = {
     **{kind: _binary_int for kind in sorted(COMPARISONS)},
     "where": _where, "logical_not": _logical_not, "cast": _cast, "concat": _concat,
     "slice": _strided_copy, "transpose": _strided_copy, "broadcast": _strided_copy,
+    "gather": _gather,
 }
 """Op kind -> its emitter; `ALIASES` (reshape, identity) emit no code."""
 

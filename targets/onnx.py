@@ -79,6 +79,12 @@ def _slice(n: Nodes, g: Graph, op: Op) -> None:
     n.nodes.append(helper.make_node("Slice", [*op.inputs, *extra], [op.output]))
 
 
+def _gather(n: Nodes, g: Graph, op: Op) -> None:
+    indices = n.ints(op, "indices", op.attrs["indices"])
+    n.nodes.append(helper.make_node("Gather", [op.inputs[0], indices], [op.output],
+                                    axis=op.attrs["axis"]))
+
+
 def _with_shape(onnx_op: str) -> FloatLowering:
     """Reshape / Expand: the IR's `shape` attribute as an int64 input."""
     def lower(n: Nodes, g: Graph, op: Op) -> None:
@@ -110,7 +116,7 @@ FLOAT_LOWERINGS: dict[str, FloatLowering] = {
     **{kind: _simple(onnx_op) for kind, onnx_op in _SIMPLE.items()},
     "clip": _clip, "cast": _cast, "concat": _concat, "slice": _slice,
     "reshape": _with_shape("Reshape"), "broadcast": _with_shape("Expand"),
-    "transpose": _transpose, "reduce_sum": _reduce("ReduceSum"),
+    "transpose": _transpose, "gather": _gather, "reduce_sum": _reduce("ReduceSum"),
     "reduce_max": _reduce("ReduceMax"),
 }
 """IR op kind -> the function appending its ONNX nodes (float IR, and the integer IR's

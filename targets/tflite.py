@@ -22,6 +22,7 @@ builtins whose integer arithmetic is the golden kernel's (compiler/golden.py):
                       CONCATENATION, RESHAPE, BROADCAST_TO, STRIDED_SLICE, TRANSPOSE,
                       MAXIMUM, MINIMUM, SELECT_V2: inputs and output share parameters,
                       so each is a copy of integers
+    gather            GATHER (int8); int16: a one-hot 16x8 CONV_2D of multiplier 1
     cast bool->int8   CAST;  logical_not  LOGICAL_NOT
 
 Tables and comparisons avoid int8 rescaling entirely: a CAST to int32 keeps the
@@ -295,12 +296,21 @@ def _fully_connected(m: _Model, g: Graph, op: Op) -> None:
     _check(op, "multiplier", tuple(a["multiplier"]) * (n_out // len(a["multiplier"])),
            want["multiplier"])
     _check(op, "shift", tuple(a["shift"]) * (n_out // len(a["shift"])), want["shift"])
-    filt = np.ascontiguousarray(g.constants[w].T).reshape(n_out, 1, 1, k)
-    f_name = m.temp(op, "filter", filt.shape, "int8", pw_t, filt)
+    _dense_as_conv(m, g, op, g.constants[w], pw_t, g.constants[b], px, po, act)
+
+
+def _dense_as_conv(m: _Model, g: Graph, op: Op, weights: np.ndarray, pw: QuantParams,
+                   bias: np.ndarray, px: QuantParams, po: QuantParams, act: str) -> None:
+    """op.output = op.inputs[0] (..., K) . weights (K, N) int8 + bias, as RESHAPE -> 1x1
+    CONV_2D -> RESHAPE (see `_fully_connected`); pw per channel on axis 0."""
+    x = op.inputs[0]
+    k, n_out = weights.shape
+    filt = np.ascontiguousarray(weights.T).reshape(n_out, 1, 1, k)
+    f_name = m.temp(op, "filter", filt.shape, "int8", pw, filt)
     bias_type = "int64" if act == "int16" else "int32"  # int32 values either way
     b_name = m.temp(op, "bias", (n_out,), bias_type,
-                    QuantParams(tuple(nx.bias_scale(px, pw_t)), (0,) * n_out, bits=32, axis=0),
-                    g.constants[b])
+                    QuantParams(tuple(nx.bias_scale(px, pw)), (0,) * n_out, bits=32, axis=0),
+                    bias)
     rows = g.tensors[x].size // k
     image = m.temp(op, "image", (rows, 1, 1, k), act, px)
     m.emit("RESHAPE", [x, m.const(op, "shape", [rows, 1, 1, k])], [image],
@@ -505,6 +515,32 @@ def _same_grid_slice(m: _Model, g: Graph, op: Op) -> None:
     _slice(m, g, op)
 
 
+def _gather(m: _Model, g: Graph, op: Op) -> None:
+    """int8: GATHER. int16 (TFLite Micro's GATHER takes int8 and float only): along the last
+    axis as a 16x8 dense layer with one-hot weights at weight scale 1, whose multiplier is
+    exactly 1 (16-bit multiplier 2^14, shift 1): out = (x * 2^14 + 2^13) >> 14 = x."""
+    _same_params(g, op, [*op.inputs, op.output])
+    x = g.tensors[op.inputs[0]]
+    axis = op.attrs["axis"] % len(x.shape)
+    indices = np.asarray(op.attrs["indices"], np.int64)
+    if x.dtype == "int8":
+        m.emit("GATHER", [op.inputs[0], m.const(op, "indices", indices)], [op.output],
+               axis=axis, batchDims=0)
+        return
+    if x.dtype != "int16" or axis != len(x.shape) - 1:
+        raise TfliteLoweringError(f"op gather -> {op.output!r}: only int8, or int16 along the "
+                                  "last axis")
+    onehot = np.zeros((x.shape[-1], len(indices)), np.int8)
+    onehot[indices, np.arange(len(indices))] = 1
+    pw = QuantParams((1.0,) * len(indices), (0,) * len(indices), bits=8, axis=0)
+    want = tflite_params("FULLY_CONNECTED", [x.quant, pw], x.quant)
+    if set(want["multiplier"]) != {1 << 30} or set(want["shift"]) != {1}:
+        raise TfliteLoweringError(f"op gather -> {op.output!r}: the one-hot layer's "
+                                  "multiplier is not exactly 1")
+    _dense_as_conv(m, g, op, onehot, pw, np.zeros(len(indices), np.int64), x.quant, x.quant,
+                   "int16")
+
+
 def _transpose(m: _Model, g: Graph, op: Op) -> None:
     _same_params(g, op, [*op.inputs, op.output])
     m.emit("TRANSPOSE", [op.inputs[0], m.const(op, "perm", op.attrs["perm"])], [op.output])
@@ -521,7 +557,7 @@ LOWERINGS: dict[str, Lowering] = {
     "where": _where,
     "max": _same_grid("MAXIMUM"), "min": _same_grid("MINIMUM"),
     "concat": _concat, "reshape": _reshape, "identity": _reshape, "broadcast": _broadcast,
-    "slice": _same_grid_slice, "transpose": _transpose,
+    "slice": _same_grid_slice, "transpose": _transpose, "gather": _gather,
 }
 """Integer IR op kind -> the function that emits its TFLite operators."""
 

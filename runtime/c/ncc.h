@@ -201,6 +201,11 @@ void ncc_copy(const void *x, int32_t size, void *y);
 void ncc_strided_copy(const void *x, int32_t elem_size, int32_t rank, const int32_t *shape,
                       const int32_t *strides, int32_t offset, void *y);
 
+/* y viewed as [outer, n, inner] picks x viewed as [outer, x_axis, inner] at `indices`
+   (n of them, each in [0, x_axis)) along the middle axis. Sizes in elements. */
+void ncc_gather(const void *x, int32_t elem_size, int32_t outer, int32_t x_axis,
+                int32_t inner, int32_t n, const int16_t *indices, void *y);
+
 /* One input of a concatenation: y viewed as [outer, y_inner], x as [outer, x_inner];
    x's rows go to columns [at, at + x_inner) of y. Inner sizes in elements. */
 void ncc_concat_part(const void *x, int32_t elem_size, int32_t outer, int32_t x_inner,

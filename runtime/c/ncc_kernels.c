@@ -62,20 +62,29 @@ static int64_t floor_shift_u(int64_t y, int32_t k) {
    h < 0 iff ab < -2^30. Nested floors by integers compose: MBQM = floor((ab + 2^30 +
    2^(30+e) - 2^31 [ab < -2^30]) / 2^(31+e)); with e = 0, floor((ab + 2^30) / 2^31).
    |ab| + 2^61 + 2^30 < 2^63: no overflow. */
-static int32_t mbqm(int64_t x, int32_t multiplier, int32_t shift) {
+static inline int32_t mbqm_q31(int64_t x, int32_t multiplier, int32_t shift) {
     int32_t left = shift > 0 ? shift : 0;
     int32_t right = shift > 0 ? 0 : -shift;
     /* x << left modulo 2^64 (unsigned: defined), then wrapped to int32 */
     int32_t scaled = ncc_wrap32((int64_t)(((uint64_t)x << left) & 0xFFFFFFFFu));
     int64_t ab = (int64_t)scaled * (int64_t)multiplier;
     int64_t y = ab + ((int64_t)1 << 30);
-    if (multiplier == (int32_t)NCC_INT32_MIN) {
-        return rounding_divide_by_pot(srdhm(scaled, multiplier), right);
-    }
     if (right > 0) {
         y += ((int64_t)1 << (30 + right)) - (ab < -((int64_t)1 << 30) ? ((int64_t)1 << 31) : 0);
     }
     return (int32_t)floor_shift_u(y, 31 + right);
+}
+
+/* MBQM for any int32 multiplier: the kernels' multipliers are Q31 in [0, 2^31) (ncc.h) and
+   take mbqm_q31, inlined; a multiplier of INT32_MIN (exported form only) is done the long
+   way. */
+static int32_t mbqm(int64_t x, int32_t multiplier, int32_t shift) {
+    if (multiplier == (int32_t)NCC_INT32_MIN) {
+        int32_t left = shift > 0 ? shift : 0;
+        int32_t scaled = ncc_wrap32((int64_t)(((uint64_t)x << left) & 0xFFFFFFFFu));
+        return rounding_divide_by_pot(srdhm(scaled, multiplier), shift > 0 ? 0 : -shift);
+    }
+    return mbqm_q31(x, multiplier, shift);
 }
 
 /* the exported forms (tests) of the static ones the kernels inline */
@@ -120,7 +129,7 @@ static int16_t sat16(int64_t v) {
 /* The dense layer's output n from its accumulator. int8: the int32 accumulator (held in a
    uint32_t, see below) through the int32 MBQM; MBQM's result is in int32, + out_zp fits. */
 static int8_t fc_output_s8(uint32_t acc, const ncc_fc_params *p, int32_t n) {
-    return sat8((int64_t)mbqm(ncc_wrap32((int64_t)acc), p->multiplier[n], p->shift[n])
+    return sat8((int64_t)mbqm_q31(ncc_wrap32((int64_t)acc), p->multiplier[n], p->shift[n])
                 + p->out_zp);
 }
 
@@ -231,15 +240,16 @@ void ncc_fully_connected_s16(const int16_t *x, const int8_t *w, const int32_t *b
     void SPARSE_NAME(const T *x, const int32_t *post_start, const uint16_t *pre,           \
                      const int8_t *weight, const int32_t *bias, int32_t rows,              \
                      int32_t depth, int32_t units, const ncc_fc_params *p, T *y) {          \
+        const ncc_fc_params q = *p; /* a local: stores to y cannot change it */             \
         int32_t r, s, n;                                                                    \
         for (r = 0; r < rows; ++r) {                                                        \
             const T *xr = x + r * depth;                                                    \
             for (n = 0; n < units; ++n) {                                                   \
                 ACC acc = (ACC)bias[n];                                                     \
                 for (s = post_start[n]; s < post_start[n + 1]; ++s) {                      \
-                    acc += (ACC)(((int32_t)xr[pre[s]] - p->x_zp) * (int32_t)weight[s]);     \
+                    acc += (ACC)(((int32_t)xr[pre[s]] - q.x_zp) * (int32_t)weight[s]);      \
                 }                                                                           \
-                y[r * units + n] = OUTPUT(acc, p, n);                                       \
+                y[r * units + n] = OUTPUT(acc, &q, n);                                      \
             }                                                                               \
         }                                                                                   \
     }
@@ -251,39 +261,49 @@ NCC_SPARSE_FULLY_CONNECTED(ncc_sparse_fully_connected_s16, int16_t, int64_t, fc_
    at most 255 * 2^20 < 2^28 (int8) or 32768 * 2^15 = 2^30 (int16, zero point 0) in
    magnitude; each rescaled side is an int32, so |raw| <= 2^32, which MBQM wraps to int32
    exactly as golden.py does; its int32 result + out_zp fits int64. */
-static int64_t add_sub(int64_t a, int64_t b, const ncc_add_params *p, int32_t sign) {
+static inline int64_t add_sub(int64_t a, int64_t b, const ncc_add_params *p, int32_t sign) {
     int64_t as = (a - p->a_zp) * ((int64_t)1 << p->left_shift);
     int64_t bs = (b - p->b_zp) * ((int64_t)1 << p->left_shift);
-    int64_t a_scaled = mbqm(as, p->a_multiplier, p->a_shift);
-    int64_t b_scaled = mbqm(bs, p->b_multiplier, p->b_shift);
+    int64_t a_scaled = mbqm_q31(as, p->a_multiplier, p->a_shift);
+    int64_t b_scaled = mbqm_q31(bs, p->b_multiplier, p->b_shift);
     int64_t raw = a_scaled + sign * b_scaled;
-    return (int64_t)mbqm(raw, p->multiplier, p->shift)
+    return (int64_t)mbqm_q31(raw, p->multiplier, p->shift)
            + p->out_zp;
 }
 
-static int64_t add_element(int64_t a, int64_t b, const ncc_add_params *p) {
+static inline int64_t add_element(int64_t a, int64_t b, const ncc_add_params *p) {
     return add_sub(a, b, p, 1);
 }
 
-static int64_t sub_element(int64_t a, int64_t b, const ncc_add_params *p) {
+static inline int64_t sub_element(int64_t a, int64_t b, const ncc_add_params *p) {
     return add_sub(a, b, p, -1);
 }
 
 /* One element of qmul: |(a - a_zp)(b - b_zp)| <= 255^2 (int8) or 2^30 (int16, zero points
    0); any int16 zero points keep it below 2^32, which MBQM wraps as golden.py does. */
-static int64_t mul_element(int64_t a, int64_t b, const ncc_mul_params *p) {
-    return (int64_t)mbqm((a - p->a_zp) * (b - p->b_zp),
+static inline int64_t mul_element(int64_t a, int64_t b, const ncc_mul_params *p) {
+    return (int64_t)mbqm_q31((a - p->a_zp) * (b - p->b_zp),
                                                          p->multiplier, p->shift)
            + p->out_zp;
 }
 
-/* elementwise binary kernel over T: y[i] = SAT(ELEMENT(a[i * a_step], b[i * b_step])) */
+/* elementwise binary kernel over T: y[i] = SAT(ELEMENT(a[i * a_step], b[i * b_step])).
+   The parameters are copied to a local first: y (int8_t is a char type) may alias *p as
+   far as the compiler knows, which would reload them after every store. Steps of 1 (the
+   common case) get their own loop, without index arithmetic. */
 #define NCC_BINARY(NAME, T, PARAMS, ELEMENT, SAT)                                           \
     void NAME(const T *a, int32_t a_step, const T *b, int32_t b_step, int32_t n,           \
               const PARAMS *p, T *y) {                                                      \
+        const PARAMS q = *p;                                                                \
         int32_t i;                                                                          \
+        if (a_step == 1 && b_step == 1) {                                                   \
+            for (i = 0; i < n; ++i) {                                                       \
+                y[i] = SAT(ELEMENT((int64_t)a[i], (int64_t)b[i], &q));                      \
+            }                                                                               \
+            return;                                                                         \
+        }                                                                                   \
         for (i = 0; i < n; ++i) {                                                           \
-            y[i] = SAT(ELEMENT((int64_t)a[i * a_step], (int64_t)b[i * b_step], p));         \
+            y[i] = SAT(ELEMENT((int64_t)a[i * a_step], (int64_t)b[i * b_step], &q));        \
         }                                                                                   \
     }
 
@@ -296,17 +316,18 @@ NCC_BINARY(ncc_mul_s16, int16_t, ncc_mul_params, mul_element, sat16)
 
 /* One element of requantize: |x - in_zp| <= 65535; MBQM wraps (x - in_zp) << shift to
    int32 exactly as golden.py does; its int32 result + out_zp fits int64. */
-static int64_t requantize_element(int64_t x, const ncc_mul_params *p) {
-    return (int64_t)mbqm(x - p->a_zp, p->multiplier,
+static inline int64_t requantize_element(int64_t x, const ncc_mul_params *p) {
+    return (int64_t)mbqm_q31(x - p->a_zp, p->multiplier,
                                                          p->shift)
            + p->out_zp;
 }
 
 #define NCC_REQUANTIZE(NAME, TX, TY, SAT)                                                   \
     void NAME(const TX *x, int32_t n, const ncc_mul_params *p, TY *y) {                     \
+        const ncc_mul_params q = *p; /* a local: stores to y cannot change it */            \
         int32_t i;                                                                          \
         for (i = 0; i < n; ++i) {                                                           \
-            y[i] = SAT(requantize_element((int64_t)x[i], p));                               \
+            y[i] = SAT(requantize_element((int64_t)x[i], &q));                              \
         }                                                                                   \
     }
 
@@ -461,6 +482,19 @@ void ncc_strided_copy(const void *x, int32_t elem_size, int32_t rank, const int3
                 break;
             }
             index[d] = 0;
+        }
+    }
+}
+
+void ncc_gather(const void *x, int32_t elem_size, int32_t outer, int32_t x_axis,
+                int32_t inner, int32_t n, const int16_t *indices, void *y) {
+    const unsigned char *px = (const unsigned char *)x;
+    unsigned char *py = (unsigned char *)y;
+    const int32_t row = inner * elem_size;
+    int32_t o, i;
+    for (o = 0; o < outer; ++o) {
+        for (i = 0; i < n; ++i) {
+            ncc_copy(px + (o * x_axis + indices[i]) * row, row, py + (o * n + i) * row);
         }
     }
 }

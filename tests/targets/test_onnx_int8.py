@@ -69,7 +69,10 @@ def test_onnxruntime_equals_golden_bit_for_bit(name, tmp_path):
     factory, steps = MODELS[name]
     out = tmp_path / name
     compile_model(factory(), "onnx-int8", out, calibration=calibration(), verify_steps=0)
-    report = verify_artifact(out, sequences=1, steps=steps, seed=7)
+    # up to 2,000 steps, three sequences: on a small chaotic net (the 8-neuron LTCs) one
+    # sequence can fall on a trajectory that quantization noise flips, and the SQNR check
+    # below means the pooled figure; the 10,000-step horizons stay one sequence (CI time)
+    report = verify_artifact(out, sequences=3 if steps <= 2_000 else 1, steps=steps, seed=7)
     assert report["passed"], report["golden"]
     for name_, figures in report["golden"].items():
         assert figures["identical"] == 1.0 and figures["max_lsb"] == 0, name_

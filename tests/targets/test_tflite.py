@@ -185,6 +185,8 @@ def every_op_graph() -> Graph:
     tr = op("transpose", [r], "tr", (1, 6, 4), quant=P, perm=(0, 2, 1))
     sl = op("slice", [tr], "sl", (1, 3, 4), quant=P, starts=(0, 5, 0), stops=(1, 0, 4),
             steps=(1, -2, 1))
+    picked = op("gather", [tr], "picked", (1, 6, 3), quant=P, axis=2, indices=(3, 0, 3))
+    rows = op("gather", [tr], "rows", (1, 2, 4), quant=P, axis=1, indices=(5, 1))
     row = op("slice", [x], "row", (1, 6), quant=P, starts=(0, 0), stops=(1, 12), steps=(1, 2))
     row3 = op("reshape", [row], "row3", (1, 1, 6), quant=P, shape=(1, 1, 6))
     bc = op("broadcast", [row3], "bc", (1, 4, 6), quant=P, shape=(1, 4, 6))
@@ -228,7 +230,7 @@ def every_op_graph() -> Graph:
     diff = op("qsub", [prod, rq], "diff", (1, 24), quant=P, **int_safety.add_params(P, R, P))
     s_next = op("qadd", [diff, x], "s_next", (1, 24), quant=P, **int_safety.add_params(P, P, P))
     level = c("level", np.arange(-12, 12, dtype=np.int8).reshape(1, 24), P)  # a constant output
-    outputs = [y, spike_sum, spikes[3], rq, dense, s_next, level]
+    outputs = [y, spike_sum, spikes[3], rq, dense, s_next, level, picked, rows]
     roles = {x: "input", s: "state_in", **{o: "output" for o in outputs}, s_next: "state_out"}
     return Graph("every_op", tensors, [x, s], outputs, roles, [(s, s_next)], constants, ops,
               {s: np.full((1, 24), 3, np.int8)}, {"quantized": True})

@@ -22,9 +22,9 @@ import spyx.quant  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from ncc.cli.driver import compile_model  # noqa: E402
+from ncc.cli.main import main  # noqa: E402
 from ncc.compiler.builder import TraceError  # noqa: E402
 from ncc.compiler.interpret import run_batch  # noqa: E402
-from ncc.cli.main import main  # noqa: E402
 from ncc.compiler.pipeline import quantize_graph, to_graph  # noqa: E402
 from ncc.numerics.affine import dequantize, quantize  # noqa: E402
 from ncc.runtime.verify import verify_artifact  # noqa: E402

@@ -13,6 +13,7 @@ import sys
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
+import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np
 import pytest
@@ -47,10 +48,10 @@ def _net(neuron: str = "LIF"):
     )
 
 
-def _qwix(qtype, rules=None, neuron="LIF"):
+def _qwix(qtype, rules=None, neuron="LIF", mode="qat"):
     net = _net(neuron)
     x, state = jnp.zeros((1, F)), net.initial_state(1)
-    return spyx.quant.quantize(net, x, state,
+    return spyx.quant.quantize(net, x, state, mode=mode,
                                rules=rules or spyx.quant.weights_only_rules(qtype))
 
 
@@ -147,6 +148,27 @@ def test_reported_deviation_is_qwix_forward(data, tmp_path, capsys):
     lines = [row for row in capsys.readouterr().out.splitlines() if row.startswith("qwix:")]
     assert len(lines) == 1 and "deviates from qwix's fake-quant forward" in lines[0]
     assert f"y max abs error {stated:.3g}" in lines[0]
+
+
+@pytest.mark.parametrize("qtype", ["int8", "int4"])
+def test_ptq_converted_weights_are_preset_grids(qtype, data, tmp_path):
+    """`spyx.quant.quantize(..., mode="ptq")` stores qwix's integers and scales in the
+    module: they are the weight grid as they are (not recalibrated by ncc), bit-equal to
+    the PTQ forward's weights, and the artifact is exact."""
+    q = _qwix(qtype, mode="ptq")
+    assert any(v.dtype == jnp.dtype(qtype) for v in jax.tree.leaves(nnx.state(q)))
+    g = to_graph(q)
+    grids = {g.constants[n].shape: (n, g.tensors[n].quant) for n in g.constants
+             if n.startswith("qwix_w")}
+    for w in _forward_weights(q):
+        name, p = grids[w.shape]
+        assert np.array_equal(g.constants[name], w), name
+        assert (p.bits, p.axis) == (int(qtype[3:]), 1)
+    res = compile_model(q, "tflite-int8", tmp_path / "art", calibration=data, verify_steps=0)
+    report = verify_artifact(res.out_dir, data=data)
+    assert report["exactness"]["passed"], report["golden"]
+    sources = report["quantization_sources"]
+    assert len(sources["qwix"]) == 2 and not sources["weights"]
 
 
 def test_dynamic_activation_scale_refused():

@@ -6,12 +6,14 @@ LIF(H), nnx.Linear(H, 10), LI(10))`, run with `spyx.nn.run`; the class is the ar
 last step's readout (what `ncc verify` scores). Float BPTT first, then `spyx.quant.quantize`
 with qwix's weight-only int8 rule (`spiking_feedforward_rules`) and a QAT fine-tune through
 qwix's fake-quant forward. The trained weights are saved as an ncc checkpoint of the float
-net; `qmodel.py` beside it re-applies the same qwix rule, and the `ncc` command compiles
-that model to tflite-int8 and c (calibrating the membranes and readout qwix left in float
-on training spikes) and verifies each artifact on the labelled test spikes:
+net; `qwix_digits_model.py` beside it re-applies the same qwix rule, and the `ncc`
+command compiles that model to tflite-int8 and c (calibrating the membranes and readout
+qwix left in float on training spikes) and verifies each artifact on the labelled test
+spikes:
 
     python -m ncc.models.examples.qwix_snn_digits            # -> qwix_snn_digits/
-    ncc compile qmodel:make --target c --calibration calibration.npz   (in that folder)
+    cd qwix_snn_digits && ncc compile qwix_digits_model:make --target c -o c \
+        --calibration calibration.npz && ncc verify c --data test.npz    # what it runs
 
 Prints float / qwix fake-quant / deployed accuracy (every target's artifact is bit-exact
 with ncc's golden model; the deployed accuracy is the artifact's).
@@ -67,7 +69,7 @@ def quantize(net: spyx.nn.Sequential) -> nnx.Module:
 
 def quantized(checkpoint: str | Path) -> nnx.Module:
     """The deployable model: the saved float net under the same qwix rule (what
-    `qmodel.py:make` returns to `ncc compile`)."""
+    `qwix_digits_model.py:make` returns to `ncc compile`)."""
     return quantize(load_checkpoint(checkpoint))
 
 
@@ -139,7 +141,7 @@ def main(float_steps: int = 600, qat_steps: int = 200, hidden: int = 64, steps: 
     folder = Path(out).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     ckpt = save_checkpoint(net, folder / "float.ckpt")
-    (folder / "qmodel.py").write_text(
+    (folder / "qwix_digits_model.py").write_text(
         '"""The qwix model ncc compiles: the trained float net under spyx.quant QAT."""\n\n'
         "from ncc.models.examples.qwix_snn_digits import quantized\n\n\n"
         "def make():\n"
@@ -150,7 +152,7 @@ def main(float_steps: int = 600, qat_steps: int = 200, hidden: int = 64, steps: 
     reports: dict[str, Any] = {}
     for target in targets:
         art = folder / target
-        ncc(["compile", "qmodel:make", "--target", target, "--calibration",
+        ncc(["compile", "qwix_digits_model:make", "--target", target, "--calibration",
               "calibration.npz", "--verify-steps", "0", "-o", str(art), "--quiet"], folder)
         ncc(["verify", str(art), "--data", "test.npz", "--quiet"], folder)
         reports[target] = json.loads((art / "report.json").read_text())

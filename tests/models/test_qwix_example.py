@@ -3,6 +3,7 @@ compiled artifact bit-exact with the golden model, the traced float model scorin
 qwix's own forward scores, and the deployed accuracy printed beside both. The example's
 `ncc` command lines run in-process here (the same arguments, no interpreter start-up)."""
 
+import sys
 from pathlib import Path
 
 from ncc.cli.main import main as ncc_main
@@ -11,7 +12,8 @@ from ncc.models.examples import qwix_snn_digits
 
 def _in_process(monkeypatch):
     def run(args: list[str], cwd: Path) -> None:
-        monkeypatch.chdir(cwd)  # `qmodel:make` is found next to the user, as on the CLI
+        monkeypatch.chdir(cwd)  # the model file is found next to the user, as on the CLI
+        monkeypatch.delitem(sys.modules, "qwix_digits_model", raising=False)  # this one's
         assert ncc_main(args) == 0, args
 
     return run

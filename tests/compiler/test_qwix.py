@@ -139,7 +139,7 @@ def test_reported_deviation_is_qwix_forward(data, tmp_path, capsys):
     got = dequantize(run_batch(golden, xq)["y"], golden.tensors["y"].quant)
     ref = np.asarray(spyx.nn.run(q, jnp.asarray(data["x"].transpose(1, 0, 2)))[0])
     measured = float(np.abs(got - ref.transpose(1, 0, 2)).max())
-    res = compile_model(q, "c", tmp_path / "art", calibration=data, verify_steps=0)
+    res = compile_model(q, "tflite-int8", tmp_path / "art", calibration=data, verify_steps=0)
     np.savez(tmp_path / "data.npz", x=data["x"])
     assert main(["verify", str(res.out_dir), "--data", str(tmp_path / "data.npz")]) == 0
     report = json.loads((res.out_dir / "report.json").read_text())

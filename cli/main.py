@@ -324,6 +324,8 @@ def _summary(report: dict[str, Any]) -> str:
     if device := report.get("device"):
         rows.append(f"  device: {device['machine']}, flash {device['flash_bytes']} B, RAM "
                     f"{device['ram_bytes']} B, {device['steps_run']} steps run")
+    if notice := report.get("qwix", {}).get("notice"):
+        rows.append(notice)
     verdict = "PASSED" if report.get("passed") else "FAILED"
     return f"{verdict}\n" + "\n".join(rows)
 

@@ -27,6 +27,10 @@ class UnsupportedPrimitive(TraceError):
                          "for it; rewrite that line with supported operations")
 
 
+SUB_BYTE_INTS = ("int4", "int2")
+"""Integer dtypes (ml_dtypes) a constant may hold that the IR widens to int8."""
+
+
 def dtype_of(aval: Any) -> str:
     name = str(np.dtype(aval.dtype))
     if name not in ("float32", "int32", "bool", "int8", "int16", "uint8"):
@@ -76,6 +80,8 @@ class GraphBuilder:
 
     def constant(self, value: Any, hint: str | None = None) -> str:
         array = np.asarray(value)
+        if str(array.dtype) in SUB_BYTE_INTS:  # e.g. qwix PTQ's int4 weights: same integers
+            array = array.astype(np.int8)
         array = array.astype(dtype_of(array))
         key = (str(array.dtype) + str(array.shape), array.tobytes())
         if hint is None and array.size <= 16 and key in self._literals:

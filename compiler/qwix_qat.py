@@ -128,7 +128,12 @@ def _convert(b: GraphBuilder, eqn: Any, ins: list[str]) -> list[str] | None:
         name = b.constant(q)
         b.facts[name] = ("int", bits)
         return [name]
-    if fact is not None and fact[0] == "int" and np.dtype(eqn.params["new_dtype"]) == np.float32:
+    if np.dtype(eqn.params["new_dtype"]) != np.float32 or x not in b.constants:
+        return None
+    if fact is None:  # a PTQ-converted module's stored integers (qwix's `qvalue`)
+        stored = _int_bits(eqn.invars[0].aval.dtype)
+        fact = ("int", stored) if stored is not None else None
+    if fact is not None and fact[0] == "int":
         name = b.constant(b.constants[x].astype(np.float32))
         b.facts[name] = ("grid", fact[1])
         return [name]

@@ -80,16 +80,31 @@ def fidelity(report: dict[str, Any], activations: str | None, min_sqnr: float | 
             "sqnr_db": sqnr, "rel_error": rel, "activations": activations}
 
 
+def qwix_notice(deviation: dict[str, dict[str, float]]) -> str:
+    """The one line a compile prints about a qwix model: does the deployed artifact
+    compute qwix's own forward, and if not by how much it differs (measured)."""
+    off = {n: m for n, m in deviation.items() if m["max_abs_error"] > 0}
+    if not off:
+        return ("qwix: the deployed model equals qwix's fake-quant forward on every output "
+                "(measured on the verification sequences)")
+    figures = ", ".join(f"{n} max abs error {m['max_abs_error']:.3g}, SQNR "
+                        f"{m.get('sqnr_db', float('nan')):.1f} dB" for n, m in off.items())
+    return (f"qwix: the deployed model deviates from qwix's fake-quant forward ({figures}): "
+            "qwix's weights are kept bit-exact, the tensors qwix left in float are int8 with "
+            "calibrated scales (report.json `qwix`)")
+
+
 def qwix_summary(report: dict[str, Any]) -> dict[str, Any]:
     """What the report says about a model quantized with qwix (`spyx.quant`)."""
+    deviation = {n: {k: m[k] for k in ("max_abs_error", "rel_error", "sqnr_db") if k in m}
+                 for n, m in report["outputs"].items()}
     return {
         "weights": "qwix's integers and scales, kept unchanged (bit-exact to qwix's forward)",
         "reference": "the float reference is qwix's fake-quant forward (weights on qwix's grid)",
-        "deviation_from_qwix_forward": {
-            n: {k: m[k] for k in ("max_abs_error", "rel_error", "sqnr_db") if k in m}
-            for n, m in report["outputs"].items()},
+        "deviation_from_qwix_forward": deviation,
         "why": "tensors qwix leaves in float (membranes, readouts, activations of a "
                "weight-only rule) are int8 here, their scales calibrated",
+        "notice": qwix_notice(deviation),
     }
 
 

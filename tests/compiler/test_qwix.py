@@ -1,16 +1,19 @@
 """spyx.quant (qwix) QAT models: the trace keeps qwix's weight grid, the targets are exact.
 
-A spyx `Sequential(Linear, LIF, Linear, LI)` quantized with `spyx.quant` weight-only rules
-(int8, int4). qwix's weights as its own forward uses them are read through the forward
-itself (a one-hot input puts a weight row into a membrane), so the test does not restate
-qwix's arithmetic; every integer target must equal the golden model bit for bit.
+A spyx `Sequential(Linear, LIF | CuBaLIF, Linear, LI)` quantized with `spyx.quant`
+weight-only rules (int8, int4). qwix's weights as its own forward uses them are read
+through the forward itself (a one-hot input puts a weight row into a membrane), so the
+test does not restate qwix's arithmetic; every integer target must equal the golden model
+bit for bit (the CuBaLIF net over one 2,000-step sequence).
 """
 
+import json
 import os
 import sys
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
+import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np
 import pytest
@@ -20,33 +23,42 @@ import spyx.quant  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from ncc.cli.driver import compile_model  # noqa: E402
+from ncc.cli.main import main  # noqa: E402
 from ncc.compiler.builder import TraceError  # noqa: E402
 from ncc.compiler.interpret import run_batch  # noqa: E402
 from ncc.compiler.pipeline import quantize_graph, to_graph  # noqa: E402
+from ncc.numerics.affine import dequantize, quantize  # noqa: E402
 from ncc.runtime.verify import verify_artifact  # noqa: E402
 
-F, H, OUT, T = 8, 16, 3, 300
+F, H, OUT, T, LONG = 8, 16, 3, 300, 2000
 
 
-def _net():
+def _neuron(kind: str) -> nnx.Module:
+    if kind == "CuBaLIF":  # state [membrane, synaptic current]
+        return spyx.nn.CuBaLIF((H,), alpha=0.7, beta=0.8, rngs=nnx.Rngs(1))
+    return spyx.nn.LIF((H,), beta=0.8, rngs=nnx.Rngs(1))
+
+
+def _net(neuron: str = "LIF"):
     return spyx.nn.Sequential(
         nnx.Linear(F, H, use_bias=False, rngs=nnx.Rngs(0)),
-        spyx.nn.LIF((H,), beta=0.8, rngs=nnx.Rngs(1)),
+        _neuron(neuron),
         nnx.Linear(H, OUT, use_bias=False, rngs=nnx.Rngs(2)),
         spyx.nn.LI((OUT,), beta=0.9, rngs=nnx.Rngs(3)),
     )
 
 
-def _qwix(qtype, rules=None):
-    net = _net()
+def _qwix(qtype, rules=None, neuron="LIF", mode="qat"):
+    net = _net(neuron)
     x, state = jnp.zeros((1, F)), net.initial_state(1)
-    return spyx.quant.quantize(net, x, state,
+    return spyx.quant.quantize(net, x, state, mode=mode,
                                rules=rules or spyx.quant.weights_only_rules(qtype))
 
 
-@pytest.fixture(scope="module", params=["int8", "int4"])
+@pytest.fixture(scope="module", params=["int8-LIF", "int4-LIF", "int8-CuBaLIF"])
 def qnet(request):
-    return request.param, _qwix(request.param)
+    qtype, neuron = request.param.split("-")
+    return qtype, neuron, _qwix(qtype, neuron=neuron)
 
 
 @pytest.fixture(scope="module")
@@ -56,19 +68,20 @@ def data():
 
 def _forward_weights(q):
     """Both kernels as qwix's forward applies them: a one-hot input (or one spiking neuron)
-    with zero state puts one row of the dequantized kernel into the next membrane."""
+    with zero state puts one row of the dequantized kernel into the next membrane (the
+    first H values of the neuron's state: LIF's membrane, CuBaLIF's membrane then current)."""
     state = q.initial_state(1)
-    w1 = np.stack([np.asarray(q(jnp.eye(F)[i:i + 1], state)[1][1])[0] for i in range(F)])
+    w1 = np.stack([np.asarray(q(jnp.eye(F)[i:i + 1], state)[1][1])[0, :H] for i in range(F)])
     rows = []
     for j in range(H):
         s = list(state)
-        s[1] = 2.0 * jnp.eye(H)[j:j + 1]  # above threshold: neuron j spikes this step
+        s[1] = jnp.zeros_like(state[1]).at[0, j].set(2.0)  # above threshold: neuron j spikes
         rows.append(np.asarray(q(jnp.zeros((1, F)), s)[0])[0])
     return w1, np.stack(rows)
 
 
 def test_traced_weights_are_qwix_grid(qnet, data):
-    qtype, q = qnet
+    qtype, _, q = qnet
     bits = int(qtype[3:])
     g = to_graph(q)
     grids = {g.constants[n].shape: (n, g.tensors[n].quant) for n in g.constants
@@ -86,7 +99,7 @@ def test_traced_weights_are_qwix_grid(qnet, data):
 def test_trace_follows_qwix_forward(qnet, data):
     """The float IR is qwix's fake-quant forward over 300 steps: the weights bit-exact, the
     float membranes within float32 rounding of spyx's own (no spike differs)."""
-    _, q = qnet
+    _, _, q = qnet
     ref = np.asarray(spyx.nn.run(q, jnp.asarray(data["x"].transpose(1, 0, 2)))[0])
     got = run_batch(to_graph(q), data["x"])["y"]
     assert np.abs(got - ref.transpose(1, 0, 2)).max() <= 1e-5
@@ -96,14 +109,66 @@ def test_trace_follows_qwix_forward(qnet, data):
                                             ("tflite-int8", "tflm"), ("c", None),
                                             ("fixed-point", None)])
 def test_qwix_targets_bit_exact(qnet, data, target, runtime, tmp_path):
-    qtype, q = qnet
+    """Every integer target bit for bit with the golden model: LIF over 2 x 300 steps, the
+    CuBaLIF net over one 2,000-step sequence (calibrated on the 300-step ones)."""
+    _, neuron, q = qnet
     res = compile_model(q, target, tmp_path / "art", calibration=data, verify_steps=0)
-    report = verify_artifact(res.out_dir, data=data, runtime=runtime)
+    sample = data if neuron == "LIF" else _long()
+    report = verify_artifact(res.out_dir, data=sample, runtime=runtime)
+    assert report["exactness"]["passed"], report["golden"]
+    assert report["steps"] == sample["x"].shape[1]
+    sources = report["quantization_sources"]
+    assert len(sources["qwix"]) == 2 and not sources["weights"]
+    assert "state_1" in sources["calibrated"]  # the membrane qwix left in float
+    deviation = report["qwix"]["deviation_from_qwix_forward"]["y"]
+    assert deviation["max_abs_error"] == report["outputs"]["y"]["max_abs_error"]
+    assert f"{deviation['max_abs_error']:.3g}" in report["qwix"]["notice"]
+
+
+def _long() -> dict[str, np.ndarray]:
+    return {"x": 2.0 * np.random.default_rng(1).normal(size=(1, LONG, F)).astype(np.float32)}
+
+
+def test_reported_deviation_is_qwix_forward(data, tmp_path, capsys):
+    """The deviation the report states, and `ncc verify` prints in one line, is the golden
+    model's output against spyx's own run of the qwix model (not an ncc re-statement)."""
+    q = _qwix("int8", neuron="CuBaLIF")
+    golden, _ = quantize_graph(to_graph(q), data)
+    (x_name,) = golden.by_role("input")
+    xq = quantize(data["x"], golden.tensors[x_name].quant)
+    got = dequantize(run_batch(golden, xq)["y"], golden.tensors["y"].quant)
+    ref = np.asarray(spyx.nn.run(q, jnp.asarray(data["x"].transpose(1, 0, 2)))[0])
+    measured = float(np.abs(got - ref.transpose(1, 0, 2)).max())
+    res = compile_model(q, "tflite-int8", tmp_path / "art", calibration=data, verify_steps=0)
+    np.savez(tmp_path / "data.npz", x=data["x"])
+    assert main(["verify", str(res.out_dir), "--data", str(tmp_path / "data.npz")]) == 0
+    report = json.loads((res.out_dir / "report.json").read_text())
+    stated = report["qwix"]["deviation_from_qwix_forward"]["y"]["max_abs_error"]
+    assert abs(stated - measured) <= 1e-4 * max(1.0, measured)
+    lines = [row for row in capsys.readouterr().out.splitlines() if row.startswith("qwix:")]
+    assert len(lines) == 1 and "deviates from qwix's fake-quant forward" in lines[0]
+    assert f"y max abs error {stated:.3g}" in lines[0]
+
+
+@pytest.mark.parametrize("qtype", ["int8", "int4"])
+def test_ptq_converted_weights_are_preset_grids(qtype, data, tmp_path):
+    """`spyx.quant.quantize(..., mode="ptq")` stores qwix's integers and scales in the
+    module: they are the weight grid as they are (not recalibrated by ncc), bit-equal to
+    the PTQ forward's weights, and the artifact is exact."""
+    q = _qwix(qtype, mode="ptq")
+    assert any(v.dtype == jnp.dtype(qtype) for v in jax.tree.leaves(nnx.state(q)))
+    g = to_graph(q)
+    grids = {g.constants[n].shape: (n, g.tensors[n].quant) for n in g.constants
+             if n.startswith("qwix_w")}
+    for w in _forward_weights(q):
+        name, p = grids[w.shape]
+        assert np.array_equal(g.constants[name], w), name
+        assert (p.bits, p.axis) == (int(qtype[3:]), 1)
+    res = compile_model(q, "tflite-int8", tmp_path / "art", calibration=data, verify_steps=0)
+    report = verify_artifact(res.out_dir, data=data)
     assert report["exactness"]["passed"], report["golden"]
     sources = report["quantization_sources"]
     assert len(sources["qwix"]) == 2 and not sources["weights"]
-    assert "state_1" in sources["calibrated"]  # the LIF membrane qwix left in float
-    assert report["qwix"]["deviation_from_qwix_forward"]["y"]["max_abs_error"] >= 0
 
 
 def test_dynamic_activation_scale_refused():

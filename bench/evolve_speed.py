@@ -83,16 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     (out_name,) = [n for n in g.outputs if g.roles[n] == "output"]
     pop_np = members(args.numpy_members)
 
-    def numpy_member(i: int) -> tuple[float, float]:
-        """(accuracy, seconds) of numpy member i."""
-        t0 = time.perf_counter()
+    def numpy_member(i: int) -> tuple[float, float, float]:
+        """(accuracy, wall seconds, process CPU seconds) of numpy member i."""
+        t0, c0 = time.perf_counter(), time.process_time()
         gi = g.replace(constants={**g.constants, **{k: v[i] for k, v in pop_np.items()}})
         logits = run_batch(gi, xq)[out_name][:, -1].reshape(n_seq, -1)
-        return float(np.mean(np.argmax(logits, -1) == y)), time.perf_counter() - t0
+        return (float(np.mean(np.argmax(logits, -1) == y)), time.perf_counter() - t0,
+                time.process_time() - c0)
 
     first = [numpy_member(i) for i in range(args.numpy_members)]
-    acc_np = [a for a, _ in first]
-    numpy_times = [t for _, t in first]
+    acc_np = [a for a, _, _ in first]
+    numpy_times = [t for _, t, _ in first]
+    load_start = os.getloadavg()[0]
 
     devices = jax.devices()[: args.devices] if args.devices else jax.devices()
     mesh = Mesh(np.array(devices), ("pop",))
@@ -117,23 +119,33 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         jax.block_until_ready(score(pop))
         compile_s = time.perf_counter() - t0
-        times, near = [], []
+        times, near, cpu, near_cpu = [], [], [], []
         for r in range(args.repeats):  # interleaved: the load on a shared host drifts
-            near.append(numpy_member(r % args.numpy_members)[1])
-            t0 = time.perf_counter()
+            _, wall, cpu_s = numpy_member(r % args.numpy_members)
+            near.append(wall)
+            near_cpu.append(cpu_s)
+            t0, c0 = time.perf_counter(), time.process_time()
             jax.block_until_ready(score(pop))
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
         numpy_times += near
         best, numpy_near = min(times), min(near)
+        # CPU seconds (all threads): what each side costs, whatever share of the
+        # cores the other processes on the host leave it
+        cpu_ratio = min(near_cpu) * p / min(cpu)
         rate = p * n_seq * steps / best
         numpy_rate = n_seq * steps / numpy_near
         results.append({"population": p, "seconds_per_population": best,
                         "first_call_s": compile_s, "member_steps_per_s": rate,
                         "numpy_seconds_per_member": numpy_near,
                         "numpy_member_steps_per_s": numpy_rate,
-                        "ratio_vs_numpy": rate / numpy_rate})
+                        "ratio_vs_numpy": rate / numpy_rate,
+                        "cpu_seconds_per_population": min(cpu),
+                        "numpy_cpu_seconds_per_member": min(near_cpu),
+                        "cpu_time_ratio_vs_numpy": cpu_ratio})
         print(f"population {p}: {best:.3f} s, {rate:,.0f} member-steps/s, numpy "
-              f"{numpy_near:.4f} s/member: {rate / numpy_rate:.0f}x", file=sys.stderr)
+              f"{numpy_near:.4f} s/member: {rate / numpy_rate:.0f}x (CPU time: "
+              f"{cpu_ratio:.0f}x)", file=sys.stderr)
     numpy_s = min(numpy_times)
     plat = devices[0].platform
     report = {
@@ -143,8 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(), "jax_version": jax.__version__,
         "chunk": chunk, "numpy_seconds_per_member": numpy_s,
         "numpy_member_steps_per_s": n_seq * steps / numpy_s,
+        "load_average_1min": [load_start, os.getloadavg()[0]],
         "note": "best of repeats; each population's ratio is against the numpy loop timed "
-                "between its own repeats (same load)",
+                "between its own repeats (same load); cpu_time_ratio: process CPU seconds "
+                "(all threads) per member, numpy over JAX",
         "jax": results,
     }
     out = Path(args.out) if args.out else (Path(__file__).resolve().parent / "results" /

@@ -18,6 +18,8 @@ bit-equal op by op and on whole models over 1,000 steps). It runs without jax x6
   otherwise. A split hi/lo accumulator would lift that limit; not written yet.
 - the dot product runs in float32 where that is exact (every partial sum an integer
   below 2^24: K * span * 127 < 2^24, precision HIGHEST so no TF32 on GPU), else in int32.
+- on the CPU backend a lut's indices go through an exact identity float dot before the
+  gather (`materialized`): a schedule for XLA CPU, the same bits.
 
 Importing this module imports JAX: the numpy golden model (`golden.py`) does not.
 """
@@ -127,6 +129,8 @@ def materialized(x: jax.Array) -> jax.Array:
     written out once. Exact: |x| <= 2^15 and one nonzero term per sum. The identity is
     block-diagonal over chunks of at most 64 channels (a few MACs per element)."""
     n = x.shape[-1]
+    if n == 0:
+        return _i32(x)
     d = next((c for c in range(min(n, 64), 1, -1) if n % c == 0), n)
     xb = jnp.reshape(x.astype(jnp.float32), (*x.shape[:-1], n // d, d))
     eye = jnp.eye(d, dtype=jnp.float32)

@@ -242,6 +242,7 @@ def test_materialized_indices_are_every_value_exactly(dtype):
     got = np.asarray(jax.jit(materialized)(every))
     assert got.dtype == np.int32
     np.testing.assert_array_equal(got, every.astype(np.int32))
+    assert materialized(jnp.zeros((3, 0), dtype)).shape == (3, 0)  # no channels
 
 
 @pytest.mark.parametrize("shape", [(BATCH, 1), (5, 67), (3, 128)])  # K=1, prime > 64, blocks

@@ -2,16 +2,19 @@
 golden loop, in member-steps per second (one member running one sequence for one step).
 
     python -m ncc.bench.evolve_speed [--model cfc] [--populations 256,1024,4096]
-                                     [--devices N] [--host-devices N] [--out PATH]
+                                     [--devices N] [--host-devices N] [--chunk N]
+                                     [--out PATH]
 
 Both score the same members on the same data: the bundled model quantized int8, the
 digits test split (360 sequences of 8 steps), each member the model with its
 FullyConnected weights perturbed by +-1 LSB. The numpy figure is `interpret.run_batch`
 (rebatched, one member at a time, as an evolution loop without JAX would run);
 the JAX figure is one jitted call scoring the whole population (fitness = accuracy), the
-population axis sharded over `--devices` devices (default: all). `--host-devices N` fakes
-N CPU devices (XLA_FLAGS) to exercise the sharded path on a CPU. The JSON goes to
-bench/results/evolve_speed_<platform>.json unless --out says otherwise.
+population axis sharded over `--devices` devices (default: all), each device scoring
+`--chunk` members at a time (`ncc.evolve.engine.score_population`). The numpy loop is
+timed again between the JAX repeats and each ratio uses the numpy time measured there.
+`--host-devices N` fakes N CPU devices (XLA_FLAGS) to exercise the sharded path on a CPU.
+The JSON goes to bench/results/evolve_speed_<platform>.json unless --out says otherwise.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host-devices", type=int, default=None)
     ap.add_argument("--numpy-members", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--chunk", type=int, default=None,
+                    help="members each device scores at once (0: all; default: "
+                    "ncc.evolve.engine.default_chunk())")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.host_devices:
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ncc.compiler.golden_jax import JaxGolden
     from ncc.compiler.interpret import run_batch
-    from ncc.evolve.engine import classification
+    from ncc.evolve.engine import classification, default_chunk, score_population
     from ncc.evolve.genome import select_parameters
     from ncc.evolve.models import bundled_integer_graph, digits, quantize_inputs
 
@@ -76,14 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     # numpy golden: one member at a time
     (out_name,) = [n for n in g.outputs if g.roles[n] == "output"]
     pop_np = members(args.numpy_members)
-    t0 = time.perf_counter()
-    acc_np = []
-    for i in range(args.numpy_members):
+
+    def numpy_member(i: int) -> tuple[float, float, float]:
+        """(accuracy, wall seconds, process CPU seconds) of numpy member i."""
+        t0, c0 = time.perf_counter(), time.process_time()
         gi = g.replace(constants={**g.constants, **{k: v[i] for k, v in pop_np.items()}})
         logits = run_batch(gi, xq)[out_name][:, -1].reshape(n_seq, -1)
-        acc_np.append(float(np.mean(np.argmax(logits, -1) == y)))
-    numpy_s = (time.perf_counter() - t0) / args.numpy_members
-    numpy_rate = n_seq * steps / numpy_s
+        return (float(np.mean(np.argmax(logits, -1) == y)), time.perf_counter() - t0,
+                time.process_time() - c0)
+
+    first = [numpy_member(i) for i in range(args.numpy_members)]
+    acc_np = [a for a, _, _ in first]
+    numpy_times = [t for _, t, _ in first]
+    load_start = os.getloadavg()[0]
 
     devices = jax.devices()[: args.devices] if args.devices else jax.devices()
     mesh = Mesh(np.array(devices), ("pop",))
@@ -91,9 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     data = {"x": jax.device_put(jnp.asarray(xq), NamedSharding(mesh, PartitionSpec())),
             "y": jax.device_put(jnp.asarray(y), NamedSharding(mesh, PartitionSpec()))}
 
+    chunk = default_chunk() if args.chunk is None else (args.chunk or None)
+
     @jax.jit
     def score(consts):
-        return jax.vmap(lambda c: fit(model, c, data))(consts)
+        return score_population(lambda c, d: fit(model, c, d), consts, data, mesh, chunk)
 
     # the JAX scores of the numpy members must be the numpy accuracies
     check = np.asarray(score({k: jnp.asarray(v) for k, v in pop_np.items()}))
@@ -106,25 +119,46 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         jax.block_until_ready(score(pop))
         compile_s = time.perf_counter() - t0
-        times = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
+        times, near, cpu, near_cpu = [], [], [], []
+        for r in range(args.repeats):  # interleaved: the load on a shared host drifts
+            _, wall, cpu_s = numpy_member(r % args.numpy_members)
+            near.append(wall)
+            near_cpu.append(cpu_s)
+            t0, c0 = time.perf_counter(), time.process_time()
             jax.block_until_ready(score(pop))
             times.append(time.perf_counter() - t0)
-        best = min(times)
+            cpu.append(time.process_time() - c0)
+        numpy_times += near
+        best, numpy_near = min(times), min(near)
+        # CPU seconds (all threads): what each side costs, whatever share of the
+        # cores the other processes on the host leave it
+        cpu_ratio = min(near_cpu) * p / min(cpu)
         rate = p * n_seq * steps / best
+        numpy_rate = n_seq * steps / numpy_near
         results.append({"population": p, "seconds_per_population": best,
                         "first_call_s": compile_s, "member_steps_per_s": rate,
-                        "ratio_vs_numpy": rate / numpy_rate})
-        print(f"population {p}: {best:.3f} s, {rate:,.0f} member-steps/s, "
-              f"{rate / numpy_rate:.0f}x numpy", file=sys.stderr)
+                        "numpy_seconds_per_member": numpy_near,
+                        "numpy_member_steps_per_s": numpy_rate,
+                        "ratio_vs_numpy": rate / numpy_rate,
+                        "cpu_seconds_per_population": min(cpu),
+                        "numpy_cpu_seconds_per_member": min(near_cpu),
+                        "cpu_time_ratio_vs_numpy": cpu_ratio})
+        print(f"population {p}: {best:.3f} s, {rate:,.0f} member-steps/s, numpy "
+              f"{numpy_near:.4f} s/member: {rate / numpy_rate:.0f}x (CPU time: "
+              f"{cpu_ratio:.0f}x)", file=sys.stderr)
+    numpy_s = min(numpy_times)
     plat = devices[0].platform
     report = {
         "model": f"bundled {args.model}, int8 PTQ", "data": f"digits test, {n_seq} x {steps}",
         "evolved": names, "platform": plat, "device_kind": devices[0].device_kind,
         "devices": len(devices), "host": platform.node() and platform.machine(),
         "cpu_count": os.cpu_count(), "jax_version": jax.__version__,
-        "numpy_seconds_per_member": numpy_s, "numpy_member_steps_per_s": numpy_rate,
+        "chunk": chunk, "numpy_seconds_per_member": numpy_s,
+        "numpy_member_steps_per_s": n_seq * steps / numpy_s,
+        "load_average_1min": [load_start, os.getloadavg()[0]],
+        "note": "best of repeats; each population's ratio is against the numpy loop timed "
+                "between its own repeats (same load); cpu_time_ratio: process CPU seconds "
+                "(all threads) per member, numpy over JAX",
         "jax": results,
     }
     out = Path(args.out) if args.out else (Path(__file__).resolve().parent / "results" /

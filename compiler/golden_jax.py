@@ -18,6 +18,8 @@ bit-equal op by op and on whole models over 1,000 steps). It runs without jax x6
   otherwise. A split hi/lo accumulator would lift that limit; not written yet.
 - the dot product runs in float32 where that is exact (every partial sum an integer
   below 2^24: K * span * 127 < 2^24, precision HIGHEST so no TF32 on GPU), else in int32.
+- on the CPU backend a lut's indices go through an exact identity float dot before the
+  gather (`materialized`): a schedule for XLA CPU, the same bits.
 
 Importing this module imports JAX: the numpy golden model (`golden.py`) does not.
 """
@@ -60,23 +62,26 @@ def _i32(x: Any) -> jax.Array:
     return jnp.asarray(x).astype(jnp.int32)
 
 
+def _dot(x: jax.Array, w: jax.Array, x_zp: int, use_float: bool) -> jax.Array:
+    """sum_k (x_k - x_zp) w_kn: x (..., K) int, w (K, N) int -> (..., N) int32, in float32
+    where every partial sum is an integer below 2^24 (exact; HIGHEST: no TF32 on GPU)."""
+    xc = _i32(x) - jnp.int32(x_zp)
+    if use_float:
+        return jnp.matmul(xc.astype(jnp.float32), w.astype(jnp.float32),
+                          precision=lax.Precision.HIGHEST).astype(jnp.int32)
+    return jnp.matmul(xc, _i32(w), preferred_element_type=jnp.int32)
+
+
 def _fully_connected(op: Op, plan: dict[str, Any]):
     at = op.attrs
     x_zp, out_zp, dtype = int(at["x_zp"]), int(at["out_zp"]), at["dtype"]
     mult = np.asarray(at["multiplier"], np.int64)
     shift = np.asarray(at["shift"], np.int64)
     wide = plan["x_dtype"] == "int16"
-    use_float = plan["float_dot"]
 
     def kernel(args: list[jax.Array]) -> jax.Array:
         x, w, b = args
-        xc = _i32(x) - jnp.int32(x_zp)
-        if use_float:
-            acc = jnp.matmul(xc.astype(jnp.float32), w.astype(jnp.float32),
-                             precision=lax.Precision.HIGHEST).astype(jnp.int32)
-        else:
-            acc = jnp.matmul(xc, _i32(w), preferred_element_type=jnp.int32)
-        acc = acc + _i32(b)
+        acc = _dot(x, w, x_zp, plan["float_dot"]) + _i32(b)
         if wide:
             scaled = multiply_by_quantized_multiplier_int64_jax(acc, mult, shift)
         else:
@@ -115,12 +120,31 @@ def _qmul(op: Op):
     return kernel
 
 
-def _lut(op: Op, x_dtype: str):
+def materialized(x: jax.Array) -> jax.Array:
+    """x (..., n) int8/int16 -> the same values as int32, through a float32 identity dot.
+
+    Why: XLA CPU fuses a gather with the elementwise chain that computes its indices (a
+    requantization) and then emits the whole fused loop as scalar code, about 10x slower
+    than the two loops apart; a dot is never fused into its consumer, so the indices are
+    written out once. Exact: |x| <= 2^15 and one nonzero term per sum. The identity is
+    block-diagonal over chunks of at most 64 channels (a few MACs per element)."""
+    n = x.shape[-1]
+    if n == 0:
+        return _i32(x)
+    d = next((c for c in range(min(n, 64), 1, -1) if n % c == 0), n)
+    xb = jnp.reshape(x.astype(jnp.float32), (*x.shape[:-1], n // d, d))
+    eye = jnp.eye(d, dtype=jnp.float32)
+    out = jnp.einsum("...cd,de->...ce", xb, eye, precision=lax.Precision.HIGHEST)
+    return jnp.reshape(out, x.shape).astype(jnp.int32)
+
+
+def _lut(op: Op, x_dtype: str, materialize: bool):
     lo, _ = nx.dtype_range(x_dtype)
 
     def kernel(args: list[jax.Array]) -> jax.Array:
         x, table = args
-        return jnp.take(table, _i32(x) - jnp.int32(lo), mode="clip")
+        index = materialized(x) if materialize and x.ndim else _i32(x)
+        return jnp.take(table, index - jnp.int32(lo), mode="clip")
     return kernel
 
 
@@ -147,10 +171,14 @@ class JaxGolden:
     each member constant's values ({name: (lo, hi)}, default: its dtype's range, int8
     weights +-127): the int32 accumulator proof of the 16x8 path uses them, so the caller
     must keep its values inside (the evolution's genome decoder clips to them).
+
+    materialize_lut: write a lut's indices out before the gather (`materialized`; changes
+    no bit); default: on the CPU backend only, where XLA needs it.
     """
 
     def __init__(self, g: Graph, member: Iterable[str] = (),
-                 limits: Mapping[str, tuple[int, int]] | None = None):
+                 limits: Mapping[str, tuple[int, int]] | None = None,
+                 materialize_lut: bool | None = None):
         floats = [op.output for op in g.ops if g.tensors[op.output].dtype == "float32"]
         if floats:
             raise GoldenJaxError(f"graph {g.name}: {floats[0]!r} is float32; not an integer "
@@ -164,6 +192,8 @@ class JaxGolden:
                        for n in self.member}
         self.fixed = {k: jnp.asarray(v) for k, v in g.constants.items()
                       if k not in self.member}
+        self.materialize_lut = (jax.default_backend() == "cpu" if materialize_lut is None
+                                else bool(materialize_lut))
         self._kernels = [self._kernel(op) for op in g.ops]
         xs = g.by_role("input")
         self.x_name = xs[0] if len(xs) == 1 else None  # `step` alone takes any inputs
@@ -207,7 +237,7 @@ class JaxGolden:
         if op.kind == "qmul":
             return _qmul(op)
         if op.kind == "lut":
-            return _lut(op, g.tensors[op.inputs[0]].dtype)
+            return _lut(op, g.tensors[op.inputs[0]].dtype, self.materialize_lut)
         if op.kind == "requantize":
             return _requantize(op)
         if op.kind == "fake_quant" or g.tensors[op.output].dtype == "float32":

@@ -229,3 +229,33 @@ def test_16x8_model_matches_numpy_over_1000_steps(cfc16x8):
     got = jax.jit(lambda x: JaxGolden(g).run_batch({}, x))(xs)
     for k in g.outputs:
         np.testing.assert_array_equal(np.asarray(got[k]).reshape(want[k].shape), want[k])
+
+
+# --- the CPU schedule: lut indices written out before the gather ------------------------
+
+@pytest.mark.parametrize("dtype", ["int8", "int16"])
+def test_materialized_indices_are_every_value_exactly(dtype):
+    from ncc.compiler.golden_jax import materialized
+
+    lo, hi = nx.dtype_range(dtype)
+    every = np.arange(lo, hi + 1).astype(dtype).reshape(-1, 64)
+    got = np.asarray(jax.jit(materialized)(every))
+    assert got.dtype == np.int32
+    np.testing.assert_array_equal(got, every.astype(np.int32))
+    assert materialized(jnp.zeros((3, 0), dtype)).shape == (3, 0)  # no channels
+
+
+@pytest.mark.parametrize("shape", [(BATCH, 1), (5, 67), (3, 128)])  # K=1, prime > 64, blocks
+@pytest.mark.parametrize("dtype", ["int8", "int16"])
+def test_lut_with_and_without_materialized_indices_matches_numpy(shape, dtype):
+    rng = np.random.default_rng(shape[1])
+    table = _ints(rng, (1 << (8 * np.dtype(dtype).itemsize),), dtype)
+    g = _one_op("lut", {"a": (shape, dtype)}, {"table": table}, {}, dtype, shape)
+    feeds = {"a": _ints(rng, shape, dtype)}
+    want = run_step(g, feeds)["out"]
+    for materialize in (True, False):
+        model = JaxGolden(g, materialize_lut=materialize)
+        assert model.materialize_lut is materialize
+        got = jax.jit(lambda f, m=model: m.step({}, f))(feeds)["out"]
+        np.testing.assert_array_equal(np.asarray(got), want)
+    assert JaxGolden(g).materialize_lut is (jax.default_backend() == "cpu")

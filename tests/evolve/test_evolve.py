@@ -136,3 +136,27 @@ def test_evolved_artifact_accuracy_in_the_runtime_equals_the_fitness(evolution, 
     assert accuracy == ev.best_fitness(), (correct, ev.best_fitness())
     report = verify_artifact(out, data={"x": digits()["x"][digits()["test"][:4]]})
     assert report["passed"], report["golden"]
+
+
+def test_chunked_population_scores_equal_numpy_accuracy(lif, data):
+    """3 members 2 at a time: one lax.map chunk and a remainder (all at once: the sharded
+    test below, 2 members per device)."""
+    import jax
+    from jax.sharding import Mesh
+
+    from ncc.compiler.golden_jax import JaxGolden
+    from ncc.evolve.engine import accuracy_count, score_population
+
+    model = JaxGolden(lif, ["w3_q"])
+    w = lif.constants["w3_q"].astype(np.int64)
+    rng = np.random.default_rng(0)
+    pop = np.stack([np.clip(w + rng.integers(-9, 10, w.shape), -127, 127)
+                    for _ in range(3)]).astype(np.int8)
+    small = {k: v[:16] for k, v in data.items()}
+    fit = classification()
+    mesh = Mesh(np.array(jax.devices()[:1]), ("pop",))
+    got = jax.jit(lambda c: score_population(lambda m, d: fit(model, m, d), c, small, mesh,
+                                             2))({"w3_q": pop})
+    want = [accuracy_count(lif, {"w3_q": p}, small) / 16 for p in pop]
+    np.testing.assert_allclose(np.asarray(got), want, rtol=0, atol=1e-7)
+    assert len(set(want)) > 1  # the members differ, so a mixed-up order would show

@@ -36,6 +36,7 @@ from ncc import numerics as nx
 from ncc.compiler.interpret import KERNELS, dt_one
 from ncc.compiler.ir import Graph, Op
 from ncc.models.quantization.integer_jax import (
+    interpolated_lookup_jax,
     multiply_by_quantized_multiplier_int64_jax,
     multiply_by_quantized_multiplier_jax,
 )
@@ -115,8 +116,13 @@ def _qmul(op: Op):
     return kernel
 
 
-def _lut(op: Op, x_dtype: str):
+def _lut(op: Op, x_dtype: str, table_shape: tuple[int, ...]):
     lo, _ = nx.dtype_range(x_dtype)
+    if x_dtype == "int16" and table_shape == (nx.INTERP_ENTRIES,):
+        def interpolated(args: list[jax.Array]) -> jax.Array:
+            x, table = args
+            return interpolated_lookup_jax(x, _i32(table)).astype(table.dtype)
+        return interpolated
 
     def kernel(args: list[jax.Array]) -> jax.Array:
         x, table = args
@@ -207,7 +213,7 @@ class JaxGolden:
         if op.kind == "qmul":
             return _qmul(op)
         if op.kind == "lut":
-            return _lut(op, g.tensors[op.inputs[0]].dtype)
+            return _lut(op, g.tensors[op.inputs[0]].dtype, g.tensors[op.inputs[1]].shape)
         if op.kind == "requantize":
             return _requantize(op)
         if op.kind == "fake_quant" or g.tensors[op.output].dtype == "float32":

@@ -59,6 +59,10 @@ UNARY = ("neg", "abs", "exp", "log", "sqrt", "sigmoid", "tanh", "relu", "floor",
 SCALAR_BINARY = ("add", "sub", "mul", "div", "max", "min", "pow")
 
 
+IDENTITY_MULTIPLIER = (1 << 30, 1)
+"""(multiplier, shift) of MBQM(x) = x: a requantize that keeps the integers (zero point 0)."""
+
+
 class QuantizationError(ValueError):
     """The model has an op with no integer form, or a range the integers cannot hold."""
 
@@ -408,10 +412,14 @@ def _lower_table(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
     tagged = any(op.attrs.get("table") for op in chain)
     if p_in.bits == nx.INTERP_BITS and not tagged:
         # an int16 chain that is exactly a requantization on every level (a decay, beta * v)
-        # stays exact and needs no table; any other becomes the compact table
+        # stays exact and needs no table, if it is the one between its grids (TFLite's
+        # QUANTIZE derives that multiplier from the scales) or the integers unchanged (a
+        # copy); any other becomes the compact table
         attrs = fit_requantize(_lut_table(g, start, chain, p_in, p_out, compact=False),
                                p_in, p_out)
-        if attrs is not None:
+        derived = tuple(int(v) for v in nx.requantize_multipliers(p_in, p_out, 0))
+        if attrs is not None and (attrs["multiplier"], attrs["shift"]) in (derived,
+                                                                           IDENTITY_MULTIPLIER):
             b.declare_q(out)
             b.emit("requantize", [x], out, op.source, **attrs)
             return

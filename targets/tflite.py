@@ -49,6 +49,7 @@ from ncc import numerics as nx
 from ncc.compiler.artifact import Artifact
 from ncc.compiler.int_safety import add_params, mul_is_portable, mul_multipliers
 from ncc.compiler.ir import COMPARISONS, Graph, Op, QuantParams, Tensor
+from ncc.compiler.quantize import IDENTITY_MULTIPLIER
 
 TARGET = "tflite-int8"
 SCHEMA_VERSION = 3
@@ -344,6 +345,13 @@ def _requantize(m: _Model, g: Graph, op: Op) -> None:
     px, po = _quant(g, x, op), _quant(g, op.output, op)
     want = {**tflite_params("QUANTIZE", [px], po), "in_zp": px.zero_point[0],
             "out_zp": po.zero_point[0]}
+    a = op.attrs
+    if (a["multiplier"], a["shift"]) == IDENTITY_MULTIPLIER and a["in_zp"] == a["out_zp"] == 0:
+        # the integers unchanged between two grids (a decay folded into the scales):
+        # RESHAPE copies the integers, whatever the tensors' scales
+        shape = list(g.tensors[op.output].shape)
+        m.emit("RESHAPE", [x, m.const(op, "shape", shape)], [op.output], newShape=shape)
+        return
     for key, value in want.items():
         _check(op, key, op.attrs[key], value)
     m.emit("QUANTIZE", [x], [op.output])

@@ -68,7 +68,10 @@ def qmul(a: np.ndarray, b: np.ndarray, *, a_zp: int, b_zp: int, multiplier: int,
 
 
 def lut(x: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """table[x - min(dtype)]: x int8 indexes a 256-entry table."""
+    """table[x - min(dtype)]: one entry per input level (256 for int8); or, for int16 x
+    and a compact table of `nx.INTERP_ENTRIES`, the core's `interpolated_lookup`."""
+    if x.dtype == np.int16 and nx.is_interpolated(table, 16):
+        return nx.interpolated_lookup(x, table).astype(table.dtype)
     lo, _ = nx.dtype_range(str(x.dtype))
     return table[x.astype(np.int64) - lo]
 

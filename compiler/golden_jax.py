@@ -38,6 +38,7 @@ from ncc import numerics as nx
 from ncc.compiler.interpret import KERNELS, dt_one
 from ncc.compiler.ir import Graph, Op
 from ncc.models.quantization.integer_jax import (
+    interpolated_lookup_jax,
     multiply_by_quantized_multiplier_int64_jax,
     multiply_by_quantized_multiplier_jax,
 )
@@ -138,8 +139,13 @@ def materialized(x: jax.Array) -> jax.Array:
     return jnp.reshape(out, x.shape).astype(jnp.int32)
 
 
-def _lut(op: Op, x_dtype: str, materialize: bool):
+def _lut(op: Op, x_dtype: str, table_shape: tuple[int, ...], materialize: bool):
     lo, _ = nx.dtype_range(x_dtype)
+    if x_dtype == "int16" and table_shape == (nx.INTERP_ENTRIES,):
+        def interpolated(args: list[jax.Array]) -> jax.Array:
+            x, table = args
+            return interpolated_lookup_jax(x, _i32(table)).astype(table.dtype)
+        return interpolated
 
     def kernel(args: list[jax.Array]) -> jax.Array:
         x, table = args
@@ -237,7 +243,8 @@ class JaxGolden:
         if op.kind == "qmul":
             return _qmul(op)
         if op.kind == "lut":
-            return _lut(op, g.tensors[op.inputs[0]].dtype, self.materialize_lut)
+            return _lut(op, g.tensors[op.inputs[0]].dtype, g.tensors[op.inputs[1]].shape,
+                        self.materialize_lut)
         if op.kind == "requantize":
             return _requantize(op)
         if op.kind == "fake_quant" or g.tensors[op.output].dtype == "float32":

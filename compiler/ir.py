@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ncc.numerics import QuantParams
+from ncc.numerics import INTERP_BITS, INTERP_ENTRIES, QuantParams
 
 DTYPES = ("float32", "int8", "int16", "int32", "int64", "uint8", "bool")
 ROLES = ("input", "dt", "state_in", "state_out", "output")
@@ -83,7 +83,8 @@ OPS: dict[str, tuple[int | None, tuple[str, ...]]] = {
                  "multiplier", "shift", "out_zp", "left_shift", "dtype")),
     # a * b requantized with one multiplier
     "qmul": (2, ("a_zp", "b_zp", "multiplier", "shift", "out_zp", "dtype")),
-    # table[x - min(dtype)]: any unary function at fixed input/output parameters
+    # table[x - min(dtype)]: any unary function at fixed input/output parameters; for int16
+    # x also a compact 513-entry table, linearly interpolated (ncc.numerics.interpolated_lookup)
     "lut": (2, ()),
     # change scale and zero point
     "requantize": (1, ("in_zp", "multiplier", "shift", "out_zp", "dtype")),
@@ -198,8 +199,10 @@ def infer(op: Op, ins: list[Tensor]) -> tuple[tuple[int, ...], str]:
         return broadcast_shapes(where, *(t.shape for t in ins)), a["dtype"]
     if kind == "lut":
         x, table = ins
-        if table.shape != (1 << (8 * np.dtype(x.dtype).itemsize),):
-            raise IRError(f"{where}: table {table.name} must have one entry per {x.dtype} value")
+        bits = 8 * np.dtype(x.dtype).itemsize
+        if table.shape != (1 << bits,) and (bits, table.shape) != (INTERP_BITS, (INTERP_ENTRIES,)):
+            raise IRError(f"{where}: table {table.name} must have one entry per {x.dtype} "
+                          f"value (or {INTERP_ENTRIES}, interpolated, for int16)")
         return x.shape, table.dtype
     if kind == "requantize":
         return ins[0].shape, a["dtype"]

@@ -81,10 +81,12 @@ def fold_thresholds(g: Graph) -> Graph:
     return _prune(g.replace(ops=ops, tensors=tensors, constants=constants))
 
 
-def _fit_requantize(table: np.ndarray, p_in: Any, p_out: Any) -> dict[str, Any] | None:
+def fit_requantize(table: np.ndarray, p_in: Any, p_out: Any) -> dict[str, Any] | None:
     """Requantize attributes reproducing `table` on every input value (each int8 or int16
     level), or None."""
-    levels = _levels(p_in.dtype).astype(np.int64)
+    levels = _levels(p_in.dtype)
+    table = golden.lut(levels, table)  # a compact table: its value at every level
+    levels = levels.astype(np.int64)
     x = levels - p_in.zero_point[0]
     y = table.astype(np.int64) - p_out.zero_point[0]
     lo, hi = nx.dtype_range(p_out.dtype)
@@ -110,7 +112,7 @@ def decay_multipliers(g: Graph) -> Graph:
         if op.kind == "lut":
             v, table = op.inputs
             p_in, p_out = g.tensors[v].quant, g.tensors[op.output].quant
-            attrs = (_fit_requantize(g.constants[table], p_in, p_out)
+            attrs = (fit_requantize(g.constants[table], p_in, p_out)
                      if p_in is not None and p_out is not None else None)
             if attrs is not None:
                 ops.append(Op("requantize", (v,), op.output, attrs, op.source))
@@ -197,7 +199,7 @@ def _decay(g: Graph, v: str, state_out: str, avoid: set[str]) -> tuple[dict[str,
         else:
             levels = _levels(p_in.dtype)
             real_in = nx.dequantize(levels, p_in)
-            real_out = nx.dequantize(g.constants[op.inputs[1]], p_out)
+            real_out = nx.dequantize(golden.lut(levels, g.constants[op.inputs[1]]), p_out)
             beta = float(np.dot(real_in, real_out) / max(np.dot(real_in, real_in), 1e-30))
             form = {"form": "table", "table": op.inputs[1]}
         return {**form, "beta": round(float(beta), 6), "layer": op.output}, op.output

@@ -10,7 +10,8 @@ How float ops become integer ops:
   per output channel; int32 bias at scale s_x * s_w; per-channel requantization.
 - chains of unary ops (sigmoid, tanh, exp, relu, neg, ... and binary ops with a
   scalar constant, such as lecun_tanh's `1.7159 * tanh(0.666 x)` or CfC's
-  `1 - sigmoid(x)`) -> one `lut`: a 256-entry table from the float function at the
+  `1 - sigmoid(x)`) -> one `lut`: a 256-entry table (int16 input: the compact 513-entry
+  interpolated table, `ncc.numerics.interp_table`) from the float function at the
   chosen input/output parameters. Division by a tensor becomes a reciprocal table
   times a product (`prepare`).
 - `add`/`sub`/`mul` of two tensors -> `qadd`/`qsub`/`qmul` (TFLite's int8 kernels).
@@ -49,6 +50,7 @@ from ncc.compiler.int_safety import (
 )
 from ncc.compiler.interpret import evaluate
 from ncc.compiler.ir import COMPARISONS, Graph, IRError, Op, QuantParams, Tensor, infer, verify
+from ncc.compiler.neurons import fit_requantize
 from ncc.compiler.passes import canonicalize
 
 SHARE = ("concat", "reshape", "broadcast", "slice", "transpose", "gather", "identity", "max",
@@ -56,6 +58,10 @@ SHARE = ("concat", "reshape", "broadcast", "slice", "transpose", "gather", "iden
 UNARY = ("neg", "abs", "exp", "log", "sqrt", "sigmoid", "tanh", "relu", "floor", "sign",
          "clip", "identity")
 SCALAR_BINARY = ("add", "sub", "mul", "div", "max", "min", "pow")
+
+
+IDENTITY_MULTIPLIER = (1 << 30, 1)
+"""(multiplier, shift) of MBQM(x) = x: a requantize that keeps the integers (zero point 0)."""
 
 
 class QuantizationError(ValueError):
@@ -344,22 +350,28 @@ class _IntBuilder:
 
 
 def _lut_table(g: Graph, start: str, ops: list[Op], p_in: QuantParams,
-               p_out: QuantParams) -> np.ndarray:
-    """Evaluate a unary chain in float32 on every input level; quantize the results.
-    A chain the tracer tagged `table=fn` (a QAT table) is the core's `build_table(fn)`."""
+               p_out: QuantParams, compact: bool = True) -> np.ndarray:
+    """Evaluate a unary chain in float32 on every input level (int16 and `compact`: at the
+    compact table's points, `nx.interp_points`); quantize the results.
+    A chain the tracer tagged `table=fn` (a QAT table) is the core's `deployed_table(fn)`."""
     fns = {op.attrs.get("table") for op in ops}
     if len(fns) == 1 and None not in fns:
-        return nx.build_table(fns.pop(), p_in, p_out)
+        return nx.deployed_table(fns.pop(), p_in, p_out)
+
+    def chain(x: np.ndarray) -> np.ndarray:
+        env: dict[str, Any] = {start: x.astype(np.float32)}
+        with np.errstate(all="ignore"):
+            for op in ops:
+                args = [env.get(n, g.constants.get(n)) for n in op.inputs]
+                env[op.output] = np.asarray(evaluate(op, args), np.float32)
+        big = float(np.finfo(np.float32).max)
+        return np.nan_to_num(env[ops[-1].output], nan=0.0, posinf=big, neginf=-big)
+
+    if compact and p_in.bits == nx.INTERP_BITS:
+        x_break, x_mid = nx.interp_points(p_in)
+        return nx.interp_table(chain(x_break), chain(x_mid), p_out)
     lo, hi = nx.dtype_range(p_in.dtype)
-    x = nx.dequantize(np.arange(lo, hi + 1), p_in).astype(np.float32)
-    env: dict[str, Any] = {start: x}
-    with np.errstate(all="ignore"):
-        for op in ops:
-            args = [env.get(n, g.constants.get(n)) for n in op.inputs]
-            env[op.output] = np.asarray(evaluate(op, args), np.float32)
-    y = env[ops[-1].output]
-    big = float(np.finfo(np.float32).max)
-    return nx.quantize(np.nan_to_num(y, nan=0.0, posinf=big, neginf=-big), p_out)
+    return nx.quantize(chain(nx.dequantize(np.arange(lo, hi + 1), p_in)), p_out)
 
 
 def _threshold(kind: str, c: float, p: QuantParams) -> tuple[str, int]:
@@ -397,7 +409,22 @@ def _lower_table(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
     out = op.output
     start, chain = plan.chain_of[out]
     x = b.operand(start)
-    table = _lut_table(g, start, chain, b.params[start], b.params[out])
+    p_in, p_out = b.params[start], b.params[out]
+    tagged = any(op.attrs.get("table") for op in chain)
+    if p_in.bits == nx.INTERP_BITS and not tagged:
+        # an int16 chain that is exactly a requantization on every level (a decay, beta * v)
+        # stays exact and needs no table, if it is the one between its grids (TFLite's
+        # QUANTIZE derives that multiplier from the scales) or the integers unchanged (a
+        # copy); any other becomes the compact table
+        attrs = fit_requantize(_lut_table(g, start, chain, p_in, p_out, compact=False),
+                               p_in, p_out)
+        derived = tuple(int(v) for v in nx.requantize_multipliers(p_in, p_out, 0))
+        if attrs is not None and (attrs["multiplier"], attrs["shift"]) in (derived,
+                                                                           IDENTITY_MULTIPLIER):
+            b.declare_q(out)
+            b.emit("requantize", [x], out, op.source, **attrs)
+            return
+    table = _lut_table(g, start, chain, p_in, p_out)
     b.declare_q(out)
     b.emit("lut", [x, b.const(f"{out}_table", table)], out, op.source)
 

@@ -13,8 +13,10 @@ dense (`int8 (K, N)`) or, when sparse, as a synapse list: arrays `<w>.pre`, `<w>
 (int32 indices) and `<w>.weight` (int8), present synapses only, sorted by (pre, post).
 
 Activations are int8, or int16 in a 16x8 graph (`QuantOptions(activations="int16")`):
-buffers, thresholds and initial states then hold int16, and a `lut` layer's table has
-65536 int16 entries (128 KiB), y = table[x + 32768]; weights stay int8, biases int32.
+buffers, thresholds and initial states then hold int16, and a `lut` layer's table is the
+compact form, 513 int16 entries interpolated (`"interpolated": true`; the golden `lut`
+kernel, `ncc.numerics.interpolated_lookup`), or 65536 entries, y = table[x + 32768];
+weights stay int8, biases int32.
 """
 
 from __future__ import annotations

@@ -28,7 +28,9 @@ Rounding, step by step (TFLite reference kernels, default double-rounding build)
   SaturatingRoundingDoublingHighMul(x * 2^max(shift, 0), m), max(-shift, 0)) on int32,
   the left shift wrapping modulo 2^32 like C's int32 multiply;
 - tables (`build_table`): entry = saturate(round_half_away(f(dequant(q)) / s_out) + zp_out)
-  in float64, independent of any runtime's libm.
+  in float64, independent of any runtime's libm; for int16 inputs the compact form
+  (`build_interp_table`, 513 entries) read by `interpolated_lookup`:
+  y = (T[i] 128 + (T[i+1] - T[i]) f + 64) >> 7 with i = (q + 2^15) >> 7, f = (q + 2^15) & 127.
 """
 
 from ncc.numerics.affine import dequantize, quantize, requantize, requantize_multipliers
@@ -71,14 +73,23 @@ from ncc.numerics.params import (
 )
 from ncc.numerics.tables import (
     INT_DECAY_TABLE,
+    INTERP_BITS,
+    INTERP_ENTRIES,
+    INTERP_SEGMENT_BITS,
     LECUN_TANH_AMPLITUDE,
     LECUN_TANH_GAIN,
     TABLE_FUNCTIONS,
+    build_interp_table,
     build_table,
     canonical_json,
     decay_multipliers,
+    deployed_table,
     int_decay,
     int_decay_table_name,
+    interp_points,
+    interp_table,
+    interpolated_lookup,
+    is_interpolated,
     lecun_tanh,
     lookup,
     sigmoid,
@@ -97,5 +108,7 @@ __all__ = [
     "requantize_multipliers", "bias_scale", "bias_reciprocal", "quantize_bias",
     "dense_multipliers", "add_left_shift", "binary_multipliers", "canonical_json",
     "sigmoid", "lecun_tanh", "build_table", "lookup", "decay_multipliers", "int_decay",
-    "int_decay_table_name", "table_decay",
+    "int_decay_table_name", "table_decay", "INTERP_BITS", "INTERP_ENTRIES",
+    "INTERP_SEGMENT_BITS", "is_interpolated", "interpolated_lookup", "interp_points",
+    "interp_table", "build_interp_table", "deployed_table",
 ]

@@ -78,8 +78,97 @@ def build_table(fn: str, p_in: QuantParams, p_out: QuantParams) -> np.ndarray:
 
 
 def lookup(q: Any, table: np.ndarray, p_in: QuantParams) -> np.ndarray:
-    """table[q - qmin_in] (q on p_in's grid)."""
+    """table[q - qmin_in] (q on p_in's grid); an interpolated table (`is_interpolated`)
+    is read by `interpolated_lookup`."""
+    if is_interpolated(table, p_in.bits):
+        return interpolated_lookup(q, table, p_in.bits)
     return np.asarray(table)[np.asarray(q, np.int64) - p_in.qmin]
+
+
+# --- compact tables for int16 inputs: 513 entries, integer linear interpolation -------------
+
+INTERP_BITS = 16
+"""Input width of interpolated tables (int16)."""
+INTERP_SEGMENT_BITS = 7
+"""log2 of the inputs per segment: 2^16 / 2^7 = 512 segments, 513 entries (1,026 bytes)."""
+INTERP_ENTRIES = (1 << (INTERP_BITS - INTERP_SEGMENT_BITS)) + 1
+
+
+def is_interpolated(table: Any, bits_in: int) -> bool:
+    """Whether `table` is the compact (interpolated) form for a `bits_in`-bit input."""
+    return bits_in == INTERP_BITS and np.shape(table) == (INTERP_ENTRIES,)
+
+
+def interpolated_lookup(q: Any, table: Any, bits_in: int = INTERP_BITS) -> np.ndarray:
+    """The compact table's function of int16 q: with u = q + 2^15 in [0, 2^16),
+    i = u >> 7, f = u & 127 (i in [0, 511], f in [0, 127]):
+
+        y = (T[i] * 128 + (T[i+1] - T[i]) * f + 64) >> 7    (arithmetic shift: floor)
+
+    i.e. T[i] + floor(((T[i+1] - T[i]) f + 64) / 128), TFLite's 16-bit `lut_lookup`
+    rounding. The numerator is T[i] (128 - f) + T[i+1] f + 64, |.| <= 2^22 + 64: int32
+    everywhere. y lies between T[i]
+    and T[i+1]: no saturation. Returns int64 values in the table's range."""
+    if bits_in != INTERP_BITS or np.shape(table) != (INTERP_ENTRIES,):
+        raise ValueError(f"an interpolated table has {INTERP_ENTRIES} entries for int16 input")
+    t = np.asarray(table, np.int64)
+    u = np.asarray(q, np.int64) + (1 << (INTERP_BITS - 1))
+    i, f = u >> INTERP_SEGMENT_BITS, u & ((1 << INTERP_SEGMENT_BITS) - 1)
+    base = t[i]
+    num = (base << INTERP_SEGMENT_BITS) + (t[i + 1] - base) * f \
+        + (1 << (INTERP_SEGMENT_BITS - 1))
+    return num >> INTERP_SEGMENT_BITS
+
+
+def interp_points(p_in: QuantParams) -> tuple[np.ndarray, np.ndarray]:
+    """Real inputs of the compact table's entries and of its segments' midpoints:
+    (x_break (513,), x_mid (512,)) float64, from q = -2^15 on; the last break is 2^15 (one step past
+    the grid, where the last segment's line ends)."""
+    if p_in.bits != INTERP_BITS or p_in.per_axis:
+        raise ValueError("interpolated tables need a per-tensor int16 input")
+    step = 1 << INTERP_SEGMENT_BITS
+    q = -(1 << (INTERP_BITS - 1)) + step * np.arange(INTERP_ENTRIES, dtype=np.int64)
+    zp, s = p_in.zero_point[0], p_in.scale[0]
+    return (q - zp) * s, (q[:-1] + step // 2 - zp) * s
+
+
+def interp_table(y_break: np.ndarray, y_mid: np.ndarray, p_out: QuantParams) -> np.ndarray:
+    """Compact table from f at `interp_points` (real units, float64): each entry is
+    f(x_j) / s_out lowered by half the mean midpoint error (chord minus curve) of the
+    segments it bounds, which halves the chord's error on a curved segment, then
+    rounded half away and saturated. (513,) of the output's dtype."""
+    if p_out.per_axis:
+        raise ValueError("tables need per-tensor parameters")
+    s, zp = p_out.scale[0], p_out.zero_point[0]
+    lo, hi = p_out.qmin - zp, p_out.qmax - zp  # the saturated curve is the one to follow
+    with np.errstate(over="ignore", invalid="ignore"):
+        yb = np.clip(np.nan_to_num(np.asarray(y_break, np.float64) / s), lo, hi)
+        ym = np.clip(np.nan_to_num(np.asarray(y_mid, np.float64) / s), lo, hi)
+    err = 0.5 * (yb[:-1] + yb[1:]) - ym
+    correction = np.zeros_like(yb)
+    correction[:-1] += err
+    correction[1:] += err
+    correction[1:-1] *= 0.5
+    y = round_half_away(yb - 0.5 * correction)
+    return saturate(y.astype(np.int64) + zp, p_out.bits, p_out.signed).astype(p_out.dtype)
+
+
+def build_interp_table(fn: str, p_in: QuantParams, p_out: QuantParams) -> np.ndarray:
+    """The compact table of TABLE_FUNCTIONS[fn] (float64) from an int16 grid p_in to p_out."""
+    if fn not in TABLE_FUNCTIONS:
+        raise ValueError(f"no table for {fn!r}; choose from {sorted(TABLE_FUNCTIONS)}")
+    xb, xm = interp_points(p_in)
+    f = TABLE_FUNCTIONS[fn]
+    with np.errstate(over="ignore"):
+        return interp_table(f(xb), f(xm), p_out)
+
+
+def deployed_table(fn: str, p_in: QuantParams, p_out: QuantParams) -> np.ndarray:
+    """The table ncc deploys for fn: compact (`build_interp_table`) for an int16 input,
+    else one entry per input level (`build_table`). Integer decays stay exact."""
+    if p_in.bits == INTERP_BITS and fn in TABLE_FUNCTIONS:
+        return build_interp_table(fn, p_in, p_out)
+    return build_table(fn, p_in, p_out)
 
 
 # --- integer decays of spiking neurons ------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ncc import numerics as nx
 from ncc.compiler.c_names import CNames
 from ncc.compiler.ir import COMPARISONS, Graph, Op, Tensor
 from ncc.targets.c_arena import ALIASES, SUFFIX, ArenaPlan, arena_name
@@ -258,7 +259,9 @@ def _lut(e: Emitter, op: Op, tag: str) -> list[str]:
     y, n = e.ptr(op.output), e.t(op.output).size
     x, table = op.inputs
     width = e.width(op, (x, table))
-    return [f"    ncc_lut_{width}({e.ptr(x)}, {n}, {e.ptr(table)}, {y});"]
+    compact = width == "s16" and e.t(table).shape == (nx.INTERP_ENTRIES,)
+    kind = "lut_interp" if compact else "lut"
+    return [f"    ncc_{kind}_{width}({e.ptr(x)}, {n}, {e.ptr(table)}, {y});"]
 
 
 def _binary_int(e: Emitter, op: Op, tag: str) -> list[str]:

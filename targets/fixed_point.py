@@ -8,9 +8,11 @@ neurons integer thresholds on their membranes and decays as multipliers where ex
 
 Weights are int8 (K, N) matrices, or synapse lists (`pre`, `post`, `weight`, present
 synapses only) when fewer than `SPARSE_DENSITY` of the entries are nonzero (sparse NCP
-wirings). Activations are int8 or, in a 16x8 graph, int16: a `lut` layer's table then has
-65536 entries (128 KiB of flash each) and `NCC_L<i>_TABLE_OFFSET` (32768, or 128 for int8)
-is what the header says to add to x before indexing it. Each population gets per-neuron
+wirings). Activations are int8 or, in a 16x8 graph, int16: a `lut` layer's table then is
+the compact form (513 entries, layer field `"interpolated": true`, read by
+`ncc.numerics.interpolated_lookup`; `NCC_L<i>_TABLE_SEGMENT_BITS` in the header) or, for an
+integer decay kept exact, 65536 entries. `NCC_L<i>_TABLE_OFFSET` (32768, or 128 for int8) is
+what the header says to add to x before indexing it. Each population gets per-neuron
 arrays `<pop>.threshold` (what its compare layer reads) and, for a fixed-point decay,
 `<pop>.decay_multiplier` / `<pop>.decay_shift`.
 """
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ncc import numerics as nx
 from ncc.compiler.artifact import Artifact
 from ncc.compiler.c_names import CNames
 from ncc.compiler.ir import OPS, Graph
@@ -131,6 +134,10 @@ def build_tables(g: Graph) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             if x in spikes:
                 layer["spike_input"] = True
                 events_max += rows * present
+        if op.kind == "lut" and nx.is_interpolated(g.constants[op.inputs[1]],
+                                                   8 * np.dtype(g.tensors[op.inputs[0]].dtype)
+                                                   .itemsize):
+            layer["interpolated"] = True
         for name in inputs:
             if name in g.constants and name not in matrices and name not in arrays:
                 arrays[name] = g.constants[name]
@@ -248,6 +255,10 @@ def header(spec: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
             x_dtype = spec["buffers"][layer["inputs"][0]]["dtype"]
             offset = -int(np.iinfo(np.dtype(x_dtype)).min)
             h.append(f"#define {p}_TABLE_OFFSET {offset} /* {x_dtype} x */")
+            if layer.get("interpolated"):
+                h.append(f"#define {p}_TABLE_SEGMENT_BITS {nx.INTERP_SEGMENT_BITS} /* u = x + "
+                         f"OFFSET, i = u >> SEGMENT_BITS, f = u & 127: y = (T[i] * 128 + "
+                         "(T[i+1] - T[i]) * f + 64) >> 7 */")
         for key, value in sorted(layer["params"].items()):
             macro = f"{p}_{key.upper()}"
             if isinstance(value, bool) or value is None:

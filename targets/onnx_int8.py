@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from onnx import helper
 
+from ncc import numerics as nx
 from ncc.compiler.artifact import Artifact
 from ncc.compiler.ir import Graph, Op
 from ncc.numerics import reduced_multiplier
@@ -258,10 +259,34 @@ def _requantize(n: _Int, g: Graph, op: Op) -> None:
                   offset=-a["in_zp"])
 
 
+def _lut_interpolated(n: _Int, op: Op, x: str, values: np.ndarray) -> None:
+    """The compact int16 table (`numerics.interpolated_lookup`) in int64: u = x + 2^15,
+    i = u / 128 and f = u & 127 (u >= 0: Div is floor); y = (T[i] - 2^16) + (d_i f + 64 +
+    2^23) / 128 with d_i = T[i+1] - T[i]: |d_i f + 64| < 2^23 keeps the dividend positive,
+    so Div floors, and the 2^23 / 128 = 2^16 it adds is taken back from the base table."""
+    t = np.asarray(values, np.int64)
+    seg = 1 << nx.INTERP_SEGMENT_BITS
+    u = n.node(op, "Add", [n.cast(op, x, "int64"), n.i64(op, "half", 1 << (nx.INTERP_BITS - 1))])
+    i = n.node(op, "Div", [u, n.i64(op, "seg", seg)])
+    f = n.node(op, "BitwiseAnd", [u, n.i64(op, "mask", seg - 1)])
+    base = n.node(op, "Gather", [n.i64(op, "base", t[:-1] - (1 << 16)), i], axis=0)
+    slope = n.node(op, "Gather", [n.i64(op, "slope", np.diff(t)), i], axis=0)
+    delta = n.node(op, "Add", [n.node(op, "Mul", [slope, f]),
+                               n.i64(op, "round", seg // 2 + (1 << 23))])
+    y = n.node(op, "Add", [base, n.node(op, "Div", [delta, n.i64(op, "seg", seg)])])
+    n.nodes.append(helper.make_node("Cast", [y], [op.output], to=ONNX_DTYPES["int16"]))
+
+
 def _lut(n: _Int, g: Graph, op: Op) -> None:
     x, table = op.inputs
     lo = int(np.iinfo(np.dtype(g.tensors[x].dtype)).min)
     values = g.constants.get(table)
+    if g.tensors[x].dtype == "int16" and g.tensors[table].shape == (nx.INTERP_ENTRIES,):
+        if values is None:
+            raise ValueError(f"op lut -> {op.output!r}: an interpolated table must be a "
+                             "constant of the graph")
+        _lut_interpolated(n, op, x, values)
+        return
     if values is not None:  # rotated so that x itself indexes it (negative: from the end)
         rotated = n.const(n.tmp(op, "table"), np.roll(np.asarray(values), lo))
         n.nodes.append(helper.make_node("Gather", [rotated, n.cast(op, x, "int32")],

@@ -16,7 +16,9 @@ builtins whose integer arithmetic is the golden kernel's (compiler/golden.py):
     qmul              MUL
     requantize        QUANTIZE int8 -> int8
     lut               CAST int8->int32, ADD int32 128, GATHER(table, index); int16: two
-                      int8 GATHERs (high and low byte) recombined in int32, CAST
+                      int8 GATHERs (high and low byte) recombined in int32, CAST; the
+                      compact int16 table: int32 DIV / MUL / SUB for segment and offset,
+                      byte GATHERs of both ends, integer interpolation, CAST
     comparisons       CAST int8->int32, then GREATER / ... / EQUAL on int32
     concat, reshape, broadcast, slice, transpose, max, min, where
                       CONCATENATION, RESHAPE, BROADCAST_TO, STRIDED_SLICE, TRANSPOSE,
@@ -48,6 +50,7 @@ from ncc import numerics as nx
 from ncc.compiler.artifact import Artifact
 from ncc.compiler.int_safety import add_params, mul_is_portable, mul_multipliers
 from ncc.compiler.ir import COMPARISONS, Graph, Op, QuantParams, Tensor
+from ncc.compiler.quantize import IDENTITY_MULTIPLIER
 
 TARGET = "tflite-int8"
 SCHEMA_VERSION = 3
@@ -65,7 +68,7 @@ _OPTIONS: dict[str, type] = {
     "CONV_2D": fb.Conv2DOptionsT, "FULLY_CONNECTED": fb.FullyConnectedOptionsT,
     "ADD": fb.AddOptionsT,
     "SUB": fb.SubOptionsT, "MUL": fb.MulOptionsT, "QUANTIZE": fb.QuantizeOptionsT,
-    "CAST": fb.CastOptionsT, "GATHER": fb.GatherOptionsT,
+    "CAST": fb.CastOptionsT, "GATHER": fb.GatherOptionsT, "DIV": fb.DivOptionsT,
     "CONCATENATION": fb.ConcatenationOptionsT, "RESHAPE": fb.ReshapeOptionsT,
     "BROADCAST_TO": fb.BroadcastToOptionsT, "STRIDED_SLICE": fb.StridedSliceOptionsT,
     "TRANSPOSE": fb.TransposeOptionsT, "MAXIMUM": fb.MaximumMinimumOptionsT,
@@ -352,6 +355,13 @@ def _requantize(m: _Model, g: Graph, op: Op) -> None:
     px, po = _quant(g, x, op), _quant(g, op.output, op)
     want = {**tflite_params("QUANTIZE", [px], po), "in_zp": px.zero_point[0],
             "out_zp": po.zero_point[0]}
+    a = op.attrs
+    if (a["multiplier"], a["shift"]) == IDENTITY_MULTIPLIER and a["in_zp"] == a["out_zp"] == 0:
+        # the integers unchanged between two grids (a decay folded into the scales):
+        # RESHAPE copies the integers, whatever the tensors' scales
+        shape = list(g.tensors[op.output].shape)
+        m.emit("RESHAPE", [x, m.const(op, "shape", shape)], [op.output], newShape=shape)
+        return
     for key, value in want.items():
         _check(op, key, op.attrs[key], value)
     m.emit("QUANTIZE", [x], [op.output])
@@ -368,39 +378,77 @@ def _widen(m: _Model, g: Graph, op: Op, name: str, shape: tuple[int, ...] | None
     return wide
 
 
+def _gather_bytes(m: _Model, g: Graph, op: Op, values: np.ndarray, index: str,
+                  shape: tuple[int, ...], what: str) -> str:
+    """int16 `values`[index] as int32 minus 128: GATHERs of the high byte and of the low
+    byte - 128 (int8 tables: TFLite Micro's GATHER takes int8 and float tables only, int16
+    and int32 measured), recombined as high * 256 + low. Callers add the 128 back."""
+    values = np.asarray(values, np.int32)
+    parts = []
+    for part_name, part in (("high", values >> 8), ("low", (values & 0xFF) - 128)):
+        byte = m.temp(op, what + part_name, shape, "int8")
+        m.emit("GATHER", [m.const(op, f"{what}table_{part_name}", part, "int8"), index], [byte],
+               axis=0, batchDims=0)
+        parts.append(_widen(m, g, op, byte, shape, "int8"))
+    high, low = parts
+    high256 = m.temp(op, what + "high256_", shape, "int32")
+    total = m.temp(op, what + "sum", shape, "int32")
+    _int32_op(m, op, "MUL", [high, m.const(op, "c256_", 256)], high256)
+    _int32_op(m, op, "ADD", [high256, low], total)
+    return total
+
+
 def _lut(m: _Model, g: Graph, op: Op) -> None:
     """table[x - min]: CAST to int32, ADD -min (int32), GATHER along the table's axis 0.
 
-    An int16 table (65,536 entries) is gathered as two int8 tables, its high byte and its
-    low byte - 128, recombined in int32 (high * 256 + low + 128) and CAST to int16:
-    TFLite Micro's GATHER takes int8 and float tables only (int16 and int32 measured).
+    An int16 table (65,536 entries) is gathered as two int8 tables (`_gather_bytes`),
+    recombined in int32 and CAST to int16. A compact int16 table (513 entries,
+    `numerics.interpolated_lookup`) is interpolated in int32: u = x + 2^15, i = u DIV 128,
+    f = u - 128 i (u >= 0: TFLite's int32 DIV truncates, so it floors); T[i] and T[i+1]
+    gathered; y = T[i] + (d f + 64 + 2^23) DIV 128 - 2^16 with d = T[i+1] - T[i]
+    (|d f + 64| < 2^23: the dividend is positive).
     """
     x, table = op.inputs
     dtype = g.tensors[x].dtype
     lo, hi = nx.dtype_range(dtype)
-    if dtype not in ("int8", "int16") or g.tensors[table].shape != (hi - lo + 1,) or \
+    compact = dtype == "int16" and g.tensors[table].shape == (nx.INTERP_ENTRIES,)
+    if dtype not in ("int8", "int16") or (g.tensors[table].shape != (hi - lo + 1,)
+                                          and not compact) or \
             g.tensors[table].dtype != g.tensors[op.output].dtype:
         raise TfliteLoweringError(f"op lut -> {op.output!r}: only int8 (int16) tables of 256 "
-                                  "(65,536) entries of the input's type")
+                                  f"(65,536 or {nx.INTERP_ENTRIES}) entries of the input's type")
     shape = g.tensors[x].shape
     index = m.temp(op, "index", shape, "int32")
     _int32_op(m, op, "ADD", [_widen(m, g, op, x), m.const(op, "offset", -lo)], index)
     if dtype == "int8":
         m.emit("GATHER", [table, index], [op.output], axis=0, batchDims=0)
         return
-    values = g.constants[table].astype(np.int32)
-    parts = []
-    for what, part in (("high", values >> 8), ("low", (values & 0xFF) - 128)):
-        byte = m.temp(op, what, shape, "int8")
-        m.emit("GATHER", [m.const(op, f"table_{what}", part, "int8"), index], [byte], axis=0,
-               batchDims=0)
-        parts.append(_widen(m, g, op, byte, shape, "int8"))
-    high, low = parts
-    high256, low128 = m.temp(op, "high256_", shape, "int32"), m.temp(op, "low128_", shape, "int32")
-    total = m.temp(op, "sum", shape, "int32")
-    _int32_op(m, op, "MUL", [high, m.const(op, "c256_", 256)], high256)
-    _int32_op(m, op, "ADD", [low, m.const(op, "c128_", 128)], low128)
-    _int32_op(m, op, "ADD", [high256, low128], total)
+    values = g.constants[table]
+    total = m.temp(op, "total", shape, "int32")
+    if not compact:
+        value = _gather_bytes(m, g, op, values, index, shape, "")
+        _int32_op(m, op, "ADD", [value, m.const(op, "c128_", 128)], total)
+    else:
+        seg = 1 << nx.INTERP_SEGMENT_BITS
+
+        def t32(what: str) -> str:
+            return m.temp(op, what, shape, "int32")
+
+        seg_c = m.const(op, "seg", seg)
+        i, i128, f, nxt_i = t32("i"), t32("i128_"), t32("f"), t32("next")
+        m.emit("DIV", [index, seg_c], [i], fusedActivationFunction=fb.ActivationFunctionType.NONE)
+        _int32_op(m, op, "MUL", [i, seg_c], i128)
+        _int32_op(m, op, "SUB", [index, i128], f)
+        _int32_op(m, op, "ADD", [i, m.const(op, "one", 1)], nxt_i)
+        base = _gather_bytes(m, g, op, values, i, shape, "base")  # T[i] - 128
+        nxt = _gather_bytes(m, g, op, values, nxt_i, shape, "next")  # T[i+1] - 128
+        d, df, num, q, yb = t32("d"), t32("df"), t32("num"), t32("q"), t32("yb")
+        _int32_op(m, op, "SUB", [nxt, base], d)
+        _int32_op(m, op, "MUL", [d, f], df)
+        _int32_op(m, op, "ADD", [df, m.const(op, "round", seg // 2 + (1 << 23))], num)
+        m.emit("DIV", [num, seg_c], [q], fusedActivationFunction=fb.ActivationFunctionType.NONE)
+        _int32_op(m, op, "ADD", [base, q], yb)
+        _int32_op(m, op, "ADD", [yb, m.const(op, "unbias", 128 - (1 << 16))], total)
     m.emit("CAST", [total], [op.output], inDataType=fb.TensorType.INT32,
            outDataType=fb.TensorType.INT16)
 

@@ -24,8 +24,8 @@ from ncc.numerics import (
     LECUN_TANH_AMPLITUDE,
     LECUN_TANH_GAIN,
     QuantParams,
-    build_table,
     canonical_json,
+    deployed_table,
     int_range,
 )
 
@@ -91,7 +91,7 @@ def fake_quant(x: jax.Array, p: QuantParams) -> jax.Array:
 
 @functools.lru_cache(maxsize=1024)
 def _fake_quant_table_fn(fn: str, p_in: QuantParams, p_out: QuantParams) -> Callable:
-    table = build_table(fn, p_in, p_out)
+    table = deployed_table(fn, p_in, p_out)
     jax_fn = JAX_TABLE_FUNCTIONS[fn]
 
     def forward(x: jax.Array) -> jax.Array:
@@ -114,7 +114,8 @@ def _fake_quant_table_fn(fn: str, p_in: QuantParams, p_out: QuantParams) -> Call
 
 
 def fake_quant_table(x: jax.Array, fn: str, p_in: QuantParams, p_out: QuantParams) -> jax.Array:
-    """f(x) through the deployed table: dequant(table[quantize(x, p_in) - qmin], p_out).
+    """f(x) through the deployed table: dequant(table[quantize(x, p_in) - qmin], p_out)
+    (`deployed_table`: for an int16 p_in the compact table, interpolated).
 
     Gradient: f'(x) where x is inside p_in's range, 0 outside (straight-through).
     """

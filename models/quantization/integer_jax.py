@@ -15,9 +15,12 @@ from ncc.numerics import (
     INT32_F32_MAX,
     INT32_MAX,
     INT32_MIN,
+    INTERP_BITS,
+    INTERP_SEGMENT_BITS,
     QuantParams,
     bias_reciprocal,
     int_range,
+    is_interpolated,
     reduced_multiplier,
     requantize_multipliers,
 )
@@ -167,9 +170,25 @@ def requantize_jax(q: jax.Array, p_in: QuantParams, p_out: QuantParams) -> jax.A
 
 
 def lookup_jax(q: jax.Array, table: Any, p_in: QuantParams) -> jax.Array:
-    """table[q - qmin_in] in JAX; int32 out."""
+    """`lookup` in JAX: table[q - qmin_in], or `interpolated_lookup_jax` for a compact
+    int16 table; int32 out."""
+    if is_interpolated(table, p_in.bits):
+        return interpolated_lookup_jax(q, jnp.asarray(np.asarray(table), jnp.int32))
     return jnp.take(jnp.asarray(np.asarray(table), jnp.int32),
                     jnp.asarray(q, jnp.int32) - p_in.qmin, mode="clip")
+
+
+def interpolated_lookup_jax(q: jax.Array, table: jax.Array) -> jax.Array:
+    """`interpolated_lookup` in JAX: int16 values q (any int dtype), table (513,) int32
+    (may be traced); int32 out. Every intermediate is below 2^23 in magnitude."""
+    u = jnp.asarray(q, jnp.int32) + jnp.int32(1 << (INTERP_BITS - 1))
+    i = jnp.right_shift(u, INTERP_SEGMENT_BITS)
+    f = jnp.bitwise_and(u, (1 << INTERP_SEGMENT_BITS) - 1)
+    base = jnp.take(table, i, mode="clip")
+    nxt = jnp.take(table, i + 1, mode="clip")
+    num = jnp.left_shift(base, INTERP_SEGMENT_BITS) + (nxt - base) * f \
+        + jnp.int32(1 << (INTERP_SEGMENT_BITS - 1))
+    return jnp.right_shift(num, INTERP_SEGMENT_BITS)
 
 
 def quantize_bias_jax(bias: jax.Array, scale: np.ndarray) -> jax.Array:

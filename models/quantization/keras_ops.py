@@ -7,7 +7,15 @@ from typing import Any
 import numpy as np
 
 from ncc.models.quantization.fake_quant import fake_quant, fake_quant_table
-from ncc.numerics import LECUN_TANH_AMPLITUDE, LECUN_TANH_GAIN, QuantParams, build_table
+from ncc.numerics import (
+    INTERP_BITS,
+    INTERP_SEGMENT_BITS,
+    LECUN_TANH_AMPLITUDE,
+    LECUN_TANH_GAIN,
+    QuantParams,
+    deployed_table,
+    is_interpolated,
+)
 
 # --- keras.ops fake-quant (for the Keras layers' `quantization=`) ---------------------------
 
@@ -49,7 +57,9 @@ def keras_fake_quant_table(x: Any, fn: str, p_in: QuantParams, p_out: QuantParam
     if keras.backend.backend() == "jax":
         return fake_quant_table(x, fn, p_in, p_out)
     ops = keras.ops
-    table = ops.convert_to_tensor(build_table(fn, p_in, p_out).astype(np.float32))
+    values = deployed_table(fn, p_in, p_out)
+    interpolated = is_interpolated(values, p_in.bits)
+    table = ops.convert_to_tensor(values.astype(np.float32))
     smooth_fn = {"sigmoid": ops.sigmoid, "tanh": ops.tanh, "exp": ops.exp,
                  "lecun_tanh": "lecun_tanh"}[fn]
     inv = float(np.float32(p_in.inv_scale[0]))
@@ -60,8 +70,10 @@ def keras_fake_quant_table(x: Any, fn: str, p_in: QuantParams, p_out: QuantParam
         t = ops.sign(y) * ops.floor(ops.abs(y))
         r = t + ops.where(ops.abs(y - t) >= 0.5, ops.sign(y), ops.zeros_like(y))
         r = r + p_in.zero_point[0]
-        idx = ops.cast(ops.clip(r, p_in.qmin, p_in.qmax) - p_in.qmin, "int32")
-        out = (ops.take(table, idx) - p_out.zero_point[0]) * p_out.scale[0]
+        q = ops.clip(r, p_in.qmin, p_in.qmax)
+        looked = (_keras_interpolated(table, q) if interpolated
+                  else ops.take(table, ops.cast(q - p_in.qmin, "int32")))
+        out = (looked - p_out.zero_point[0]) * p_out.scale[0]
         inside = ops.logical_and(r >= p_in.qmin, r <= p_in.qmax)
 
         def grad(*args: Any, upstream: Any = None) -> Any:
@@ -73,6 +85,22 @@ def keras_fake_quant_table(x: Any, fn: str, p_in: QuantParams, p_out: QuantParam
         return out, grad
 
     return fq(ops.cast(x, "float32"))
+
+
+def _keras_interpolated(table: Any, q: Any) -> Any:
+    """`interpolated_lookup` in keras.ops: q float32 holding int16 values, table (513,)
+    float32 holding int16 values. Every value is an integer below 2^23 in magnitude, so
+    float32 computes it exactly; floor(n / 128) is exact (a power of two)."""
+    import keras
+
+    ops = keras.ops
+    step = float(1 << INTERP_SEGMENT_BITS)
+    u = q + float(1 << (INTERP_BITS - 1))
+    i = ops.floor(u / step)
+    f = u - i * step
+    idx = ops.cast(i, "int32")
+    base, nxt = ops.take(table, idx), ops.take(table, idx + 1)
+    return ops.floor((base * step + (nxt - base) * f + step / 2) / step)
 
 
 def _keras_slope(fn: Any, v: Any) -> Any:

@@ -156,6 +156,9 @@ void ncc_requantize_s16_s8(const int16_t *x, int32_t n, const ncc_mul_params *p,
 void ncc_lut_s8(const int8_t *x, int32_t n, const int8_t *table, int8_t *y);
 /* y = table[x + 32768]: table has 65536 entries */
 void ncc_lut_s16(const int16_t *x, int32_t n, const int16_t *table, int16_t *y);
+/* compact form: table has 513 entries, y linearly interpolated between T[(x + 32768) >> 7]
+   and the next entry (ncc.numerics.interpolated_lookup) */
+void ncc_lut_interp_s16(const int16_t *x, int32_t n, const int16_t *table, int16_t *y);
 
 /* --- compare / select / min / max / cast ------------------------------------------- */
 

@@ -348,6 +348,21 @@ NCC_REQUANTIZE(ncc_requantize_s16_s8, int16_t, int8_t, sat8)
 NCC_LUT(ncc_lut_s8, int8_t, 128)
 NCC_LUT(ncc_lut_s16, int16_t, (int32_t)32768)
 
+/* compact int16 table (ncc.numerics.interpolated_lookup): u = x + 32768 in [0, 65535],
+   i = u >> 7 in [0, 511], f = u & 127; y = (T[i] * 128 + (T[i+1] - T[i]) * f + 64) >> 7.
+   num = T[i] (128 - f) + T[i+1] f + 64, so |num| <= 2^22 + 64. The floor shift is written as a division of a
+   non-negative value (C's >> of a negative value is implementation-defined). */
+void ncc_lut_interp_s16(const int16_t *x, int32_t n, const int16_t *table, int16_t *y) {
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        int32_t u = (int32_t)x[i] + 32768;
+        int32_t k = u >> 7, f = u & 127;
+        int32_t base = table[k];
+        int32_t num = base * 128 + ((int32_t)table[k + 1] - base) * f + 64;
+        y[i] = (int16_t)((num + (1L << 23)) / 128 - (1L << 16));
+    }
+}
+
 /* --- compare / select / min / max / cast ------------------------------------------- */
 
 #define NCC_MINMAX(NAME, T, CMP)                                                            \

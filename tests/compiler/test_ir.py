@@ -150,3 +150,18 @@ def test_ir_json_of_the_older_quant_form_still_loads():
     old = graph_from_json(json.loads(json.dumps(spec)), graph_arrays(g))
     assert old.tensors["y"].quant == g.tensors["y"].quant == QuantParams((0.5,), (3,), 8, True)
     _assert_same_graph(old, g)
+
+
+@pytest.mark.parametrize(("x_dtype", "entries", "ok"), [
+    ("int16", 513, True), ("int16", 65536, True), ("int8", 256, True),
+    ("int16", 512, False), ("int8", 513, False), ("int16", 256, False)])
+def test_lut_takes_one_entry_per_level_or_the_compact_int16_form(x_dtype, entries, ok):
+    g = Graph("t", {"x": Tensor("x", (1, 4), x_dtype), "t": Tensor("t", (entries,), x_dtype),
+                    "y": Tensor("y", (1, 4), x_dtype)}, ["x"], ["y"],
+              {"x": "input", "y": "output"}, [], {"t": np.zeros(entries, x_dtype)},
+              [Op("lut", ("x", "t"), "y")])
+    if ok:
+        verify(g)
+    else:
+        with pytest.raises(IRError, match="one entry per"):
+            verify(g)

@@ -83,3 +83,59 @@ def test_accumulator_bound_is_proved_or_refused():
         int_safety.check_accumulator("int8", 70_000, np.zeros(4, np.int32), (-5,), "dense_7")
     with pytest.raises(int_safety.OverflowRisk, match="beyond int32"):
         int_safety.check_accumulator("int8", 1000, np.zeros(4, np.int32), (8,), "op")
+
+
+# --- compact int16 tables ---------------------------------------------------------------------
+
+COMPACT_CASES = [  # fn, input range, output range: the grids a 16x8 CfC / LTC uses
+    ("sigmoid", 8.0, (0.0, 1.0)), ("tanh", 4.0, (-1.0, 1.0)), ("tanh", 20.0, (-1.0, 1.0)),
+    ("lecun_tanh", 3.0, (-1.8, 1.8)), ("exp", 6.0, (0.0, 1.0)),
+]
+
+
+@pytest.mark.parametrize(("fn", "span", "out"), COMPACT_CASES)
+def test_compact_table_is_within_its_error_bound_of_the_float_function(fn, span, out):
+    """On every int16 input, |interpolated - f / s_out| <= 1 + max|f''| h^2 / 8 output LSBs
+    (entry rounding 1/2, interpolation rounding 1/2, the chord's curvature error at segment
+    width h), measured against the saturated float function."""
+    p_in = nx.int16_activation_params(-span, span)
+    p_out = nx.int16_activation_params(*out)
+    table = nx.build_interp_table(fn, p_in, p_out)
+    assert table.shape == (nx.INTERP_ENTRIES,) and table.dtype == np.int16
+    q = np.arange(-32768, 32768)
+    got = nx.interpolated_lookup(q, table)
+    real = nx.dequantize(q, p_in).astype(np.float64)
+    f = nx.TABLE_FUNCTIONS[fn]
+    want = np.clip(f(real) / p_out.scale[0], p_out.qmin, p_out.qmax)
+    h = p_in.scale[0] * (1 << nx.INTERP_SEGMENT_BITS)
+    fine = np.linspace(real[0], real[-1] + h, 1 << 18)
+    curvature = np.abs(np.gradient(np.gradient(np.clip(
+        f(fine) / p_out.scale[0], p_out.qmin, p_out.qmax), fine), fine))
+    bound = 1.0 + curvature.max() * h * h / 8
+    assert np.abs(got - want).max() <= bound, (np.abs(got - want).max(), bound)
+    # entries are where the line passes at segment starts; output between the neighbours
+    starts = q[::1 << nx.INTERP_SEGMENT_BITS]
+    np.testing.assert_array_equal(nx.interpolated_lookup(starts, table), table[:-1])
+    i = (q + 32768) >> nx.INTERP_SEGMENT_BITS
+    lo = np.minimum(table[i], table[i + 1])
+    hi = np.maximum(table[i], table[i + 1])
+    assert np.all((got >= lo) & (got <= hi))
+    # and it is as good as the 65,536-entry table to one LSB on these grids
+    full = nx.build_table(fn, p_in, p_out).astype(np.int64)
+    assert np.abs(got - full).max() <= (1 if span <= 8 and fn != "exp" else 16)
+    assert nx.lookup(q, table, p_in).tolist() == got.tolist()
+
+
+def test_compact_lookup_stays_in_int32_on_extreme_tables():
+    """Neighbours 65535 apart: the result still lies between them (no wrap, no saturation)."""
+    table = np.tile(np.array([-32768, 32767], np.int16), nx.INTERP_ENTRIES // 2 + 1)[
+        :nx.INTERP_ENTRIES]
+    q = np.arange(-32768, 32768)
+    got = nx.interpolated_lookup(q, table)
+    assert got.min() == -32768 and got.max() == 32767
+    f = (q + 32768) & ((1 << nx.INTERP_SEGMENT_BITS) - 1)
+    rising = ((q + 32768) >> nx.INTERP_SEGMENT_BITS) % 2 == 0
+    want = np.where(rising, -32768 + (65535 * f + 64) // 128, 32767 + (-65535 * f + 64) // 128)
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="513"):
+        nx.interpolated_lookup(q, table[:-1])

@@ -214,6 +214,37 @@ def test_table_entries_follow_the_formula(fn):
     np.testing.assert_array_equal(np.asarray(q.fake_quant_table(x, fn, p_in, p_out)), expected)
 
 
+@pytest.mark.parametrize("fn", sorted(q.TABLE_FUNCTIONS))
+def test_compact_int16_table_is_one_function_everywhere(fn):
+    """On all 65,536 int16 inputs: the core's interpolated lookup = its JAX spelling (jit) =
+    the golden numpy and JAX kernels = the fake-quant forward (QAT is deployment-exact)."""
+    from ncc.compiler import golden
+    from ncc.compiler.golden_jax import JaxGolden
+    from ncc.compiler.ir import Graph, Op, Tensor
+
+    p_in = q.int16_activation_params(-5.0, 5.0)
+    p_out = q.int16_activation_params(*{"sigmoid": (0, 1), "exp": (0, 150)}.get(fn, (-1.8, 1.8)))
+    table = q.deployed_table(fn, p_in, p_out)
+    assert table.shape == (q.INTERP_ENTRIES,)
+    levels = np.arange(-32768, 32768).astype(np.int16)
+    want = q.interpolated_lookup(levels, table)
+    assert len(np.unique(want)) > 1000  # the function moves over the grid
+    np.testing.assert_array_equal(np.asarray(q.interpolated_lookup_jax(
+        jnp.asarray(levels), jnp.asarray(table, jnp.int32))), want)
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda v: q.lookup_jax(v, table, p_in))(
+        levels)), want)
+    np.testing.assert_array_equal(golden.lut(levels, table), want)
+    g = Graph("lut", {"x": Tensor("x", levels.shape, "int16", p_in),
+                      "t": Tensor("t", table.shape, "int16"),
+                      "y": Tensor("y", levels.shape, "int16", p_out)},
+              ["x"], ["y"], {"x": "input", "y": "output"}, [], {"t": table},
+              [Op("lut", ("x", "t"), "y")])
+    np.testing.assert_array_equal(np.asarray(JaxGolden(g).step({}, {"x": levels})["y"]), want)
+    x = q.dequantize(levels, p_in)
+    np.testing.assert_array_equal(np.asarray(q.fake_quant_table(x, fn, p_in, p_out)),
+                                  q.dequantize(want, p_out))
+
+
 # --- fake-quant -------------------------------------------------------------------------------
 
 
@@ -411,6 +442,14 @@ for fn in sorted(q.TABLE_FUNCTIONS):
     table = q.build_table(fn, p_in, p_out)
     want = q.dequantize(q.lookup(q.quantize(x, p_in), table, p_in), p_out)
     assert np.array_equal(np.asarray(q.keras_fake_quant_table(x, fn, p_in, p_out)), want), fn
+# int16 input: the compact table, interpolated, on every level and beyond the rails
+p16, o16 = q.int16_activation_params(-4.0, 4.0), q.int16_activation_params(-1.8, 1.8)
+x16 = np.concatenate([q.dequantize(np.arange(-32768, 32768), p16), [-9.0, 9.0]]).astype(np.float32)
+for fn in sorted(q.TABLE_FUNCTIONS):
+    table = q.deployed_table(fn, p16, o16)
+    assert table.shape == (q.INTERP_ENTRIES,)
+    want = q.dequantize(q.interpolated_lookup(q.quantize(x16, p16), table), o16)
+    assert np.array_equal(np.asarray(q.keras_fake_quant_table(x16, fn, p16, o16)), want), fn
 print("ok")
 """
     env = {**os.environ, "KERAS_BACKEND": "numpy"}

@@ -208,9 +208,12 @@ def test_int16_c_runtime_equals_golden_for_2k_steps(name, cases16):
     assert bool(sparse) == (name == "cfc_ncp16")
     assert bool(details["spiking_layers"]) == (name == "lif16")  # spikes: int16 0/1
     tables = [op for op in case.g.ops if op.kind == "lut"]
-    assert tables and all(case.g.constants[op.inputs[1]].shape == (65536,) for op in tables)
-    # each table is 128 KiB of flash; the scratch arenas count int16 elements as 2 bytes
-    assert details["memory"]["weights_bytes"] >= 2 * 65536 * len(tables)
+    # compact tables: 513 int16 entries (1,026 bytes of flash each), interpolated in C
+    assert tables and all(case.g.constants[op.inputs[1]].shape == (nx.INTERP_ENTRIES,)
+                          for op in tables)
+    assert source.count("ncc_lut_interp_s16(") == len(tables)
+    assert 2 * nx.INTERP_ENTRIES * len(tables) <= details["memory"]["weights_bytes"] < 65536
+    # the scratch arenas count int16 elements as 2 bytes
     arenas = re.findall(r"static (u?int\d+)_t ncc_arena_\w+\[(\d+)\];", source)
     assert details["memory"]["scratch_bytes"] == sum(
         int(n) * np.dtype(t).itemsize for t, n in arenas)
@@ -503,6 +506,7 @@ def test_every_op_kernel_is_exact(tmp_path):
 
 def _int16_kernel_graph() -> Graph:
     """x (1, 24) and state s (1, 24), int16, through every _s16 kernel: a 65536-entry table,
+    a compact 513-entry one (interpolated) with neighbours 65535 apart,
     a dense layer 648 deep whose accumulator leaves int32 at the rails, a sparse one (CSR),
     mul, sub, add (one with a scalar operand), requantize int16 -> int16 and int16 -> int8
     -> int16, and spikes (compare, cast to int16) into a dense layer."""
@@ -543,6 +547,10 @@ def _int16_kernel_graph() -> Graph:
     levels = np.arange(-32768, 32768)
     act = op("lut", [x, c("table", np.round(30000 * np.tanh(levels / 8000)).astype(np.int16))],
              "act", (1, 24), quant=Q)
+    # a compact (interpolated) table whose neighbours differ by up to 65535: the extremes
+    compact = rng.integers(-32768, 32768, nx.INTERP_ENTRIES).astype(np.int16)
+    compact[:4] = [-32768, 32767, -32768, 32767]
+    smooth = op("lut", [x, c("compact", compact)], "smooth", (1, 24), quant=Q)
     wide = op("concat", [x] * 27, "wide", (1, 648), quant=P, axis=-1)
     deep = dense("deep", wide, rng.uniform(0.9, 1.0, (648, 4)), WIDE)
     mask = rng.uniform(size=(24, 6)) < 0.4  # 60% of the synapses absent: a synapse list
@@ -568,7 +576,7 @@ def _int16_kernel_graph() -> Graph:
     spikes = op("cast", [fired], "spikes", (1, 24), quant=S, dtype="int16")
     driven = dense("driven", spikes, rng.standard_normal((24, 5)), R)
     sel = op("where", [fired, x, s], "sel", (1, 24), quant=P)
-    outputs = [act, deep, sparse, shifted, x8, x16, driven, sel, s_next]
+    outputs = [act, smooth, deep, sparse, shifted, x8, x16, driven, sel, s_next]
     roles = {x: "input", s: "state_in", **{o: "output" for o in outputs}, s_next: "state_out"}
     return verify(Graph("int16_kernels", tensors, [x, s], outputs, roles, [(s, s_next)],
                         constants, ops, {s: np.full((1, 24), 100, np.int16)},
@@ -577,7 +585,7 @@ def _int16_kernel_graph() -> Graph:
 
 S16_KERNELS = ("fully_connected_s16", "sparse_fully_connected_s16", "add_s16", "sub_s16",
                "mul_s16", "requantize_s16", "requantize_s16_s8", "requantize_s8_s16",
-               "lut_s16")
+               "lut_s16", "lut_interp_s16")
 
 
 def test_every_int16_kernel_is_exact_and_sanitizer_clean(tmp_path):

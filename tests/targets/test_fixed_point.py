@@ -1,7 +1,7 @@
 """fixed-point: the tables, run by the golden table interpreter, are the golden model's bits.
 
 Whole models over 10,000 steps (CfC dense and on a sparse AutoNCP wiring, LTC, a LIF
-network), and their 16x8 forms (int16 activations, 65536-entry tables) over 2,000 steps of
+network), and their 16x8 forms (int16 activations, compact 513-entry tables) over 2,000 steps of
 int16 inputs spanning the whole range; sparse weights stored as present synapses only;
 spiking populations with integer thresholds; the C header compiles warning-free.
 """
@@ -17,6 +17,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from ncc import numerics as nx
 from ncc.cli.driver import compile_model, verify_artifact
 from ncc.compiler.artifact import load_artifact_graph, read_manifest
 from ncc.compiler.batch import rebatch
@@ -111,8 +112,8 @@ def test_table_interpreter_equals_golden_for_10k_steps(name, artifacts):
 @pytest.mark.parametrize("name", list(MODELS16))
 def test_int16_table_interpreter_equals_golden_for_2k_steps(name, artifacts16):
     """16x8: the artifact's tables over 200 steps, then the same graph's tables at batch 4
-    over 500 steps, every output and state equal to the golden model; each table holds
-    65536 int16 entries and tables.h says to index it with x + 32768."""
+    over 500 steps, every output and state equal to the golden model; each table is the
+    compact form (513 int16 entries) and tables.h says how to interpolate it."""
     art = artifacts16[name]
     g = load_artifact_graph(art)
     xs = stress_ints(STEPS16, 8, "int16").reshape(SEQUENCES16, -1, 8).transpose(1, 0, 2)
@@ -131,11 +132,13 @@ def test_int16_table_interpreter_equals_golden_for_2k_steps(name, artifacts16):
     assert len(np.unique(golden[g.by_role("output")[0]])) > 100
     luts = [la for la in tables.spec["layers"] if la["kind"] == "lut"]
     assert luts
-    for layer in luts:
+    for layer in luts:  # compact: 513 entries, interpolated
         table = tables.arrays[layer["inputs"][1]]
-        assert table.shape == (65536,) and table.dtype == np.int16
+        assert table.shape == (nx.INTERP_ENTRIES,) and table.dtype == np.int16
+        assert layer["interpolated"]
     header = (art / "tables.h").read_text()
     assert header.count("_TABLE_OFFSET 32768 /* int16 x */") == len(luts)
+    assert header.count(f"_TABLE_SEGMENT_BITS {nx.INTERP_SEGMENT_BITS} ") == len(luts)
     assert all(b["bits"] in (1, 16, 32) for b in tables.buffers.values())
 
 

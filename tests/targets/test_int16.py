@@ -100,6 +100,9 @@ def test_every_runtime_equals_golden_bit_for_bit(name, tmp_path):
                       verify_steps=0)
         g = load_artifact_graph(out)
         assert {g.tensors[n].dtype for n in g.inputs + g.outputs} == {"int16"}
+        # every table is the compact form (513 entries, interpolated), so this proves it
+        tables = [g.constants[op.inputs[1]] for op in g.ops if op.kind == "lut"]
+        assert tables and all(t.shape == (nx.INTERP_ENTRIES,) for t in tables)
         if golden is None:
             xs = inputs(g, steps)
             golden = run_sequence(g, xs)

@@ -26,6 +26,8 @@ from ncc.compiler.builder import (  # noqa: F401  (TraceError is part of trace's
     dtype_of,
     sanitize,
 )
+from ncc.compiler.complex_ops import Pair, constant_pair, involves_complex, is_complex
+from ncc.compiler.complex_ops import lower as lower_complex
 from ncc.compiler.ir import Graph, Op, Tensor, verify
 from ncc.compiler.qat import constant_value
 from ncc.compiler.qat import recognize as recognize_fake_quant
@@ -188,7 +190,8 @@ RULES: dict[str, Rule] = {
     "le": _binary("less_equal"), "eq": _binary("equal"), "ne": _ne,
     "neg": _unary("neg"), "abs": _unary("abs"), "exp": _unary("exp"), "log": _unary("log"),
     "sqrt": _unary("sqrt"), "rsqrt": _rsqrt, "logistic": _unary("sigmoid"),
-    "tanh": _unary("tanh"), "floor": _unary("floor"), "sign": _unary("sign"),
+    "tanh": _unary("tanh"), "cos": _unary("cos"), "sin": _unary("sin"),
+    "floor": _unary("floor"), "sign": _unary("sign"),
     "not": _unary("logical_not"), "log1p": _log1p, "expm1": _expm1, "square": _square,
     "integer_pow": _integer_pow, "clamp": _clamp, "select_n": _select_n,
     "convert_element_type": _convert, "broadcast_in_dim": _broadcast_in_dim,
@@ -208,10 +211,25 @@ NESTED = {"pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr",
           "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr",
           "custom_vjp_call_jaxpr": "fun_jaxpr", "remat": "jaxpr", "checkpoint": "jaxpr"}
 
-# Recognizers of special nested calls (fake-quant): each returns IR names for the
-# outputs, or None to inline the call as usual.
+def _softplus(b: GraphBuilder, eqn: Any, ins: list[str]) -> list[str] | None:
+    """`jax.nn.softplus(x)`, a custom_jvp `logaddexp(x, 0)`: one `softplus` op. Inlined, its
+    NaN test and select would reach the quantizer as a comparison of x with itself."""
+    if eqn.primitive.name != "custom_jvp_call" or eqn.params.get("name") != "logaddexp":
+        return None
+    zero = [i for i, n in enumerate(ins) if isinstance(n, str) and (
+        (v := constant_value(b, n)) is not None and v.size == 1 and float(v) == 0.0)]
+    if not zero or len(ins) != 2:
+        return None
+    x = ins[1 - zero[0]]
+    if b.tensors[x].shape != tuple(int(d) for d in eqn.outvars[0].aval.shape):
+        return None
+    return [b.emit("softplus", [x])]
+
+
+# Recognizers of special nested calls (fake-quant, softplus): each returns IR names for
+# the outputs, or None to inline the call as usual.
 SPECIAL_CALLS: tuple[Callable[[GraphBuilder, Any, list[str]], list[str] | None], ...] = (
-    recognize_fake_quant, recognize_qwix,
+    recognize_fake_quant, recognize_qwix, _softplus,
 )
 
 
@@ -226,15 +244,18 @@ def _convert_jaxpr(b: GraphBuilder, jaxpr: Any, consts: Sequence[Any], args: lis
                    outer: str = "<unknown source>") -> list[str]:
     """`outer`: the user line of the call being inlined, for inner equations (e.g. the
     primitives inside jnp.cumsum's jit) whose own traceback has no user frame."""
-    env: dict[Any, str] = {}
+    env: dict[Any, str | Pair] = {}
 
-    def read(v: Any) -> str:
+    def read(v: Any) -> str | Pair:
         if isinstance(v, jcore.Literal):
-            return b.constant(np.asarray(v.val, dtype=v.aval.dtype))
+            value = np.asarray(v.val, dtype=v.aval.dtype)
+            return constant_pair(b, value) if is_complex(v.aval) else b.constant(value)
         return env[v]
 
     for var, value in zip(jaxpr.constvars, consts, strict=True):
-        env[var] = b.constant(value, b.const_names.get(id(value)))
+        hint = b.const_names.get(id(value))
+        env[var] = (constant_pair(b, value, hint) if is_complex(var.aval)
+                    else b.constant(value, hint))
     for var, name in zip(jaxpr.invars, args, strict=True):
         env[var] = name
     for eqn in jaxpr.eqns:
@@ -244,7 +265,9 @@ def _convert_jaxpr(b: GraphBuilder, jaxpr: Any, consts: Sequence[Any], args: lis
         prim = eqn.primitive.name
         ins = [read(v) for v in eqn.invars]
         outs = None
-        for special in SPECIAL_CALLS:
+        if prim not in NESTED and involves_complex(eqn):
+            outs = lower_complex(b, eqn, ins, RULES)
+        for special in () if outs is not None else SPECIAL_CALLS:
             outs = special(b, eqn, ins)
             if outs is not None:
                 break
@@ -261,9 +284,12 @@ def _convert_jaxpr(b: GraphBuilder, jaxpr: Any, consts: Sequence[Any], args: lis
             outs = rule(b, eqn, ins)
         for var, name in zip(eqn.outvars, outs, strict=True):
             expected = tuple(int(d) for d in var.aval.shape)
-            if b.tensors[name].shape != expected:
+            parts = [p for p in (name.re, name.im) if p is not None] if isinstance(
+                name, Pair) else [name]
+            if any(b.tensors[p].shape != expected for p in parts):
                 raise TraceError(f"internal: {prim} at {b.source} gave shape "
-                                 f"{b.tensors[name].shape}, jax says {expected}")
+                                 f"{[b.tensors[p].shape for p in parts]}, jax says "
+                                 f"{expected}")
             env[var] = name
     return [read(v) for v in jaxpr.outvars]
 

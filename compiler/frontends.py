@@ -443,6 +443,10 @@ def from_model(model: Any, x_shape: tuple[int, ...] | None = None,
     from flax import nnx
 
     if isinstance(model, nnx.Module):
+        if not hasattr(model, "initial_state"):  # a sequence layer (spyx.ssm): its step
+            from ncc.compiler.sequence import from_sequence
+
+            return from_sequence(model, x_shape)
         return from_nnx(model, x_shape)
     raise TraceError(f"cannot compile an object of type {type(model).__name__}: expected a "
                      "Keras model, a Flax NNX step module or an ncc StepFunction")

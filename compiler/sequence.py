@@ -179,6 +179,24 @@ def _find(module: Any, features: int, steps: int, name: str) -> list[_Scan]:
     return rec.found
 
 
+def _features(module: Any) -> int | None:
+    """The input size of the first sub-module that states one (`d_model`, `d_inner`,
+    `in_features`, or the rows of a `kernel_re` / `kernel` parameter)."""
+    from flax import nnx
+
+    for _, sub in [((), module), *nnx.iter_graph(module)]:  # the module itself first
+        if not isinstance(sub, nnx.Module):
+            continue
+        for attr in ("d_model", "d_inner", "in_features"):
+            if isinstance(getattr(sub, attr, None), int):
+                return int(getattr(sub, attr))
+        for attr in ("kernel_re", "kernel"):
+            value = getattr(sub, attr, None)
+            if isinstance(value, nnx.Param) and np.ndim(value[...]) == 2:
+                return int(np.shape(value[...])[0])
+    return None
+
+
 def _split_complex(leaves: list[Any]) -> list[Any]:
     out = []
     for leaf in leaves:
@@ -192,11 +210,10 @@ def _split_complex(leaves: list[Any]) -> list[Any]:
 def from_sequence(module: Any, x_shape: tuple[int, ...] | None = None,
                   name: str | None = None) -> StepFunction:
     """A layer `module(u: (T, B, d)) -> (T, B, d')` (spyx.ssm style) as its step
-    `(x (1, d), state) -> (y (1, d'), state)`; see the module docstring."""
+    `(x (1, d), state) -> (y (1, d'), state)`; see the module docstring. A layer without
+    scans whose steps are independent (spyx.phasor.PhasorMLP) is a step without state."""
     name = name or type(module).__name__
-    features = (x_shape[-1] if x_shape else None) or next(
-        (int(getattr(module, a)) for a in ("d_model", "d_inner", "in_features")
-         if isinstance(getattr(module, a, None), int)), None)
+    features = int(x_shape[-1]) if x_shape else _features(module)
     if features is None:
         raise TraceError(f"{name}: the per-step input size is unknown; pass --input-shape F")
     scans = _find(module, features, 2, name)
@@ -207,10 +224,6 @@ def from_sequence(module: Any, x_shape: tuple[int, ...] | None = None,
         raise TraceError(f"{name}: its carried state changes with the sequence length "
                          f"({', '.join(grown) or 'the number of scans varies'}), like an "
                          "attention cache; ncc compiles recurrences with a fixed-size state")
-    if not scans:
-        raise TraceError(f"{name} has no recurrence ncc can see (no jax.lax.scan or "
-                         "associative_scan over time); a module with a step "
-                         "__call__(x, state) needs initial_state(batch_size)")
     init, names = [], []
     for i, s in enumerate(scans):
         for j, v in enumerate(s.init):

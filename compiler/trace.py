@@ -10,6 +10,9 @@ naming the primitive and the user's source line.
 
 from __future__ import annotations
 
+import functools
+import os
+import sysconfig
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,12 +73,41 @@ def _binary(kind: str) -> Rule:
 
 
 def _dot_general(b: GraphBuilder, eqn: Any, a: list[str]) -> list[str]:
+    """x @ W (contracting x's last axis with a 2-D W) is a matmul; any other contraction
+    (an einsum with batch axes, an outer product, data times data) is `_contract`."""
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
     lhs, rhs = (b.tensors[n] for n in a)
     if lb or rb or len(lc) != 1 or len(rhs.shape) != 2 or lc[0] != len(lhs.shape) - 1:
-        raise UnsupportedPrimitive(f"dot_general{eqn.params['dimension_numbers']}", b.source)
+        return [_contract(b, a, (tuple(lc), tuple(rc)), (tuple(lb), tuple(rb)))]
     w = a[1] if rc[0] == 0 else b.emit("transpose", [a[1]], perm=(1, 0))
     return [b.emit("matmul", [a[0], w])]
+
+
+def _contract(b: GraphBuilder, a: list[str], contract: tuple[tuple[int, ...], ...],
+              batch: tuple[tuple[int, ...], ...]) -> str:
+    """dot_general as broadcast multiply and sum: each operand is laid out as (batch,
+    lhs free, rhs free, contracted) with 1s where it has no axis, multiplied, and the
+    contracted axes summed; the result is in dot_general's order (batch, lhs free,
+    rhs free)."""
+    shapes = [b.tensors[n].shape for n in a]
+    free = [tuple(d for d in range(len(s)) if d not in c and d not in bt)
+            for s, c, bt in zip(shapes, contract, batch, strict=True)]
+    laid = []
+    for i, (name, shape) in enumerate(zip(a, shapes, strict=True)):
+        perm = batch[i] + free[i] + contract[i]
+        if perm != tuple(range(len(shape))):
+            name = b.emit("transpose", [name], perm=perm)
+        ones_l = (1,) * len(free[0]) if i == 1 else ()
+        ones_r = (1,) * len(free[1]) if i == 0 else ()
+        target = (tuple(shape[d] for d in batch[i]) + ones_l + tuple(shape[d] for d in free[i])
+                  + ones_r + tuple(shape[d] for d in contract[i]))
+        if target != b.tensors[name].shape:
+            name = b.emit("reshape", [name], shape=target)
+        laid.append(name)
+    product = b.emit("mul", laid)
+    n = len(b.tensors[product].shape)
+    k = len(contract[0])
+    return b.emit("reduce_sum", [product], axes=tuple(range(n - k, n))) if k else product
 
 
 def _broadcast_in_dim(b: GraphBuilder, eqn: Any, a: list[str]) -> list[str]:
@@ -214,7 +246,10 @@ NESTED = {"pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr",
 def _softplus(b: GraphBuilder, eqn: Any, ins: list[str]) -> list[str] | None:
     """`jax.nn.softplus(x)`, a custom_jvp `logaddexp(x, 0)`: one `softplus` op. Inlined, its
     NaN test and select would reach the quantizer as a comparison of x with itself."""
-    if eqn.primitive.name != "custom_jvp_call" or eqn.params.get("name") != "logaddexp":
+    if eqn.primitive.name != "custom_jvp_call":
+        return None
+    debug = getattr(getattr(eqn.params["call_jaxpr"], "jaxpr", None), "debug_info", None)
+    if getattr(debug, "func_name", None) != "logaddexp":
         return None
     zero = [i for i, n in enumerate(ins) if isinstance(n, str) and (
         (v := constant_value(b, n)) is not None and v.size == 1 and float(v) == 0.0)]
@@ -233,11 +268,37 @@ SPECIAL_CALLS: tuple[Callable[[GraphBuilder, Any, list[str]], list[str] | None],
 )
 
 
+@functools.cache
+def _not_user() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(folders whose frames are never the user's: JAX, Flax, NumPy and ncc's compiler, its
+    step wrappers; Python's library folders, whose site-packages still count as user)."""
+    import flax
+
+    never = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+                  for m in (jax, flax, np)) + (os.path.dirname(os.path.abspath(__file__))
+                                               + os.sep,)
+    paths = sysconfig.get_paths()
+    return never, (paths["stdlib"] + os.sep, paths["platstdlib"] + os.sep)
+
+
+def _is_user_file(name: str) -> bool:
+    never, stdlib = _not_user()
+    installed = ("site-packages" + os.sep in name) or ("dist-packages" + os.sep in name)
+    return not (name.startswith("<") or name.startswith(never)
+                or (name.startswith(stdlib) and not installed))
+
+
 def _where(eqn: Any) -> str:
-    frame = source_info_util.user_frame(eqn.source_info.traceback)
-    if frame is None:
-        return "<unknown source>"
-    return f"{frame.file_name}:{frame.start_line}"
+    """The innermost user frame of `eqn`. JAX's own choice skips every installed package
+    (site-packages lies under the stdlib path), so it would name ncc's wrapper rather than
+    the line of a model library such as spyx that holds the construct."""
+    tb = eqn.source_info.traceback
+    code, lasti = tb.raw_frames() if tb else ([], [])
+    for c, i in zip(code, lasti, strict=True):
+        if _is_user_file(c.co_filename):
+            frame = source_info_util.raw_frame_to_frame(c, i)
+            return f"{frame.file_name}:{frame.start_line}"
+    return "<unknown source>"
 
 
 def _convert_jaxpr(b: GraphBuilder, jaxpr: Any, consts: Sequence[Any], args: list[str],

@@ -137,13 +137,9 @@ class _Recorder:
         if reverse:
             raise TraceError(f"scan at {where} runs backwards in time; ncc compiles causal "
                              "(forward) recurrences only")
-        if self.mode == "find":
-            try:
-                values = [np.asarray(v) for v in jax.tree_util.tree_leaves(init)]
-            except jax.errors.TracerArrayConversionError:
-                raise TraceError(f"scan at {where}: its initial carry is computed from the "
-                                 "input; ncc needs a fixed state at t = 0") from None
-            self.found.append(_Scan("scan", where, jax.tree_util.tree_structure(init), values))
+        if self.mode == "find":  # init may be traced here: `_find` returns its value
+            self.found.append(_Scan("scan", where, jax.tree_util.tree_structure(init),
+                                    jax.tree_util.tree_leaves(init)))
             return self.original_scan(f, init, xs, length, reverse, **kwargs)
         spec = self.found[len(self.next)] if self.found else None
         carry = jax.tree_util.tree_unflatten(
@@ -164,18 +160,33 @@ def _patched(rec: _Recorder) -> Iterator[_Recorder]:
         jax.lax.associative_scan, jax.lax.scan = saved
 
 
-def _find(module: Any, features: int, steps: int, name: str) -> list[_Scan]:
+def _find(module: Any, features: int, steps: int, name: str,
+          values: bool = True) -> list[_Scan]:
+    """The scans over time met when `module` runs on `steps` steps, under `jax.jit` (one
+    compilation, not one per eager op). `values`: compute lax.scan inits (a zero input;
+    an init that depends on the input fails `_check_step`), else shapes only."""
     rec = _Recorder(steps, "find")
-    with _patched(rec):
-        try:
-            module(jnp.zeros((steps, 1, features), jnp.float32))
-        except TraceError:
-            raise
-        except Exception as e:
-            first = (str(e).strip().splitlines() or [""])[0]
-            raise TraceError(f"{name} cannot run on a sequence of {steps} steps "
-                             f"({type(e).__name__}: {first}); ncc compiles a sequence layer "
-                             "one step at a time, so it must accept any T") from e
+
+    def run(u: Any) -> list[Any]:
+        with _patched(rec):
+            module(u)
+        return [leaf for s in rec.found if s.kind == "scan" for leaf in s.init]
+
+    zeros = jnp.zeros((steps, 1, features), jnp.float32)
+    try:
+        inits = jax.jit(run)(zeros) if values else jax.eval_shape(run, zeros)
+    except TraceError:
+        raise
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise TraceError(f"{name} cannot run on a sequence of {steps} steps "
+                         f"({type(e).__name__}: {first}); ncc compiles a sequence layer "
+                         "one step at a time, so it must accept any T") from e
+    inits = list(inits)
+    for scan in rec.found:
+        if scan.kind == "scan":
+            scan.init = [np.asarray(inits.pop(0)) if values else
+                         np.zeros(v.shape, v.dtype) for v in scan.init]
     return rec.found
 
 
@@ -217,7 +228,7 @@ def from_sequence(module: Any, x_shape: tuple[int, ...] | None = None,
     if features is None:
         raise TraceError(f"{name}: the per-step input size is unknown; pass --input-shape F")
     scans = _find(module, features, 2, name)
-    longer = _find(module, features, 3, name)
+    longer = _find(module, features, 3, name, values=False)
     grown = [s.where for s, t in zip(scans, longer, strict=False)
              if [v.shape for v in s.init] != [v.shape for v in t.init]]
     if len(scans) != len(longer) or grown:
@@ -279,11 +290,12 @@ def from_sequence(module: Any, x_shape: tuple[int, ...] | None = None,
 def _check_step(module: Any, sf: StepFunction, features: int, name: str) -> None:
     """Refuse unless stepping `sf` reproduces `module` on a random sequence."""
     u = np.random.default_rng(7).standard_normal((CHECK_STEPS, 1, features)).astype(np.float32)
-    want = np.asarray(module(jnp.asarray(u)))
+    want = np.asarray(jax.jit(module)(jnp.asarray(u)))
+    step = jax.jit(sf.fn)
     state = [jnp.asarray(s) for s in sf.initial_state]
     got = []
     for t in range(CHECK_STEPS):
-        y, *state = sf.fn(jnp.asarray(u[t]), *state)
+        y, *state = step(jnp.asarray(u[t]), *state)
         got.append(np.asarray(y))
     error = float(np.max(np.abs(np.stack(got) - want)))
     if not error <= CHECK_TOLERANCE * max(1.0, float(np.max(np.abs(want)))):

@@ -56,14 +56,31 @@ def from_jax(fn: Callable[..., Any], x_shape: tuple[int, ...], initial_state: An
     of arrays with a leading batch dimension of 1.
     """
     leaves, names, treedef = _flatten_state(initial_state)
+    # a complex state leaf (spyx.phasor.ResonateFire's membrane) is two real states
+    is_complex = [np.iscomplexobj(v) for v in leaves]
+    real_leaves, real_names = [], []
+    for leaf, leaf_name, c in zip(leaves, names, is_complex, strict=True):
+        parts = [(f"{leaf_name}_re", leaf.real), (f"{leaf_name}_im", leaf.imag)] if c else [
+            (leaf_name, leaf)]
+        real_names += [n for n, _ in parts]
+        real_leaves += [np.asarray(v, np.float32) if c else v for _, v in parts]
 
     def flat(x: Any, *args: Any) -> list[Any]:
-        dt, flat_state = (args[0], args[1:]) if uses_dt else (None, args)
-        state = jax.tree_util.tree_unflatten(treedef, flat_state)
+        dt, flat_state = (args[0], list(args[1:])) if uses_dt else (None, list(args))
+        state_leaves = []
+        for c in is_complex:
+            state_leaves.append(jax.lax.complex(flat_state[0], flat_state[1]) if c
+                                else flat_state[0])
+            flat_state = flat_state[2 if c else 1:]
+        state = jax.tree_util.tree_unflatten(treedef, state_leaves)
         y, new_state = fn(x, state, dt) if uses_dt else fn(x, state)
-        return [y, *jax.tree_util.tree_leaves(new_state)]
+        out = []
+        for leaf in jax.tree_util.tree_leaves(new_state):
+            out += [jnp.real(leaf), jnp.imag(leaf)] if jnp.iscomplexobj(leaf) else [leaf]
+        return [y, *out]
 
-    return StepFunction(name, flat, _check_x_shape(name, x_shape), leaves, names, uses_dt)
+    return StepFunction(name, flat, _check_x_shape(name, x_shape), real_leaves, real_names,
+                        uses_dt)
 
 
 def from_nnx(module: Any, x_shape: tuple[int, ...] | None = None,
@@ -90,9 +107,12 @@ def from_nnx(module: Any, x_shape: tuple[int, ...] | None = None,
 
 
 def _nnx_input_shape(module: Any) -> tuple[int, ...] | None:
-    """Features of the first layer, when it is an nnx.Linear (spyx Sequential nets)."""
+    """Features of the first layer, when it is an nnx.Linear (spyx Sequential nets), or
+    the unit shape of a neuron layer that is the whole model."""
     first = module.layers[0] if hasattr(module, "layers") and module.layers else module
     features = getattr(first, "in_features", None)
+    if features is None and isinstance(getattr(first, "hidden_shape", None), tuple):
+        return tuple(int(d) for d in first.hidden_shape)  # a lone neuron layer: x per unit
     return (int(features),) if features is not None else None
 
 
@@ -443,6 +463,10 @@ def from_model(model: Any, x_shape: tuple[int, ...] | None = None,
     from flax import nnx
 
     if isinstance(model, nnx.Module):
+        if not hasattr(model, "initial_state"):  # a sequence layer (spyx.ssm): its step
+            from ncc.compiler.sequence import from_sequence
+
+            return from_sequence(model, x_shape)
         return from_nnx(model, x_shape)
     raise TraceError(f"cannot compile an object of type {type(model).__name__}: expected a "
                      "Keras model, a Flax NNX step module or an ncc StepFunction")

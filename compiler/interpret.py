@@ -46,6 +46,11 @@ KERNELS: dict[str, Kernel] = {
     "sqrt": lambda xp, a, at: xp.sqrt(a[0]),
     "sigmoid": lambda xp, a, at: 1 / (1 + xp.exp(-a[0])),
     "tanh": lambda xp, a, at: xp.tanh(a[0]),
+    "cos": lambda xp, a, at: xp.cos(a[0]),
+    "sin": lambda xp, a, at: xp.sin(a[0]),
+    # max(x, 0) + log1p(exp(-|x|)): no overflow for large |x|
+    "softplus": lambda xp, a, at: (xp.maximum(a[0], xp.zeros((), a[0].dtype))
+                                   + xp.log1p(xp.exp(-xp.abs(a[0])))),
     "relu": lambda xp, a, at: xp.maximum(a[0], xp.zeros((), a[0].dtype)),
     "floor": lambda xp, a, at: xp.floor(a[0]),
     "sign": lambda xp, a, at: xp.sign(a[0]),

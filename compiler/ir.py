@@ -50,6 +50,11 @@ OPS: dict[str, tuple[int | None, tuple[str, ...]]] = {
     "sqrt": (1, ()),
     "sigmoid": (1, ()),
     "tanh": (1, ()),
+    # cos, sin (radians) and softplus log(1 + e^x): phasor rotations, complex exp, SSM step
+    # sizes; integer form a table, like every unary function
+    "cos": (1, ()),
+    "sin": (1, ()),
+    "softplus": (1, ()),
     "relu": (1, ()),
     "floor": (1, ()),
     "sign": (1, ()),
@@ -224,7 +229,7 @@ def infer(op: Op, ins: list[Tensor]) -> tuple[tuple[int, ...], str]:
     if kind == "logical_not":
         return ins[0].shape, "bool"
     if kind in ("identity", "neg", "abs", "exp", "log", "sqrt", "sigmoid", "tanh", "relu", "floor",
-                "sign", "clip", "fake_quant"):
+                "sign", "clip", "fake_quant", "cos", "sin", "softplus"):
         return ins[0].shape, ins[0].dtype
     if kind == "concat":
         _same_dtype(where, ins)

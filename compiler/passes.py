@@ -105,6 +105,34 @@ def eliminate_dead(g: Graph) -> Graph:
     return g.replace(ops=ops, constants=constants, tensors=tensors)
 
 
+def prune_dead_state(g: Graph) -> Graph:
+    """Drop state pairs that no `output` depends on, through any number of steps (e.g. the
+    running product of an associative scan's multipliers, which spyx's SSMs discard)."""
+    made = g.producer()
+    pair_of = dict(g.state_pairs)
+    live: set[str] = set()
+    todo = list(g.by_role("output"))
+    while todo:
+        name = todo.pop()
+        if name in live:
+            continue
+        live.add(name)
+        if name in made:
+            todo.extend(made[name].inputs)
+        elif name in pair_of:  # reading a state makes its next value needed a step earlier
+            todo.append(pair_of[name])
+    dead = [(s_in, s_out) for s_in, s_out in g.state_pairs if s_in not in live]
+    if not dead:
+        return g
+    gone = {n for pair in dead for n in pair}
+    g = g.replace(inputs=[n for n in g.inputs if n not in gone],
+                  outputs=[n for n in g.outputs if n not in gone],
+                  roles={n: r for n, r in g.roles.items() if n not in gone},
+                  state_pairs=[p for p in g.state_pairs if p[0] not in gone],
+                  initial_state={n: v for n, v in g.initial_state.items() if n not in gone})
+    return verify(eliminate_dead(g))
+
+
 def deduplicate_constants(g: Graph) -> Graph:
     """Constants with equal dtype, shape and bytes become one."""
     seen: dict[tuple[str, tuple[int, ...], bytes], str] = {}

@@ -16,7 +16,7 @@ import numpy as np
 from ncc.compiler.calibrate import record_ranges
 from ncc.compiler.data import load_data
 from ncc.compiler.ir import Graph
-from ncc.compiler.passes import canonicalize
+from ncc.compiler.passes import canonicalize, prune_dead_state
 from ncc.compiler.quantize import (
     DEFAULT_OPTIONS,
     QuantizationError,
@@ -67,7 +67,10 @@ def to_graph(model: Any, input_shape: tuple[int, ...] | None = None,
         g = trace(from_keras_window(model, sequence_length, input_shape))
     else:
         g = trace(from_model(model, input_shape, initial_state))
-    return compact_synapses(canonicalize(g))
+    g = compact_synapses(canonicalize(g))
+    # a sequence layer's states are the scans' carries, ncc's choice: those no output
+    # reads are dropped (a model's own declared state is kept as it is)
+    return prune_dead_state(g) if "sequence_layer" in g.metadata else g
 
 
 def window_data(data: dict[str, np.ndarray], window: int) -> dict[str, np.ndarray]:

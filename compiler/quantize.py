@@ -56,7 +56,7 @@ from ncc.compiler.passes import canonicalize
 SHARE = ("concat", "reshape", "broadcast", "slice", "transpose", "gather", "identity", "max",
          "min")
 UNARY = ("neg", "abs", "exp", "log", "sqrt", "sigmoid", "tanh", "relu", "floor", "sign",
-         "clip", "identity")
+         "clip", "identity", "cos", "sin", "softplus")
 SCALAR_BINARY = ("add", "sub", "mul", "div", "max", "min", "pow")
 
 

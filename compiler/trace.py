@@ -10,6 +10,9 @@ naming the primitive and the user's source line.
 
 from __future__ import annotations
 
+import functools
+import os
+import sysconfig
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +29,8 @@ from ncc.compiler.builder import (  # noqa: F401  (TraceError is part of trace's
     dtype_of,
     sanitize,
 )
+from ncc.compiler.complex_ops import Pair, constant_pair, involves_complex, is_complex
+from ncc.compiler.complex_ops import lower as lower_complex
 from ncc.compiler.ir import Graph, Op, Tensor, verify
 from ncc.compiler.qat import constant_value
 from ncc.compiler.qat import recognize as recognize_fake_quant
@@ -68,12 +73,41 @@ def _binary(kind: str) -> Rule:
 
 
 def _dot_general(b: GraphBuilder, eqn: Any, a: list[str]) -> list[str]:
+    """x @ W (contracting x's last axis with a 2-D W) is a matmul; any other contraction
+    (an einsum with batch axes, an outer product, data times data) is `_contract`."""
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
     lhs, rhs = (b.tensors[n] for n in a)
     if lb or rb or len(lc) != 1 or len(rhs.shape) != 2 or lc[0] != len(lhs.shape) - 1:
-        raise UnsupportedPrimitive(f"dot_general{eqn.params['dimension_numbers']}", b.source)
+        return [_contract(b, a, (tuple(lc), tuple(rc)), (tuple(lb), tuple(rb)))]
     w = a[1] if rc[0] == 0 else b.emit("transpose", [a[1]], perm=(1, 0))
     return [b.emit("matmul", [a[0], w])]
+
+
+def _contract(b: GraphBuilder, a: list[str], contract: tuple[tuple[int, ...], ...],
+              batch: tuple[tuple[int, ...], ...]) -> str:
+    """dot_general as broadcast multiply and sum: each operand is laid out as (batch,
+    lhs free, rhs free, contracted) with 1s where it has no axis, multiplied, and the
+    contracted axes summed; the result is in dot_general's order (batch, lhs free,
+    rhs free)."""
+    shapes = [b.tensors[n].shape for n in a]
+    free = [tuple(d for d in range(len(s)) if d not in c and d not in bt)
+            for s, c, bt in zip(shapes, contract, batch, strict=True)]
+    laid = []
+    for i, (name, shape) in enumerate(zip(a, shapes, strict=True)):
+        perm = batch[i] + free[i] + contract[i]
+        if perm != tuple(range(len(shape))):
+            name = b.emit("transpose", [name], perm=perm)
+        ones_l = (1,) * len(free[0]) if i == 1 else ()
+        ones_r = (1,) * len(free[1]) if i == 0 else ()
+        target = (tuple(shape[d] for d in batch[i]) + ones_l + tuple(shape[d] for d in free[i])
+                  + ones_r + tuple(shape[d] for d in contract[i]))
+        if target != b.tensors[name].shape:
+            name = b.emit("reshape", [name], shape=target)
+        laid.append(name)
+    product = b.emit("mul", laid)
+    n = len(b.tensors[product].shape)
+    k = len(contract[0])
+    return b.emit("reduce_sum", [product], axes=tuple(range(n - k, n))) if k else product
 
 
 def _broadcast_in_dim(b: GraphBuilder, eqn: Any, a: list[str]) -> list[str]:
@@ -188,7 +222,8 @@ RULES: dict[str, Rule] = {
     "le": _binary("less_equal"), "eq": _binary("equal"), "ne": _ne,
     "neg": _unary("neg"), "abs": _unary("abs"), "exp": _unary("exp"), "log": _unary("log"),
     "sqrt": _unary("sqrt"), "rsqrt": _rsqrt, "logistic": _unary("sigmoid"),
-    "tanh": _unary("tanh"), "floor": _unary("floor"), "sign": _unary("sign"),
+    "tanh": _unary("tanh"), "cos": _unary("cos"), "sin": _unary("sin"),
+    "floor": _unary("floor"), "sign": _unary("sign"),
     "not": _unary("logical_not"), "log1p": _log1p, "expm1": _expm1, "square": _square,
     "integer_pow": _integer_pow, "clamp": _clamp, "select_n": _select_n,
     "convert_element_type": _convert, "broadcast_in_dim": _broadcast_in_dim,
@@ -208,33 +243,80 @@ NESTED = {"pjit": "jaxpr", "jit": "jaxpr", "closed_call": "call_jaxpr",
           "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr",
           "custom_vjp_call_jaxpr": "fun_jaxpr", "remat": "jaxpr", "checkpoint": "jaxpr"}
 
-# Recognizers of special nested calls (fake-quant): each returns IR names for the
-# outputs, or None to inline the call as usual.
+def _softplus(b: GraphBuilder, eqn: Any, ins: list[str]) -> list[str] | None:
+    """`jax.nn.softplus(x)`, a custom_jvp `logaddexp(x, 0)`: one `softplus` op. Inlined, its
+    NaN test and select would reach the quantizer as a comparison of x with itself."""
+    if eqn.primitive.name != "custom_jvp_call":
+        return None
+    debug = getattr(getattr(eqn.params["call_jaxpr"], "jaxpr", None), "debug_info", None)
+    if getattr(debug, "func_name", None) != "logaddexp":
+        return None
+    zero = [i for i, n in enumerate(ins) if isinstance(n, str) and (
+        (v := constant_value(b, n)) is not None and v.size == 1 and float(v) == 0.0)]
+    if not zero or len(ins) != 2:
+        return None
+    x = ins[1 - zero[0]]
+    if b.tensors[x].shape != tuple(int(d) for d in eqn.outvars[0].aval.shape):
+        return None
+    return [b.emit("softplus", [x])]
+
+
+# Recognizers of special nested calls (fake-quant, softplus): each returns IR names for
+# the outputs, or None to inline the call as usual.
 SPECIAL_CALLS: tuple[Callable[[GraphBuilder, Any, list[str]], list[str] | None], ...] = (
-    recognize_fake_quant, recognize_qwix,
+    recognize_fake_quant, recognize_qwix, _softplus,
 )
 
 
+@functools.cache
+def _not_user() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(folders whose frames are never the user's: JAX, Flax, NumPy and ncc's compiler, its
+    step wrappers; Python's library folders, whose site-packages still count as user)."""
+    import flax
+
+    never = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+                  for m in (jax, flax, np)) + (os.path.dirname(os.path.abspath(__file__))
+                                               + os.sep,)
+    paths = sysconfig.get_paths()
+    return never, (paths["stdlib"] + os.sep, paths["platstdlib"] + os.sep)
+
+
+def _is_user_file(name: str) -> bool:
+    never, stdlib = _not_user()
+    installed = ("site-packages" + os.sep in name) or ("dist-packages" + os.sep in name)
+    return not (name.startswith("<") or name.startswith(never)
+                or (name.startswith(stdlib) and not installed))
+
+
 def _where(eqn: Any) -> str:
-    frame = source_info_util.user_frame(eqn.source_info.traceback)
-    if frame is None:
-        return "<unknown source>"
-    return f"{frame.file_name}:{frame.start_line}"
+    """The innermost user frame of `eqn`. JAX's own choice skips every installed package
+    (site-packages lies under the stdlib path), so it would name ncc's wrapper rather than
+    the line of a model library such as spyx that holds the construct."""
+    tb = eqn.source_info.traceback
+    code, lasti = tb.raw_frames() if tb else ([], [])
+    for c, i in zip(code, lasti, strict=True):
+        if _is_user_file(c.co_filename):
+            frame = source_info_util.raw_frame_to_frame(c, i)
+            return f"{frame.file_name}:{frame.start_line}"
+    return "<unknown source>"
 
 
 def _convert_jaxpr(b: GraphBuilder, jaxpr: Any, consts: Sequence[Any], args: list[str],
                    outer: str = "<unknown source>") -> list[str]:
     """`outer`: the user line of the call being inlined, for inner equations (e.g. the
     primitives inside jnp.cumsum's jit) whose own traceback has no user frame."""
-    env: dict[Any, str] = {}
+    env: dict[Any, str | Pair] = {}
 
-    def read(v: Any) -> str:
+    def read(v: Any) -> str | Pair:
         if isinstance(v, jcore.Literal):
-            return b.constant(np.asarray(v.val, dtype=v.aval.dtype))
+            value = np.asarray(v.val, dtype=v.aval.dtype)
+            return constant_pair(b, value) if is_complex(v.aval) else b.constant(value)
         return env[v]
 
     for var, value in zip(jaxpr.constvars, consts, strict=True):
-        env[var] = b.constant(value, b.const_names.get(id(value)))
+        hint = b.const_names.get(id(value))
+        env[var] = (constant_pair(b, value, hint) if is_complex(var.aval)
+                    else b.constant(value, hint))
     for var, name in zip(jaxpr.invars, args, strict=True):
         env[var] = name
     for eqn in jaxpr.eqns:
@@ -244,7 +326,9 @@ def _convert_jaxpr(b: GraphBuilder, jaxpr: Any, consts: Sequence[Any], args: lis
         prim = eqn.primitive.name
         ins = [read(v) for v in eqn.invars]
         outs = None
-        for special in SPECIAL_CALLS:
+        if prim not in NESTED and involves_complex(eqn):
+            outs = lower_complex(b, eqn, ins, RULES)
+        for special in () if outs is not None else SPECIAL_CALLS:
             outs = special(b, eqn, ins)
             if outs is not None:
                 break
@@ -261,9 +345,12 @@ def _convert_jaxpr(b: GraphBuilder, jaxpr: Any, consts: Sequence[Any], args: lis
             outs = rule(b, eqn, ins)
         for var, name in zip(eqn.outvars, outs, strict=True):
             expected = tuple(int(d) for d in var.aval.shape)
-            if b.tensors[name].shape != expected:
+            parts = [p for p in (name.re, name.im) if p is not None] if isinstance(
+                name, Pair) else [name]
+            if any(b.tensors[p].shape != expected for p in parts):
                 raise TraceError(f"internal: {prim} at {b.source} gave shape "
-                                 f"{b.tensors[name].shape}, jax says {expected}")
+                                 f"{[b.tensors[p].shape for p in parts]}, jax says "
+                                 f"{expected}")
             env[var] = name
     return [read(v) for v in jaxpr.outvars]
 

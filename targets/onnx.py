@@ -32,8 +32,9 @@ _SIMPLE = {"matmul": "MatMul", "add": "Add", "sub": "Sub", "mul": "Mul", "div": 
            "max": "Max", "min": "Min", "pow": "Pow", "greater": "Greater",
            "greater_equal": "GreaterOrEqual", "less": "Less", "less_equal": "LessOrEqual",
            "equal": "Equal", "identity": "Identity", "neg": "Neg", "abs": "Abs", "exp": "Exp",
-           "log": "Log", "sqrt": "Sqrt", "sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu",
-           "floor": "Floor", "sign": "Sign", "logical_not": "Not", "where": "Where"}
+           "log": "Log", "sqrt": "Sqrt", "sigmoid": "Sigmoid", "tanh": "Tanh", "cos": "Cos",
+           "sin": "Sin", "softplus": "Softplus", "relu": "Relu", "floor": "Floor",
+           "sign": "Sign", "logical_not": "Not", "where": "Where"}
 
 
 class Nodes:

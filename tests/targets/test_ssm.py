@@ -1,0 +1,217 @@
+"""spyx 1.0 state-space and phasor layers compile as steps (issue 16, items 1-2).
+
+`spyx.ssm.LRU`, `S5Diag` and `Mamba` take a whole time-major sequence and run their
+recurrence with an associative scan; ncc compiles the step it takes out of the scan, in
+complex numbers lowered to pairs of real tensors. The float artifact is held to spyx's
+own sequence output, every integer artifact to the golden model over 2,000 steps, and
+the deployed state to the float state (SQNR).
+"""
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ncc.cli.driver import compile_model
+from ncc.compiler.interpret import run_batch, run_sequence
+from ncc.compiler.pipeline import to_graph
+from ncc.compiler.quantize import QuantOptions
+from ncc.compiler.trace import TraceError, UnsupportedPrimitive
+from ncc.numerics import dequantize, quantize
+from ncc.runtime.session import open_session
+from ncc.runtime.validate import compare
+from ncc.runtime.verify import verify_artifact
+
+D = 4
+
+
+def _layer(name: str):
+    import spyx.phasor
+    import spyx.ssm
+    from flax import nnx
+
+    rngs = nnx.Rngs(0)
+    return {"LRU": lambda: spyx.ssm.LRU(D, 8, rngs=rngs),
+            "S5Diag": lambda: spyx.ssm.S5Diag(D, 8, rngs=rngs),
+            "Mamba": lambda: spyx.ssm.Mamba(D, 4, rngs=rngs),
+            "PhasorMLP": lambda: spyx.phasor.PhasorMLP(D, 8, 3, rngs=rngs),
+            "ResonateFire": lambda: spyx.phasor.ResonateFire((D,), rngs=rngs)}[name]()
+
+
+@pytest.fixture(scope="module")
+def layers():
+    return {name: _layer(name) for name in ("LRU", "S5Diag", "Mamba", "PhasorMLP",
+                                            "ResonateFire")}
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    """Two 2,000-step sequences: calibration, then the verification the driver runs."""
+    return {"x": np.random.default_rng(5).standard_normal((2, 2000, D)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("name", ["LRU", "S5Diag", "Mamba", "PhasorMLP"])
+def test_float_artifact_matches_spyx_over_1000_steps(name, layers, tmp_path):
+    layer = layers[name]
+    u = np.random.default_rng(3).standard_normal((1000, 1, D)).astype(np.float32)
+    want = np.asarray(jax.jit(layer)(jnp.asarray(u)))[:, 0]
+    res = compile_model(layer, "onnx-float", tmp_path / name, verify_steps=0)
+    (y,) = res.graph.by_role("output")
+    got = open_session(res.out_dir).run(u)[y].reshape(want.shape)
+    assert np.abs(got - want).max() <= 1e-4
+    assert np.abs(want[-100:]).max() > 0.1  # the output is alive at the end, not decayed
+    # the scan's carry is the state (its real and imaginary parts); PhasorMLP has none
+    assert len(res.graph.state_pairs) == (0 if name == "PhasorMLP" else
+                                          1 if name == "Mamba" else 2)
+
+
+@pytest.mark.parametrize("target", ["onnx-int8", "tflite-int8", "c", "fixed-point"])
+def test_lru_integer_artifact_is_golden_over_long_runs(target, layers, calibration,
+                                                        tmp_path):
+    # 2,000 steps where the runtime is fast; onnxruntime's per-node cost and the
+    # fixed-point interpreter make a long run there cost a minute for no new kernel
+    steps = 2000 if target in ("c", "tflite-int8") else 300
+    res = compile_model(layers["LRU"], target, tmp_path / target, calibration=calibration,
+                        verify_steps=steps)
+    report = res.report
+    assert report["exactness"]["passed"] and report["steps"] == steps
+    for out in res.graph.outputs:  # every output and state, bit for bit
+        assert report["golden"][out] == {"identical": 1.0, "max_lsb": 0}
+    assert report["outputs"]["y"]["sqnr_db"] >= 25
+    if target == "tflite-int8":  # the same .tflite in TFLite Micro, over a shorter run
+        micro = verify_artifact(res.out_dir, data={"x": calibration["x"][:, :300]},
+                                steps=300, runtime="tflm")
+        assert micro["exactness"]["passed"] and micro["runtime"] == "tflm"
+
+
+# what each layer's step holds beyond the LRU's matmul / mul / add
+KINDS = {"S5Diag": {"matmul"}, "Mamba": {"softplus", "exp"}, "PhasorMLP": {"cos", "sin"},
+         "ResonateFire": {"greater", "cast"}}
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_other_layers_are_golden_in_c(name, layers, calibration, tmp_path):
+    """S5Diag (the LRU's op kinds), Mamba (a softplus step size, decay exp(dt A)),
+    PhasorMLP (rotations by cos / sin) and ResonateFire (a complex membrane behind a
+    step API, spikes) on the target with the most hand-written kernels, shorter runs."""
+    cut = {"x": calibration["x"][:, :300]}
+    res = compile_model(layers[name], "c", tmp_path / name, calibration=cut,
+                        verify_steps=300)
+    assert res.report["exactness"]["passed"]
+    assert all(res.report["golden"][o]["identical"] == 1.0 for o in res.graph.outputs)
+    assert KINDS[name] <= {op.kind for op in to_graph(layers[name]).ops}
+
+
+def test_resonate_fire_step_equals_its_parallel_form(layers):
+    layer = layers["ResonateFire"]
+    xs = np.random.default_rng(4).standard_normal((300, 1, D)).astype(np.float32)
+    want = np.asarray(jax.jit(layer.parallel)(jnp.asarray(xs)))
+    got = run_sequence(to_graph(layer), xs)["y"]
+    np.testing.assert_array_equal(got, want)
+    assert 0.02 < want.mean() < 0.98  # it spikes, neither never nor always
+
+
+def _state_sqnr(layer, activations: str, xs: np.ndarray) -> list[float]:
+    """SQNR (dB) of each state of the golden model against the float model's state."""
+    from ncc.compiler.pipeline import quantize_graph
+
+    g = to_graph(layer)
+    golden, _ = quantize_graph(g, {"x": xs}, QuantOptions(activations=activations))
+    want = run_batch(g, xs)
+    (x_name,) = golden.by_role("input")
+    got = run_batch(golden, quantize(xs, golden.tensors[x_name].quant))
+    return [compare(want[s], dequantize(got[s], golden.tensors[s].quant))["sqnr_db"]
+            for _, s in golden.state_pairs]
+
+
+def test_state_sqnr_int16_beats_int8(layers, calibration):
+    xs = calibration["x"][:, :200]
+    int8, int16 = (_state_sqnr(layers["LRU"], a, xs) for a in ("int8", "int16"))
+    assert min(int8) >= 25 and min(int16) >= min(int8) + 12
+
+
+def test_state_starts_at_zero_and_carries_the_recurrence(layers):
+    g = to_graph(layers["LRU"])
+    assert all(not np.any(v) for v in g.initial_state.values())
+    # an impulse at t = 0 rings on through the state alone (the input is zero after it)
+    xs = np.zeros((20, 1, D), np.float32)
+    xs[0] = 1.0
+    out = run_sequence(g, xs)
+    want = np.asarray(jax.jit(layers["LRU"])(jnp.asarray(xs)))
+    np.testing.assert_allclose(out["y"][:, 0], want[:, 0], atol=1e-5)
+    assert np.abs(out["y"][5:]).max() > 1e-3
+
+
+def test_complex_lowering_matches_jax():
+    """mul, div, exp of an imaginary argument, abs, conj, real/imag of data-dependent
+    complex values, in a plain JAX step with a complex state."""
+    from ncc.compiler.frontends import from_jax
+    from ncc.compiler.trace import trace
+
+    w = np.arange(12).reshape(3, 4) / 7 - 0.5
+    wc = (w + 0.3j * w[::-1]).astype(np.complex64)
+
+    def step(x, h):
+        z = jax.lax.complex(x, 0.5 * x) @ wc
+        z = z * jnp.exp(1j * x[:, :1]) / (1.5 + 0.1j + jnp.conj(z) * 0.1)
+        h = 0.8 * h + jnp.abs(z) - jnp.imag(z) * jnp.real(z)
+        return h, h
+
+    g = trace(from_jax(step, (3,), jnp.zeros((1, 4))))
+    assert not any("complex" in t.dtype for t in g.tensors.values())
+    xs = np.random.default_rng(2).standard_normal((8, 1, 3)).astype(np.float32)
+    h, want = jnp.zeros((1, 4)), []
+    for x in xs:
+        y, h = step(jnp.asarray(x), h)
+        want.append(np.asarray(y))
+    np.testing.assert_allclose(run_sequence(g, xs)["y"], np.stack(want), atol=1e-5)
+
+
+def test_refusals_say_why():
+    import spyx.ssm
+    from flax import nnx
+
+    block = spyx.ssm.MambaBlock(D, 4, rngs=nnx.Rngs(0))  # causal conv over time
+    with pytest.raises(TraceError, match="does not reproduce its sequence form"):
+        to_graph(block)
+    chunked = spyx.ssm.ChunkedSSM(_layer("LRU"), _layer("LRU"), chunk_size=4)
+    with pytest.raises(TraceError, match="not divisible by chunk_size"):
+        to_graph(chunked)
+
+    class Cache(nnx.Module):  # keeps every input: state that grows with T
+        def __call__(self, u):
+            def f(c, x):
+                return c, x
+            keys, _ = jax.lax.scan(f, jnp.zeros_like(u), u)
+            return jnp.mean(keys, axis=0, keepdims=True) * jnp.ones_like(u)
+
+    with pytest.raises(TraceError, match="changes with the sequence length"):
+        to_graph(Cache(), (D,))
+
+    class NotLinear(nnx.Module):
+        def __call__(self, u):
+            return jax.lax.associative_scan(jnp.maximum, u, axis=0)
+
+    with pytest.raises(TraceError, match="not the linear recurrence"):
+        to_graph(NotLinear(), (D,))
+
+
+def test_unsupported_complex_op_names_primitive_and_line():
+    from flax import nnx
+
+    class LogLRU(nnx.Module):
+        def __init__(self):
+            self.inner = _layer("LRU")
+
+        def __call__(self, u):
+            z = self.inner(u).astype(jnp.complex64) * 1j
+            return jnp.real(jnp.log(z))  # the line the error names
+
+    with pytest.raises(UnsupportedPrimitive) as info:
+        to_graph(LogLRU(), (D,))
+    assert info.value.primitive.startswith("log on complex numbers")
+    lines, first = inspect.getsourcelines(LogLRU.__call__)
+    line = first + next(i for i, text in enumerate(lines) if "jnp.log" in text)
+    assert info.value.where.endswith(f"test_ssm.py:{line}")

@@ -120,3 +120,36 @@ def test_overflowing_accumulator_is_refused():
     g = to_graph(from_jax(step, (70_000,), jnp.zeros((1, 2))))
     with pytest.raises(int_safety.OverflowRisk, match="70000-term.*beyond int32"):
         quantize_graph(g, calib(n=1, t=2, f=70_000))
+
+
+@pytest.mark.parametrize("activations", ["int8", "int16"])
+@pytest.mark.parametrize("fn", ["cos", "sin", "softplus"])
+def test_the_ssm_nonlinearities_become_tables_as_accurate_as_the_grids(fn, activations):
+    """y = fn(2x): its table (256 entries at int8, the 513-entry interpolated form at int16)
+    tracks the float function on the input grid within the bound each form states."""
+    import jax
+    import jax.numpy as jnp
+
+    from ncc.compiler.quantize import QuantOptions
+
+    f = {"cos": jnp.cos, "sin": jnp.sin, "softplus": jax.nn.softplus}[fn]
+
+    def step(x, h):
+        y = f(2.0 * x)
+        return y, 0.5 * h + y
+
+    g = to_graph(from_jax(step, (8,), jnp.zeros((1, 8))))
+    q, ref = quantize_graph(g, calib(), QuantOptions(activations=activations))
+    assert any(op.kind == "lut" for op in q.ops)
+    xs = np.linspace(-3, 3, 400, dtype=np.float32).reshape(50, 1, 8)
+    (x_name,), (y_name,) = q.by_role("input"), [n for n in q.outputs if q.roles[n] == "output"]
+    p_x, p_y = q.tensors[x_name].quant, q.tensors[y_name].quant
+    got = nx.dequantize(run_sequence(q, nx.quantize(xs, p_x))[y_name], p_y)
+    want = run_sequence(ref, nx.dequantize(nx.quantize(xs, p_x), p_x))[y_name]
+    err = np.max(np.abs(got - want)) / p_y.scale[0]  # output LSBs
+    if activations == "int8":
+        assert err <= 0.5 + 1e-3  # an exact table: the rounding of its entry
+    else:  # the interpolation bound the core states: 1 + max|f''| h^2 / 8, h a segment
+        curvature = {"cos": 4.0, "sin": 4.0, "softplus": 1.0}[fn]  # of f(2x), per x^2
+        h = (1 << nx.INTERP_SEGMENT_BITS) * p_x.scale[0]
+        assert err <= 1 + curvature * h * h / 8 / p_y.scale[0]

@@ -136,6 +136,16 @@ def _value_info(g: Graph, name: str, lead: tuple[int, ...] = ()) -> onnx.ValueIn
     return helper.make_tensor_value_info(name, ONNX_DTYPES[t.dtype], list(lead + t.shape))
 
 
+def _live(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto]:
+    """The nodes (in topological order) that some graph output depends on."""
+    needed, kept = set(outputs), []
+    for node in reversed(nodes):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(node.input)
+    return kept[::-1]
+
+
 def step_graph(g: Graph, lower_op: Callable[[Any, Graph, Op], None] = lower_float_op,
                with_constants: bool = True, nodes: Nodes | None = None,
                ) -> tuple[onnx.GraphProto, list[onnx.TensorProto]]:
@@ -146,13 +156,16 @@ def step_graph(g: Graph, lower_op: Callable[[Any, Graph, Op], None] = lower_floa
     n = nodes or Nodes()
     for op in g.ops:
         lower_op(n, g, op)
+    n.nodes = _live(n.nodes, set(g.outputs))
+    used = {name for node in n.nodes for name in node.input} | set(g.outputs)
     weights = [numpy_helper.from_array(np.ascontiguousarray(v), k)
-               for k, v in g.constants.items()]
+               for k, v in g.constants.items() if k in used]  # folded ones are not stored
     graph = helper.make_graph(
         n.nodes, g.name,
         [_value_info(g, name) for name in g.inputs],
         [_value_info(g, name) for name in g.outputs],
-        initializer=(weights if with_constants else []) + n.initializers,
+        initializer=(weights if with_constants else []) +
+        [t for t in n.initializers if t.name in used],
     )
     return graph, weights
 

@@ -1,14 +1,21 @@
 """ONNX int8 target: the golden integer graph as ONNX that onnxruntime computes bit-exactly.
 
-Integer matmuls are `MatMulInteger` (int8 x int8 -> int32, exact; int16 activations
-of the 16x8 mode: an int64 `MatMul`, exact). Every requantization is TFLite's
-MultiplyByQuantizedMultiplier in one int64 rounding step (`_Int.mbqm_affine`: a
-multiply, a sign term, an add and an exact division by a power of two; the bias, the
-zero points and ADD's left shift folded into its constants), so no runtime's own
-rounding enters. An int8 x int8 binary op (qadd, qsub, qmul) is one `Gather` from its
-65,536 results, computed by the golden kernel itself; tables are `Gather`. Comparisons,
-min/max and selects run on int32 copies, since onnxruntime registers few int8 kernels
-for them. Inputs, outputs and state are int8 with the manifest's parameters.
+Integer matmuls are `MatMulInteger` (int8 x int8 -> int32, exact, or uint8 x int8 with
+the activation shifted by 128 for large weights: onnxruntime's fast kernel; int16
+activations of the 16x8 mode: an int64 `MatMul`, exact). Every requantization is
+TFLite's MultiplyByQuantizedMultiplier in one int64 rounding step (`_Int.mbqm_affine`,
+`_Int.saturated_affine`: a multiply, a sign term, an add and an exact division by a
+power of two; the bias, the zero points and ADD's left shift folded into its constants),
+so no runtime's own rounding enters. An int8 x int8 binary op (qadd, qsub, qmul) is one
+`Gather` from its 65,536 results, computed by the golden kernel itself; tables are
+`Gather`. Comparisons, min/max and selects run on int64 copies, since onnxruntime
+registers few int8 kernels for them. Inputs, outputs and state are int8 with the
+manifest's parameters.
+
+onnxruntime pays per node at batch 1 (about half a microsecond), so the lowering keeps
+nodes few: FullyConnected ops on one input share one MatMulInteger (`_siblings`), a
+lookup table next to a binary table is folded into it, each int64 copy of a tensor is
+made once (`_Int.wide`), and nodes nothing reads are dropped.
 
 Opset 18 (BitwiseAnd needs 18).
 """
@@ -16,6 +23,7 @@ Opset 18 (BitwiseAnd needs 18).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,15 +36,70 @@ from ncc.numerics import reduced_multiplier
 from ncc.targets.onnx import ONNX_DTYPES, Nodes, lower_float_op, step_graph, to_model
 
 TARGET = "onnx-int8"
+UNSIGNED_FROM = 4096
+"""Weights (K N) from which MatMulInteger reads its activation as uint8 (`_Int.matmul_integer`)."""
 _WIDEN = ("greater", "greater_equal", "less", "less_equal", "equal", "max", "min", "where")
+
+
+@dataclass(frozen=True)
+class _Affine:
+    """Per-channel integer constants of `_Int.mbqm_affine` (flattened lists, `shape` the
+    broadcast shape): y = p * mm + (rneg where p * mm < t, else r), result floor(y / 2^k)."""
+
+    shape: tuple[int, ...]
+    mm: list[int]
+    k: list[int]
+    r: list[int]
+    rneg: list[int]
+    t: list[int]
+
+
+def _affine_constants(multiplier: object, shift: object, scale: int, offset: object,
+                      out_zp: object) -> _Affine | None:
+    """The constants of `_Int.mbqm_affine` (see there), or None where one would not fit."""
+    m = np.asarray(multiplier, np.int64)
+    s = np.asarray(shift, np.int64)
+    left, e = np.maximum(s, 0), np.maximum(-s, 0)
+    m, left, e, off, zp = np.broadcast_arrays(m, left, e, np.asarray(offset, np.int64),
+                                              np.asarray(out_zp, np.int64))
+    big = [int(v) for v in (m * (1 << left)).reshape(-1)]
+    mm = [b * scale for b in big]
+    d = [int(o) * b for o, b in zip(off.reshape(-1), big, strict=True)]
+    k = [31 + int(v) for v in e.reshape(-1)]
+    r = [(1 << 30) + ((1 << (kk - 1)) if kk > 31 else 0) + int(z) * (1 << kk) + dd
+         for kk, dd, z in zip(k, d, zp.reshape(-1), strict=True)]
+    # |ab| < 2^62; p * M = ab - D and y = ab + (rounding terms) must stay in int64
+    bound = 1 << 62
+    if any(abs(v) >= bound for v in [*mm, *d]) or any(
+            abs(rr - dd) + (1 << 31) >= bound for rr, dd in zip(r, d, strict=True)):
+        return None
+    neg = [rr - ((1 << 31) if kk > 31 else 0) for rr, kk in zip(r, k, strict=True)]
+    if not any(kk > 31 for kk in k):
+        neg = r
+    return _Affine(m.shape, mm, k, r, neg, [-(1 << 30) - dd for dd in d])
 
 
 class _Int(Nodes):
     """Node helpers with unique names derived from the op being lowered."""
 
-    def __init__(self) -> None:
+    def __init__(self, siblings: dict[str, list[Op]] | None = None,
+                 narrow: set[str] | None = None) -> None:
         super().__init__()
+        self.narrow = narrow
+        """tensors some consumer reads as int8/int16 (None: all of them; `_narrow_reads`)."""
         self.count = 0
+        self.wide: dict[str, str] = {}
+        """int8/int16 tensor -> an int64 tensor of the same values (the clipped value it
+        was cast from), so a consumer that widens it again needs no Cast."""
+        self.siblings = siblings or {}
+        """first FullyConnected of a group sharing one input -> the group (`_siblings`)."""
+        self.lowered: set[str] = set()
+        self.unsigned: dict[str, str] = {}
+        """int8 tensor -> a uint8 tensor holding its values + 128 (`matmul_integer`)."""
+        self.tabled: dict[str, tuple[str, np.ndarray]] = {}
+        """int8 tensor -> (index, 65,536-entry table) it was gathered with (`_binary_table`)."""
+        self.looked_up: dict[str, tuple[str, np.ndarray]] = {}
+        """int8 tensor -> (int8 input, 256 values at input + 128) of the table it came from."""
 
     def tmp(self, op: Op, what: str) -> str:
         self.count += 1
@@ -52,6 +115,34 @@ class _Int(Nodes):
 
     def cast(self, op: Op, name: str, dtype: str) -> str:
         return self.node(op, "Cast", [name], "cast", to=ONNX_DTYPES[dtype])
+
+    def matmul_integer(self, op: Op, x: str, w: str, x_zp: int, weights: int) -> str:
+        """MatMulInteger(x - x_zp, w) for int8 x (1..., K) and constant int8 w (K, N), int32.
+
+        onnxruntime's fast kernels take uint8 activations with int8 weights; its int8 x
+        int8 path is many times slower from K N ~ 10^4 on (measured: 26 us vs 5.7 us for 128
+        x 256 at batch 1). So above `UNSIGNED_FROM` weights the activation goes as x + 128
+        (two nodes, shared by every FullyConnected reading x) with zero point x_zp + 128."""
+        if weights < UNSIGNED_FROM:
+            zp = self.const(self.tmp(op, "xzp"), np.asarray(x_zp, np.int8))
+            return self.node(op, "MatMulInteger", [x, w, zp])
+        if x not in self.unsigned:
+            if x in self.wide:
+                shifted = self.node(op, "Add", [self.wide[x], self.i64(op, "half", 128)])
+                self.unsigned[x] = self.cast(op, shifted, "uint8")
+            else:  # Cast wraps modulo 256 (two's complement): x XOR 0x80 = x + 128
+                self.unsigned[x] = self.node(op, "BitwiseXor", [
+                    self.cast(op, x, "uint8"),
+                    self.const(self.tmp(op, "sign"), np.asarray(128, np.uint8))])
+        zp = self.const(self.tmp(op, "xzp"), np.asarray(x_zp + 128, np.uint8))
+        return self.node(op, "MatMulInteger", [self.unsigned[x], w, zp])
+
+    def widened(self, op: Op, name: str) -> str:
+        """An int64 tensor holding the values of integer tensor `name` (one Cast, shared by
+        every consumer)."""
+        if name not in self.wide:
+            self.wide[name] = self.cast(op, name, "int64")
+        return self.wide[name]
 
     def mbqm(self, op: Op, x: str, multiplier: object, shift: object) -> str:
         """int64 x -> MultiplyByQuantizedMultiplier(x, multiplier, shift), int64."""
@@ -78,7 +169,7 @@ class _Int(Nodes):
         return self.node(op, "Add", [floor, up])
 
     def mbqm_affine(self, op: Op, p: str, multiplier: object, shift: object, *,
-                    scale: int = 1, offset: object = 0, out_zp: int = 0) -> str | None:
+                    scale: int = 1, offset: object = 0, out_zp: object = 0) -> str | None:
         """int64 p -> MBQM(p * scale + offset, multiplier, shift) + out_zp in 7 nodes (3
         without rounding shifts), or None where a folded constant would not fit.
 
@@ -91,35 +182,53 @@ class _Int(Nodes):
         integers compose, so MBQM + out_zp = floor((ab + 2^30 + 2^(30+e) - 2^31 [ab <
         -2^30] + out_zp 2^(31+e)) / 2^(31+e)): one Mul, a Less and Where for the sign
         term, an Add, and an exact floor division (BitwiseAnd, Sub, Div)."""
-        m = np.asarray(multiplier, np.int64)
-        s = np.asarray(shift, np.int64)
-        left, e = np.maximum(s, 0), np.maximum(-s, 0)
-        m, left, e, off = np.broadcast_arrays(m, left, e, np.asarray(offset, np.int64))
-        big = [int(v) for v in (m * (1 << left)).reshape(-1)]
-        mm = [b * scale for b in big]
-        d = [int(o) * b for o, b in zip(off.reshape(-1), big, strict=True)]
-        k = [31 + int(v) for v in e.reshape(-1)]
-        r = [(1 << 30) + ((1 << (kk - 1)) if kk > 31 else 0) + out_zp * (1 << kk) + dd
-             for kk, dd in zip(k, d, strict=True)]
-        # |ab| < 2^62; p * M = ab - D and y = ab + (rounding terms) must stay in int64
-        bound = 1 << 62
-        if any(abs(v) >= bound for v in [*mm, *d]) or any(
-                abs(rr - dd) + (1 << 31) >= bound for rr, dd in zip(r, d, strict=True)):
+        c = _affine_constants(multiplier, shift, scale, offset, out_zp)
+        if c is None:
             return None
-        shape = m.shape
+        return self._div_floor(op, self._affine_sum(op, p, c, [0] * len(c.k)),
+                               np.asarray(c.k, np.int64).reshape(c.shape))
 
+    def saturated_affine(self, op: Op, p: str, multiplier: object, shift: object,
+                         dtype: str, p_bound: object, *, offset: object = 0,
+                         out_zp: object = 0) -> str | None:
+        """`mbqm_affine` saturated to `dtype`'s range (int64 out), for |p| <= p_bound (per
+        channel): C 2^k added to every dividend makes it non-negative, so ONNX's truncating
+        Div is the floor with no fix-up; the result is clipped to [lo + C, hi + C] and C
+        taken off. None where a constant would not fit (use mbqm_affine)."""
+        c = _affine_constants(multiplier, shift, 1, offset, out_zp)
+        if c is None:
+            return None
+        bounds = np.broadcast_to(np.asarray(p_bound, np.int64), c.shape).reshape(-1).tolist()
+        lowest = [-pb * abs(mm) + min(rr, rn) for pb, mm, rr, rn
+                  in zip(bounds, c.mm, c.r, c.rneg, strict=True)]
+        lift = max(0, *(-(y // (1 << kk)) for y, kk in zip(lowest, c.k, strict=True)))
+        extra = [lift << kk for kk in c.k]
+        if any(pb * abs(mm) + max(rr, rn) + x >= 1 << 62 for pb, mm, rr, rn, x
+               in zip(bounds, c.mm, c.r, c.rneg, extra, strict=True)):
+            return None
+        y = self._affine_sum(op, p, c, extra)
+        floor = self.node(op, "Div", [y, self.i64(op, "pot", np.asarray(
+            [1 << kk for kk in c.k], np.int64).reshape(c.shape))])
+        lo, hi = nx.dtype_range(dtype)
+        clipped = self.node(op, "Clip", [floor, self.i64(op, "lo", lo + lift),
+                                         self.i64(op, "hi", hi + lift)])
+        return clipped if lift == 0 else self.node(op, "Sub", [clipped,
+                                                              self.i64(op, "lift", lift)])
+
+    def _affine_sum(self, op: Op, p: str, c: _Affine, extra: list[int]) -> str:
+        """p * M + the rounding term (sign-dependent where e >= 1) + extra, int64."""
         def const(what: str, values: list[int]) -> str:
-            return self.i64(op, what, np.asarray(values, np.int64).reshape(shape))
+            return self.i64(op, what, np.asarray(values, np.int64).reshape(c.shape))
 
-        pm = p if all(v == 1 for v in mm) else self.node(op, "Mul", [p, const("m", mm)])
-        if any(kk > 31 for kk in k):
-            below = self.node(op, "Less", [pm, const("t", [-(1 << 30) - dd for dd in d])])
-            neg = [rr - ((1 << 31) if kk > 31 else 0) for rr, kk in zip(r, k, strict=True)]
-            term = self.node(op, "Where", [below, const("rneg", neg), const("r", r)])
+        pm = p if all(v == 1 for v in c.mm) else self.node(op, "Mul", [p, const("m", c.mm)])
+        r = [rr + x for rr, x in zip(c.r, extra, strict=True)]
+        if c.r != c.rneg:
+            below = self.node(op, "Less", [pm, const("t", c.t)])
+            rneg = [rr + x for rr, x in zip(c.rneg, extra, strict=True)]
+            term = self.node(op, "Where", [below, const("rneg", rneg), const("r", r)])
         else:
             term = const("r", r)
-        y = self.node(op, "Add", [pm, term])
-        return self._div_floor(op, y, np.asarray(k, np.int64).reshape(shape))
+        return self.node(op, "Add", [pm, term])
 
     def mbqm_int64(self, op: Op, x: str, multiplier: object, shift: object) -> str:
         """int64 x -> TFLite's int64 MultiplyByQuantizedMultiplier (16x8 dense layers):
@@ -152,9 +261,14 @@ class _Int(Nodes):
     def saturate(self, op: Op, value: str, dtype: str) -> None:
         """int64 value -> saturate(value) as `dtype`, written to op.output."""
         info = np.iinfo(np.dtype(dtype))
-        clipped = self.node(op, "Clip", [value, self.i64(op, "lo", info.min),
-                                         self.i64(op, "hi", info.max)])
+        self.narrowed(op, self.node(op, "Clip", [value, self.i64(op, "lo", info.min),
+                                                 self.i64(op, "hi", info.max)]), dtype)
+
+    def narrowed(self, op: Op, clipped: str, dtype: str) -> None:
+        """int64 `clipped` (inside dtype's range) -> op.output as `dtype`, and kept as its
+        int64 copy for the consumers that widen it."""
         self.nodes.append(helper.make_node("Cast", [clipped], [op.output], to=ONNX_DTYPES[dtype]))
+        self.wide[op.output] = clipped
 
     def requantized(self, op: Op, p: str, multiplier: object, shift: object, out_zp: int,
                     dtype: str, *, scale: int = 1, offset: object = 0) -> None:
@@ -178,10 +292,90 @@ class _Int(Nodes):
 
     def centered(self, op: Op, x: str, zp: int) -> str:
         """int8 x -> int64 (x - zp)."""
-        return self.node(op, "Sub", [self.cast(op, x, "int64"), self.i64(op, "zp", zp)])
+        return self.node(op, "Sub", [self.widened(op, x), self.i64(op, "zp", zp)])
+
+
+def _narrow_reads(g: Graph) -> set[str]:
+    """Tensors read as they are (int8/int16) by some consumer or a graph output; the
+    others are only read through `_Int.widened` (lookups, elementwise requantizations)."""
+    narrow = set(g.outputs)
+    for op in g.ops:
+        for i, name in enumerate(op.inputs):
+            widens = (op.kind == "lut" and i == 0) or op.kind in (
+                "qadd", "qsub", "qmul", "requantize", *_WIDEN) or (
+                op.kind == "fully_connected" and i == 0 and g.tensors[name].dtype == "int16")
+            if not widens:
+                narrow.add(name)
+    return narrow
+
+
+def _siblings(g: Graph) -> dict[str, list[Op]]:
+    """int8 FullyConnected ops that read one input with one zero point (constant weights and
+    biases, one output dtype), grouped under the first: one MatMulInteger and one
+    requantization chain serve them all (onnxruntime pays per node, not per channel)."""
+    groups: dict[tuple, list[Op]] = {}
+    for op in g.ops:
+        if op.kind != "fully_connected":
+            continue
+        x, w, bias = op.inputs
+        if g.tensors[x].dtype != "int8" or w not in g.constants or bias not in g.constants \
+                or len(g.tensors[w].shape) != 2:
+            continue
+        key = (x, int(op.attrs["x_zp"]), op.attrs["dtype"])
+        groups.setdefault(key, []).append(op)
+    return {ops[0].output: ops for ops in groups.values() if len(ops) > 1}
+
+
+def _fully_connected_group(n: _Int, g: Graph, ops: list[Op]) -> bool:
+    """The FullyConnected ops `ops` (`_siblings`) as one: weights, biases and per-channel
+    requantization constants concatenated, the int64 result split per op. False (nothing
+    emitted) where the folded constants would not fit."""
+    head = ops[0]
+    widths = [g.tensors[op.inputs[1]].shape[1] for op in ops]
+
+    def channels(op: Op, key: str) -> np.ndarray:
+        width = g.tensors[op.inputs[1]].shape[1]
+        return np.broadcast_to(np.asarray(op.attrs[key], np.int64), (width,))
+
+    mark = len(n.nodes), len(n.initializers), dict(n.unsigned)
+    weights = np.concatenate([g.constants[op.inputs[1]] for op in ops], axis=1)
+    acc = n.matmul_integer(head, head.inputs[0], n.const(n.tmp(head, "weights"), weights),
+                           int(head.attrs["x_zp"]), weights.size)
+    clipped = n.saturated_affine(
+        head, n.cast(head, acc, "int64"),
+        np.concatenate([channels(op, "multiplier") for op in ops]),
+        np.concatenate([channels(op, "shift") for op in ops]), head.attrs["dtype"],
+        np.concatenate([_accumulator_bound(g, op) for op in ops]),
+        offset=np.concatenate([np.asarray(g.constants[op.inputs[2]], np.int64) for op in ops]),
+        out_zp=np.concatenate([channels(op, "out_zp") for op in ops]))
+    if clipped is None:  # take back the nodes and constants emitted so far
+        del n.nodes[mark[0]:], n.initializers[mark[1]:]
+        n.unsigned = mark[2]
+        return False
+    parts = [n.tmp(op, "part") for op in ops]
+    n.nodes.append(helper.make_node("Split", [clipped, n.i64(head, "split", widths)], parts,
+                                    axis=-1))
+    for op, part in zip(ops, parts, strict=True):
+        n.nodes.append(helper.make_node("Cast", [part], [op.output],
+                                        to=ONNX_DTYPES[op.attrs["dtype"]]))
+        n.wide[op.output] = part
+        n.lowered.add(op.output)
+    return True
+
+
+def _accumulator_bound(g: Graph, op: Op) -> np.ndarray:
+    """Per output channel, the largest |sum_k (x_k - x_zp) w_kn| of an int8 FullyConnected
+    with constant weights w (K, N): int64 (N,)."""
+    zp = int(op.attrs["x_zp"])
+    span = max(abs(-128 - zp), abs(127 - zp))
+    return span * np.abs(g.constants[op.inputs[1]].astype(np.int64)).sum(axis=0)
 
 
 def _fully_connected(n: _Int, g: Graph, op: Op) -> None:
+    if op.output in n.lowered:  # computed with its group's first op
+        return
+    if op.output in n.siblings and _fully_connected_group(n, g, n.siblings[op.output]):
+        return
     a, (x, w, bias) = op.attrs, op.inputs
     if g.tensors[x].dtype == "int16":  # 16x8: int64 MatMul (exact), TFLite's int64 requant
         acc = n.node(op, "MatMul", [n.centered(op, x, a["x_zp"]), n.cast(op, w, "int64")])
@@ -189,10 +383,18 @@ def _fully_connected(n: _Int, g: Graph, op: Op) -> None:
         n.finish(op, n.mbqm_int64(op, acc, a["multiplier"], a["shift"]), a["out_zp"],
                  a["dtype"])
         return
-    zp = n.const(n.tmp(op, "xzp"), np.asarray(a["x_zp"], np.int8))
-    acc = n.cast(op, n.node(op, "MatMulInteger", [x, w, zp]), "int64")
+    weights = int(np.prod(g.tensors[w].shape))
+    acc = n.cast(op, n.matmul_integer(op, x, w, int(a["x_zp"]), weights), "int64")
     bias_values = g.constants.get(bias)
     if bias_values is not None:  # the bias folds into the requantization's constants
+        if w in g.constants:
+            clipped = n.saturated_affine(op, acc, a["multiplier"], a["shift"], a["dtype"],
+                                         _accumulator_bound(g, op),
+                                         offset=np.asarray(bias_values, np.int64),
+                                         out_zp=a["out_zp"])
+            if clipped is not None:
+                n.narrowed(op, clipped, a["dtype"])
+                return
         short = n.mbqm_affine(op, acc, a["multiplier"], a["shift"],
                               offset=np.asarray(bias_values, np.int64), out_zp=a["out_zp"])
         if short is not None:
@@ -205,22 +407,28 @@ def _fully_connected(n: _Int, g: Graph, op: Op) -> None:
 def _binary_table(n: _Int, g: Graph, op: Op) -> bool:
     """An int8 x int8 -> int8 binary op as one Gather from its 65,536 results (golden.py's
     kernel over every input pair): index a * 256 + b, negative indices counting from the
-    end as ONNX Gather defines them. False if the operands are not int8."""
+    end as ONNX Gather defines them. An operand looked up in a 256-entry table is replaced
+    by the table's input, the table folded into the 65,536 (composition is exact; the
+    lookup itself goes as dead code when nothing else reads it). False if the operands
+    are not int8."""
     from ncc.compiler.golden import INT_KERNELS
 
     if any(g.tensors[i].dtype != "int8" for i in (*op.inputs, op.output)):
         return False
     grid = np.arange(-128, 128, dtype=np.int64)
-    a_all = np.repeat(grid, 256).astype(np.int8)
-    b_all = np.tile(grid, 256).astype(np.int8)
-    values = np.asarray(INT_KERNELS[op.kind](np, (a_all, b_all), op.attrs), np.int8)
+    operands, values = [], []
+    for name, every in ((op.inputs[0], np.repeat(grid, 256)), (op.inputs[1], np.tile(grid, 256))):
+        source, table = n.looked_up.get(name, (name, None))
+        operands.append(source)
+        values.append((every if table is None else table[every + 128]).astype(np.int8))
+    results = np.asarray(INT_KERNELS[op.kind](np, tuple(values), op.attrs), np.int8)
     table = np.zeros(65536, np.int8)
-    table[(a_all.astype(np.int64) * 256 + b_all) % 65536] = values
-    name = n.const(n.tmp(op, "table"), table)
-    hi = n.node(op, "Mul", [n.cast(op, op.inputs[0], "int32"),
-                            n.const(n.tmp(op, "row"), np.asarray(256, np.int32))])
-    index = n.node(op, "Add", [hi, n.cast(op, op.inputs[1], "int32")])
-    n.nodes.append(helper.make_node("Gather", [name, index], [op.output], axis=0))
+    table[(np.repeat(grid, 256) * 256 + np.tile(grid, 256)) % 65536] = results
+    hi = n.node(op, "Mul", [n.widened(op, operands[0]), n.i64(op, "row", 256)])
+    index = n.node(op, "Add", [hi, n.widened(op, operands[1])])
+    n.nodes.append(helper.make_node("Gather", [n.const(n.tmp(op, "table"), table), index],
+                                    [op.output], axis=0))
+    n.tabled[op.output] = (index, table)
     return True
 
 
@@ -231,7 +439,7 @@ def _add_sub(n: _Int, g: Graph, op: Op) -> None:
     pow2 = 1 << a["left_shift"]
     sides = []
     for i, side in ((0, "a"), (1, "b")):
-        x = n.cast(op, ins[i], "int64")
+        x = n.widened(op, ins[i])
         short = n.mbqm_affine(op, x, a[f"{side}_multiplier"], a[f"{side}_shift"],
                               scale=pow2, offset=-a[f"{side}_zp"] * pow2)
         if short is None:
@@ -254,7 +462,7 @@ def _mul(n: _Int, g: Graph, op: Op) -> None:
 
 def _requantize(n: _Int, g: Graph, op: Op) -> None:
     a = op.attrs
-    x = n.cast(op, op.inputs[0], "int64")
+    x = n.widened(op, op.inputs[0])
     n.requantized(op, x, a["multiplier"], a["shift"], a["out_zp"], a["dtype"],
                   offset=-a["in_zp"])
 
@@ -266,7 +474,7 @@ def _lut_interpolated(n: _Int, op: Op, x: str, values: np.ndarray) -> None:
     so Div floors, and the 2^23 / 128 = 2^16 it adds is taken back from the base table."""
     t = np.asarray(values, np.int64)
     seg = 1 << nx.INTERP_SEGMENT_BITS
-    u = n.node(op, "Add", [n.cast(op, x, "int64"), n.i64(op, "half", 1 << (nx.INTERP_BITS - 1))])
+    u = n.node(op, "Add", [n.widened(op, x), n.i64(op, "half", 1 << (nx.INTERP_BITS - 1))])
     i = n.node(op, "Div", [u, n.i64(op, "seg", seg)])
     f = n.node(op, "BitwiseAnd", [u, n.i64(op, "mask", seg - 1)])
     base = n.node(op, "Gather", [n.i64(op, "base", t[:-1] - (1 << 16)), i], axis=0)
@@ -287,30 +495,57 @@ def _lut(n: _Int, g: Graph, op: Op) -> None:
                              "constant of the graph")
         _lut_interpolated(n, op, x, values)
         return
-    if values is not None:  # rotated so that x itself indexes it (negative: from the end)
-        rotated = n.const(n.tmp(op, "table"), np.roll(np.asarray(values), lo))
-        n.nodes.append(helper.make_node("Gather", [rotated, n.cast(op, x, "int32")],
-                                        [op.output], axis=0))
+    if values is not None and x in n.tabled and g.tensors[op.output].dtype == "int8":
+        # x = T[index]: look up table[T] at the same index (one Gather less on the way)
+        index, inner = n.tabled[x]
+        composed = np.asarray(values)[inner.astype(np.int64) + 128]
+        n.nodes.append(helper.make_node("Gather", [n.const(n.tmp(op, "table"), composed),
+                                                   index], [op.output], axis=0))
+        n.tabled[op.output] = (index, composed)
         return
-    index = n.node(op, "Sub", [n.cast(op, x, "int64"), n.i64(op, "lo", lo)])
+    if values is not None:  # rotated so that x itself indexes it (negative: from the end)
+        rotated = np.roll(np.asarray(values), lo)
+        if lo == -128 and g.tensors[op.output].dtype == "int8":
+            n.looked_up[op.output] = (x, np.asarray(values))
+        if n.narrow is None or op.output in n.narrow:
+            n.nodes.append(helper.make_node("Gather", [n.const(n.tmp(op, "table"), rotated),
+                                                       n.widened(op, x)], [op.output], axis=0))
+            return
+        # every consumer widens it: look up int64 values (a Cast to the IR dtype for the
+        # record, removed as dead code when nothing reads it)
+        wide = n.node(op, "Gather", [n.i64(op, "table", rotated), n.widened(op, x)], axis=0)
+        n.nodes.append(helper.make_node("Cast", [wide], [op.output],
+                                        to=ONNX_DTYPES[g.tensors[op.output].dtype]))
+        n.wide[op.output] = wide
+        return
+    index = n.node(op, "Sub", [n.widened(op, x), n.i64(op, "lo", lo)])
     n.nodes.append(helper.make_node("Gather", [table, index], [op.output], axis=0))
 
 
 def _widened(n: _Int, g: Graph, op: Op) -> None:
-    """Comparisons, min/max and selects run on int32 copies of int8/int16 operands."""
+    """Comparisons, min/max and selects run on int64 copies of int8/int16 operands (a
+    constant one widened here, at compile time), since onnxruntime registers few int8
+    kernels for them."""
     if not any(g.tensors[i].dtype in ("int8", "int16") for i in op.inputs):
         lower_float_op(n, g, op)
         return
-    wide = [n.cast(op, i, "int32") if g.tensors[i].dtype in ("int8", "int16") else i
-            for i in op.inputs]
+
+    def wide(name: str) -> str:
+        if g.tensors[name].dtype not in ("int8", "int16"):
+            return name
+        if name in g.constants:
+            return n.i64(op, "const", g.constants[name])
+        return n.widened(op, name)
+
     out_dtype = g.tensors[op.output].dtype
-    inner = Op(op.kind, tuple(wide), n.tmp(op, "wide"), op.attrs)
+    narrow = out_dtype in ("int8", "int16")
+    inner = Op(op.kind, tuple(wide(i) for i in op.inputs),
+               n.tmp(op, "wide") if narrow else op.output, op.attrs)
     lower_float_op(n, g, inner)
-    if out_dtype in ("int8", "int16"):
+    if narrow:
         n.nodes.append(helper.make_node("Cast", [inner.output], [op.output],
                                         to=ONNX_DTYPES[out_dtype]))
-    else:
-        n.nodes.append(helper.make_node("Identity", [inner.output], [op.output]))
+        n.wide[op.output] = inner.output
 
 
 INT_LOWERINGS: dict[str, Callable[[_Int, Graph, Op], None]] = {
@@ -332,7 +567,7 @@ def lower(g: Graph, *, reference: Graph | None = None, model: Any = None,
         raise ValueError("onnx-int8 lowers a quantized graph; pass --calibration data")
     if sequence_length is not None:
         raise ValueError("onnx-int8 artifacts run one step per call; drop --sequence-length")
-    graph, _ = step_graph(g, _lower_int_op, nodes=_Int())
+    graph, _ = step_graph(g, _lower_int_op, nodes=_Int(_siblings(g), _narrow_reads(g)))
     model = to_model(graph)
     return Artifact(target=TARGET, entry="model.onnx",
                     files={"model.onnx": model.SerializeToString(deterministic=True)},

@@ -93,6 +93,35 @@ def test_manifest_carries_int8_parameters(tmp_path):
     assert (tmp_path / "a" / "float.json").is_file()  # the float reference travels along
 
 
+def test_lowering_shares_matmuls_and_keeps_no_dead_nodes(tmp_path):
+    """The CfC's four heads on one backbone output are one MatMulInteger (their weights
+    side by side, split after the requantization); large weight matrices read the
+    activation as uint8 (onnxruntime's fast kernel); every node and initializer is used.
+    The bits are checked by test_onnxruntime_equals_golden_bit_for_bit (cfc_default)."""
+    import onnx
+
+    from ncc.compiler.artifact import load_artifact_graph
+    from ncc.targets.onnx_int8 import UNSIGNED_FROM
+
+    compile_model(zoo.cfc(units=16), "onnx-int8", tmp_path / "a", calibration=calibration(),
+                  verify_steps=0)
+    g = load_artifact_graph(tmp_path / "a")
+    fcs = [op for op in g.ops if op.kind == "fully_connected"]
+    model = onnx.load(tmp_path / "a" / "model.onnx")
+    nodes = model.graph.node
+    matmuls = [n for n in nodes if n.op_type == "MatMulInteger"]
+    assert len(fcs) > len({op.inputs[0] for op in fcs}) == len(matmuls)
+    consumed = {i for n in nodes for i in n.input} | {o.name for o in model.graph.output}
+    assert all(any(o in consumed for o in n.output) for n in nodes)
+    assert all(init.name in consumed for init in model.graph.initializer)
+    dtypes = {v.name: v.type.tensor_type.elem_type
+              for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    weights = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
+    for n in matmuls:
+        unsigned = dtypes.get(n.input[0]) == onnx.TensorProto.UINT8
+        assert unsigned == (weights[n.input[1]] >= UNSIGNED_FROM), n.input
+
+
 def test_structured_input_cfc_with_dt(tmp_path):
     """A CfC fed time spans, on a smooth signal instead of noise, stays bit-exact."""
     from ncc.compiler.frontends import from_keras

@@ -109,6 +109,8 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {label} | {_pct(p.get('accuracy'))} | n/a | n/a | "
                          f"{_num(p.get('sqnr_db'))} | {growth} | {_num(p.get('step_us'))} | "
                          f"{_num(_ratio(m, p), '.2f')} | |")
+        if line := _cortex_m4_line(m.get("cortex_m4")):
+            lines.append(line)
         fl = m["runtimes"].get(BASELINE, {})
         lines.append(f"\nfloat accuracy: {_pct(fl.get('accuracy_float'))}")
         if m.get("spike_agreement"):
@@ -137,6 +139,20 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["![traces](trace.png)", "![error growth](error_growth.png)",
               "![accuracy](accuracy.png)", "![latency](latency.png)", ""]
     return "\n".join(lines)
+
+
+def _cortex_m4_line(counts: dict[str, Any] | None) -> str:
+    """The c artifact's Cortex-M4 instruction counts (QEMU -icount), DSP vs portable."""
+    if not counts:
+        return ""
+    if "dsp" not in counts:
+        return f"\nCortex-M4 instructions not counted: {next(iter(counts.values()))}"
+    dsp, portable = counts["dsp"], counts["portable"]
+    dense = "dense_int8_instructions_per_mac"
+    return ("\nCortex-M4 (QEMU -icount), instructions per step: DSP kernels "
+            f"{dsp['instructions_per_step']:,.0f} ({_num(dsp[dense], '.2f')} per MAC in the "
+            f"int8 dense layers), portable C {portable['instructions_per_step']:,.0f} "
+            f"({_num(portable[dense], '.2f')} per MAC)")
 
 
 def _memory(entry: dict[str, Any]) -> str:
@@ -232,6 +248,8 @@ def summary_table(results: dict[str, Any]) -> str:
         if "error" in m:
             lines.append(f"| {m['model']} | {m['error']} | | | | | |")
             continue
+        if line := _cortex_m4_line(m.get("cortex_m4")):
+            lines.append(line)
         fl = m["runtimes"].get(BASELINE, {})
         lines.append(f"| {m['model']} | float | {_pct(fl.get('accuracy_float'))} | | | | |")
         for label, r in m["runtimes"].items():

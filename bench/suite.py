@@ -398,6 +398,8 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
                 r["error"] = f"{type(e).__name__}: {e}"[:300]
         if target == "c":
             res["runtimes"][f"{path} (loop inside C)"] = c_loop_timing(out, xq, dtq, config)
+            if quantized and activations == "int8":
+                res["cortex_m4"] = cortex_m4_instructions(out, xq, dtq)
     res["int8_bound_us"] = res.get("macs_per_step", 0) / mac_rate * 1e6
     if float_dir is not None:
         res["peers"] = bench_peers(case, config, data, float_dir, work, float_long,
@@ -428,6 +430,22 @@ def c_loop_timing(art: Path, xq: np.ndarray, dtq: np.ndarray | None, config: Con
         return {"target": "c", "step_us": ns / 1000}
     except Exception as e:
         return {"target": "c", "error": f"{type(e).__name__}: {e}"[:300]}
+
+
+def cortex_m4_instructions(art: Path, xq: np.ndarray, dtq: np.ndarray | None
+                           ) -> dict[str, Any]:
+    """Cortex-M4 instructions per step (QEMU -icount) over the first 64 steps, with the DSP
+    kernels and with the portable ones; {"not_measured": why} without the ARM tools."""
+    from ncc.runtime import cortex_m
+
+    if missing := cortex_m.missing_tools():
+        return {"not_measured": f"{', '.join(missing)} not on PATH"}
+    try:
+        return {kernels: cortex_m.count_instructions(
+                    art, xq[:64], None if dtq is None else dtq[:64], portable_kernels=portable)
+                for kernels, portable in (("dsp", False), ("portable", True))}
+    except Exception as e:
+        return {"error": f"{type(e).__name__}: {e}"[:300]}
 
 
 def _target_details(art: Path) -> dict[str, Any]:

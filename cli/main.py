@@ -324,6 +324,11 @@ def _summary(report: dict[str, Any]) -> str:
     if device := report.get("device"):
         rows.append(f"  device: {device['machine']}, flash {device['flash_bytes']} B, RAM "
                     f"{device['ram_bytes']} B, {device['steps_run']} steps run")
+        for kernels, c in device.get("instructions", {}).items():
+            dense = c.get("dense_int8_instructions_per_mac")
+            rows.append(f"  Cortex-M4 instructions ({kernels} kernels, QEMU -icount): "
+                        f"{c['instructions_per_step']:,.0f} per step"
+                        + (f", {dense} per MAC in the int8 dense layers" if dense else ""))
     if notice := report.get("qwix", {}).get("notice"):
         rows.append(notice)
     verdict = "PASSED" if report.get("passed") else "FAILED"

@@ -12,7 +12,11 @@ Tools (Debian packages gcc-arm-none-eabi, libnewlib-arm-none-eabi, qemu-system-a
 - `run_qemu(elf)`: `qemu-system-arm -M mps2-an386` with semihosting; `run(art_dir, xs)`
   does it all and returns every output and state per step, like a session;
   `run_sequences(art_dir, xs)` runs N sequences in one firmware (the state reset
-  between them), so verifying on the device costs one build, not one per sequence.
+  between them), so verifying on the device costs one build, not one per sequence;
+- `count_instructions(art_dir, xs)`: the same steps under `-icount shift=0` (QEMU 7.2 has
+  no TCG plugins in Debian's build; icount is what it offers), counted by SysTick
+  (`runtime/c/cortex_m/count.c`): Cortex-M4 instructions per step. Instructions, not
+  cycles: QEMU models no pipeline, wait states or multiply latency.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from ncc.targets.c_toolchain import SOURCES, WARNINGS, cortex_m_footprint
 
 QEMU = "qemu-system-arm"
 MACHINE = "mps2-an386"  # ARM MPS2 with a Cortex-M4 (AN386)
-SUPPORT = ("startup.c", "main.c")
+SUPPORT = ("startup.c",)
+DRIVERS = ("main.c", "count.c")  # the verification driver, the instruction counter
 
 
 APT_PACKAGES = {CC: "gcc-arm-none-eabi libnewlib-arm-none-eabi",
@@ -104,11 +109,15 @@ def _test_data(steps: np.ndarray, sequences: int = 1) -> str:
 
 
 def build_firmware(art_dir: str | Path, xs: np.ndarray, dts: np.ndarray | None = None,
-                   out_dir: str | Path | None = None, sequences: int = 1) -> Path:
-    """Cross-compile the artifact, runtime/c/cortex_m and xs (T steps: `sequences`
-    sequences of T / sequences steps each, one after another) into firmware.elf in
-    `out_dir` (a new temporary folder if None); returns the ELF's path."""
+                   out_dir: str | Path | None = None, sequences: int = 1,
+                   driver: str = "main.c", portable_kernels: bool = False) -> Path:
+    """Cross-compile the artifact, runtime/c/cortex_m (with `driver`, one of DRIVERS) and
+    xs (T steps: `sequences` sequences of T / sequences steps each, one after another)
+    into firmware.elf in `out_dir` (a new temporary folder if None); returns its path.
+    portable_kernels: build without the M4's DSP kernels (-DNCC_PORTABLE_KERNELS)."""
     require_tools(qemu=False)
+    if driver not in DRIVERS:
+        raise ValueError(f"driver must be one of {DRIVERS}, not {driver!r}")
     if sequences < 1 or len(xs) % sequences:
         raise ValueError(f"{len(xs)} steps do not split into {sequences} sequences")
     art_dir = Path(art_dir)
@@ -120,19 +129,24 @@ def build_firmware(art_dir: str | Path, xs: np.ndarray, dts: np.ndarray | None =
     support = runtime_file("cortex_m")
     elf = out / "firmware.elf"
     _run([CC, *CPU_FLAGS, *WARNINGS, *OPT_FLAGS, "-I", str(art_dir), "-I", str(out),
-          "-I", str(support), "-nostartfiles", "-Wl,--gc-sections",
+          "-I", str(support), *(("-DNCC_PORTABLE_KERNELS",) if portable_kernels else ()),
+          *(("-Wl,--wrap=ncc_fully_connected_s8",) if driver == "count.c" else ()),
+          "-nostartfiles", "-Wl,--gc-sections",
           "-T", str(support / "link.ld"), "-o", str(elf),
-          *(str(art_dir / s) for s in SOURCES), *(str(support / s) for s in SUPPORT),
+          *(str(art_dir / s) for s in SOURCES),
+          *(str(support / s) for s in (*SUPPORT, driver)),
           "-lc", "-lgcc"])
     return elf
 
 
-def run_qemu(elf: str | Path, timeout: float = 120) -> str:
-    """Run firmware under qemu-system-arm (mps2-an386); what it wrote by semihosting."""
+def run_qemu(elf: str | Path, timeout: float = 120, icount: bool = False) -> str:
+    """Run firmware under qemu-system-arm (mps2-an386); what it wrote by semihosting.
+    icount: virtual time advances 1 ns per guest instruction (`-icount shift=0`)."""
     require_tools()
     with tempfile.TemporaryDirectory(prefix="ncc-qemu-") as tmp:
         console = Path(tmp) / "semihosting.txt"
-        _run([QEMU, "-M", MACHINE, "-display", "none", "-serial", "none", "-monitor", "none",
+        _run([QEMU, "-M", MACHINE, *(("-icount", "shift=0") if icount else ()),
+              "-display", "none", "-serial", "none", "-monitor", "none",
               "-chardev", f"file,id=semihosting,path={console}",
               "-semihosting-config", "enable=on,target=native,chardev=semihosting",
               "-kernel", str(elf)], timeout=timeout)
@@ -164,3 +178,39 @@ def run_sequences(art_dir: str | Path, xs: np.ndarray, dts: np.ndarray | None = 
                None if dts is None else dts.reshape(n * steps, *dts.shape[2:]),
                timeout=timeout, sequences=n)
     return [{k: v[i * steps:(i + 1) * steps] for k, v in flat.items()} for i in range(n)]
+
+
+def count_instructions(art_dir: str | Path, xs: np.ndarray, dts: np.ndarray | None = None,
+                       sequences: int = 1, timeout: float = 300,
+                       portable_kernels: bool = False) -> dict[str, Any]:
+    """Cortex-M4 instructions per step of the artifact over the steps xs (as `run` takes
+    them), counted under QEMU -icount by `runtime/c/cortex_m/count.c`: {"instructions_
+    per_step", "instructions_per_mac" (None without MACs), "steps", "instructions_per_
+    tick", "kernels", "method"}. The count is exact to one SysTick tick (40 instructions)
+    per step. portable_kernels: count the portable C kernels instead of the DSP ones."""
+    require_tools()
+    with tempfile.TemporaryDirectory(prefix="ncc-m4-") as tmp:
+        text = run_qemu(build_firmware(art_dir, xs, dts, tmp, sequences, driver="count.c",
+                                portable_kernels=portable_kernels),
+                        timeout, icount=True)
+    values = dict(re.findall(r"^(\w+) (\d+)$", text, flags=re.M))
+    if not text.rstrip().endswith("end") or not {"calibration_instructions",
+                                                 "calibration_ticks", "steps",
+                                                 "step_ticks"} <= values.keys():
+        raise CortexMError(f"instruction counter output is incomplete: {text[-500:]!r}")
+    calibration_ticks = int(values["calibration_ticks"])
+    if calibration_ticks == 0:
+        raise CortexMError("SysTick did not advance under -icount (calibration read 0 ticks)")
+    per_tick = int(values["calibration_instructions"]) / calibration_ticks
+    per_step = int(values["step_ticks"]) * per_tick / int(values["steps"])
+    macs = read_manifest(art_dir).get("details", {}).get("macs_per_step")
+    dense_macs = int(values.get("dense_macs", 0))
+    return {"instructions_per_step": round(per_step, 1),
+            "instructions_per_mac": round(per_step / macs, 2) if macs else None,
+            "dense_int8_instructions_per_mac": (
+                round(int(values["dense_ticks"]) * per_tick / dense_macs, 2)
+                if dense_macs else None),
+            "steps": int(values["steps"]), "instructions_per_tick": per_tick,
+            "kernels": "portable C" if portable_kernels else "DSP (SMLAD, SXTB16)",
+            "method": "QEMU -icount shift=0 (1 ns per guest instruction), SysTick on the "
+                      "25 MHz processor clock, calibrated by a 2-instruction loop"}

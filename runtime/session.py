@@ -219,6 +219,17 @@ class CortexMSession(Session):
         """xs (N, T, *x_shape) -> per sequence, every output and state per step."""
         return self._device.run_sequences(self.dir, xs, dts)
 
+    def count_instructions(self, xs: np.ndarray, dts: np.ndarray | None = None
+                           ) -> dict[str, Any]:
+        """Cortex-M4 instructions per step over xs (N, T, *x_shape), both kernel builds:
+        {"dsp": ..., "portable": ...} as `cortex_m.count_instructions` gives them."""
+        n, steps = xs.shape[:2]
+        flat = xs.reshape(n * steps, *xs.shape[2:])
+        flat_dt = None if dts is None else dts.reshape(n * steps, *dts.shape[2:])
+        return {kernels: self._device.count_instructions(
+                    self.dir, flat, flat_dt, sequences=n, portable_kernels=portable)
+                for kernels, portable in (("dsp", False), ("portable", True))}
+
 
 class FixedPointSession(Session):
     """The fixed-point tables (target fixed-point) run by ncc's golden table interpreter;

@@ -28,7 +28,7 @@ from ncc.compiler.artifact import load_artifact_graph, load_reference_graph, upd
 from ncc.compiler.data import load_data, random_data
 from ncc.compiler.pipeline import phase
 from ncc.runtime.session import ReferenceSession, open_session
-from ncc.runtime.validate import validate, validate_quantized
+from ncc.runtime.validate import quantized_inputs, validate, validate_quantized
 from ncc.targets.registry import get_target
 
 FLOAT_TOLERANCE = 1e-4
@@ -174,6 +174,12 @@ def verify_artifact(art_dir: str | Path, *, data: str | Path | dict[str, np.ndar
                             "steps_run": int(arrays["x"].shape[0] * arrays["x"].shape[1]),
                             **{k: footprint[k] for k in ("flash_bytes", "ram_bytes",
                                                          "compiler", "flags")}}
+        if g.metadata.get("quantized"):
+            # the first sequence (at most 64 steps) again, counted under QEMU -icount
+            x1 = arrays["x"][:1, :64]
+            dt1 = arrays["dt"][:1, :64] if "dt" in arrays else None
+            xq, dtq = quantized_inputs(g, x1, dt1)
+            report["device"]["instructions"] = session.count_instructions(xq, dtq)
     report["data"] = source
     report["reference"] = "float IR traced from the model, run in JAX"
     if sources := g.metadata.get("quantization_sources"):

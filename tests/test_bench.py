@@ -31,6 +31,10 @@ def test_bench_smoke_writes_report_and_holds_exactness(tmp_path):
         for label in ("tflite-int8 16x8 (litert)", "tflite-int8 16x8 (tflm)", "c 16x8"):
             assert runtimes[label]["identical"] == 1.0, (m["model"], label)
         assert runtimes["c 16x8 (loop inside C)"]["step_us"] > 0
+        m4 = m["cortex_m4"]  # the int8 c artifact under QEMU -icount (CI has the ARM tools)
+        assert m4["dsp"]["instructions_per_step"] < m4["portable"]["instructions_per_step"]
+        assert (m4["dsp"]["dense_int8_instructions_per_mac"]
+                < m4["portable"]["dense_int8_instructions_per_mac"])
         assert m["throughput"]["onnx-int8"]["steps_per_s"] > 0
         assert m["targets"]["onnx-int8"]["weight_bytes"] < m["float_weight_bytes"]
     cfc = models["cfc16 (bundled)"]["targets"]  # 16x8: about 12 dB over int8 measured
@@ -45,6 +49,7 @@ def test_bench_smoke_writes_report_and_holds_exactness(tmp_path):
     labels = list(again["models"][0]["runtimes"])
     assert labels.index("onnx-float") < labels.index("onnx-int8") < labels.index("c")
     assert markdown(again).count("## ") == 2
+    assert markdown(again).count("Cortex-M4 (QEMU -icount), instructions per step") == 2
     text = readme.read_text()
     assert "STALE-TABLE" not in text and "| cfc16 (bundled) | ncc onnx-int8 |" in text
     assert "| cfc16 (bundled) | ncc c |" in text

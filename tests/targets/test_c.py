@@ -434,6 +434,31 @@ def test_timing_loop_inside_c_builds_clean_and_runs_the_model(cases, tmp_path):
 # --- Cortex-M4 under QEMU -------------------------------------------------------------------
 
 
+def test_cortex_m4_instruction_count_under_icount(cases):
+    """QEMU -icount counts one guest instruction per ns and SysTick ticks at 25 MHz: the
+    calibration loop reads exactly 40 instructions per tick and the count is deterministic.
+    The DSP kernels (SMLAD) need fewer instructions than the portable ones, per step and
+    per MAC of the int8 dense layers (their bits equal golden's: the QEMU test below)."""
+    needs(cortex_m.CC, cortex_m.SIZE, cortex_m.QEMU)
+    for name in ("cfc", "lif"):
+        case = cases[name]
+        xs, dts = case.sequence(0, 100)
+        dsp = cortex_m.count_instructions(case.art, xs, dts)
+        assert dsp == cortex_m.count_instructions(case.art, xs, dts)
+        assert dsp["steps"] == 100 and dsp["instructions_per_tick"] == 40.0
+        macs = case.manifest["details"]["macs_per_step"]
+        # a MAC costs at least half an instruction (SMLAD: two); the rest of a step is
+        # bounded by its work
+        assert macs / 2 <= dsp["instructions_per_step"] < 200 * macs
+        assert dsp["instructions_per_mac"] == round(dsp["instructions_per_step"] / macs, 2)
+        portable = cortex_m.count_instructions(case.art, xs, dts, portable_kernels=True)
+        assert portable["kernels"] == "portable C" and dsp["kernels"].startswith("DSP")
+        assert dsp["instructions_per_step"] < portable["instructions_per_step"]
+        dense = "dense_int8_instructions_per_mac"
+        assert 0.5 < dsp[dense] < portable[dense] / 1.1, (name, dsp[dense], portable[dense])
+        print(name, "cortex-m4 instructions:", dsp, portable)  # pytest -s
+
+
 @pytest.mark.parametrize("name", [*MODELS, CFC16])
 def test_cortex_m4_under_qemu_equals_golden(name, request):
     needs(cortex_m.CC, cortex_m.SIZE, cortex_m.QEMU)
@@ -628,16 +653,18 @@ def test_mixed_widths_and_out_of_range_shifts_are_refused():
         c_target.lower(g.replace(ops=steep))
 
 
-def _kernel(tmp_path, name: str, restype: str):
+def _kernel(tmp_path, name: str, restype: str, defines: tuple[str, ...] = ()):
     """The runtime's function `name`(int64 x, int32 multiplier, int32 shift) from
-    ncc_kernels.c built as a shared library (the warnings of every C test)."""
+    ncc_kernels.c built as a shared library (the warnings of every C test), with -D
+    `defines`."""
     import ctypes
     import subprocess
 
     from ncc.runtime.cbuild import find_compiler, runtime_file
 
     lib = tmp_path / "libncc_kernels.so"
-    subprocess.run([find_compiler(), *WARNINGS, "-O2", "-shared", "-fPIC", "-o", str(lib),
+    subprocess.run([find_compiler(), *WARNINGS, "-O2", "-shared", "-fPIC",
+                    *(f"-D{d}" for d in defines), "-o", str(lib),
                     str(runtime_file("ncc_kernels.c"))], check=True, capture_output=True)
     fn = getattr(ctypes.CDLL(str(lib)), name)
     fn.restype = getattr(ctypes, restype)
@@ -660,11 +687,13 @@ def test_int64_multiplier_matches_the_numeric_core(tmp_path):
     np.testing.assert_array_equal(got, want)
 
 
-def test_multiplier_matches_the_numeric_core(tmp_path):
-    """ncc_multiply_by_quantized_multiplier (one rounding step) against
+@pytest.mark.parametrize("form", ["NCC_MBQM_64BIT", "NCC_MBQM_32BIT"])
+def test_multiplier_matches_the_numeric_core(form, tmp_path):
+    """ncc_multiply_by_quantized_multiplier in both forms (one int64 rounding for 64-bit
+    hosts, 32-bit steps for 32-bit cores: the Cortex-M4 build) against
     numerics.multiply_by_quantized_multiplier: int64 inputs wrapped to int32 after the
     left shift, every shift, multipliers at the edges, values at the rounding ties."""
-    fn = _kernel(tmp_path, "ncc_multiply_by_quantized_multiplier", "c_int32")
+    fn = _kernel(tmp_path, "ncc_multiply_by_quantized_multiplier", "c_int32", (form,))
     rng = np.random.default_rng(1)
     edges_x = [-(1 << 31), (1 << 31) - 1, -1, 0, 1, 1 << 40, -(1 << 33) - 5]
     edges_m = [0, 1, 1 << 30, (1 << 31) - 1, -(1 << 31)]

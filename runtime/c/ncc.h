@@ -18,9 +18,9 @@
  *   share one definition per kernel in ncc_kernels.c; the 16x8 dense layers accumulate in
  *   int64 and requantize with TFLite's int64 MultiplyByQuantizedMultiplier.
  *
- * On cores with the Arm DSP extension (__ARM_FEATURE_DSP: Cortex-M4, M7, M33) the int8
- * dense layers use SMLAD (two 16 x 16 multiply-accumulates per instruction); the bits are
- * those of the portable loops, which -DNCC_PORTABLE_KERNELS keeps.
+ * On cores with the Arm DSP extension (__ARM_FEATURE_DSP: Cortex-M4, M7, M33) the int8 and
+ * 16x8 dense layers use SMLAD (two 16 x 16 multiply-accumulates per instruction); the
+ * bits are those of the portable loops, which -DNCC_PORTABLE_KERNELS keeps.
  *
  * Signed right shifts and signed overflow are never relied upon: floor division by a
  * power of two and two's complement wraparound are written out with defined operations.

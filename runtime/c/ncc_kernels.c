@@ -186,6 +186,12 @@ static int8x4_t load4_s8(const int8_t *p) {
     __builtin_memcpy(&v, p, sizeof v);
     return v;
 }
+/* 2 int16 as one word: x[0] in the low half */
+static int16x2_t load2_s16(const int16_t *p) {
+    int16x2_t v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
 /* bytes 1 and 3 of v as two int16 */
 static int16x2_t odd_bytes_s16(int8x4_t v) {
     int16x2_t r;
@@ -303,7 +309,20 @@ static int64_t dot_s16(const int16_t *restrict x, const int8_t *restrict w, int3
     for (k0 = 0; k0 < depth; k0 += NCC_FC16_BLOCK) {
         int32_t stop = depth - k0 < NCC_FC16_BLOCK ? depth - k0 : NCC_FC16_BLOCK;
         int32_t block = 0;
-        for (k = 0; k < stop; ++k) {
+        k = 0;
+#if NCC_DSP_KERNELS
+        /* int16 activations have zero point 0 (16x8): x's halfword pairs (x[k], x[k+1])
+           meet the weights widened and repacked as (w[k], w[k+1]), (w[k+2], w[k+3]) */
+        for (; x_zp == 0 && k + 4 <= stop; k += 4) {
+            int8x4_t wv = load4_s8(w + k0 + k);
+            int16x2_t even = __sxtb16(wv), odd = odd_bytes_s16(wv), w01, w23;
+            __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(w01) : "r"(even), "r"(odd));
+            __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(w23) : "r"(odd), "r"(even));
+            block = __smlad(load2_s16(x + k0 + k), w01, block);
+            block = __smlad(load2_s16(x + k0 + k + 2), w23, block);
+        }
+#endif
+        for (; k < stop; ++k) {
             block += ((int32_t)x[k0 + k] - x_zp) * (int32_t)w[k0 + k];
         }
         acc += block;

@@ -55,6 +55,12 @@ def _init_eigenvalues(key: jax.Array, d_state: int, r_min: float,
     return nu, jax.random.uniform(k_theta, (d_state,)) * 2.0 * jnp.pi
 
 
+def _diag(v: jax.Array) -> jax.Array:
+    """diag(v) (n, n) as a constant eye times v (`jnp.diag` and `jnp.eye` trace to `pad`
+    and `iota`, which ncc's tracer has no op for)."""
+    return np.eye(v.shape[0], dtype=np.float32) * v
+
+
 class LRU(nnx.Module):
     """Linear Recurrent Unit step: x (B, d_model), h (B, 2 d_state) -> y (B, d_model), h'.
 
@@ -133,13 +139,13 @@ class LRU(nnx.Module):
         lam_re, lam_im = self.eigenvalues()
         return jnp.concatenate([
             jnp.concatenate([self.B_re[...].T, self.B_im[...].T], 1),
-            jnp.concatenate([jnp.diag(lam_re), jnp.diag(lam_im)], 1),
-            jnp.concatenate([jnp.diag(-lam_im), jnp.diag(lam_re)], 1)], 0)
+            jnp.concatenate([_diag(lam_re), _diag(lam_im)], 1),
+            jnp.concatenate([_diag(-lam_im), _diag(lam_re)], 1)], 0)
 
     def output_kernel(self) -> jax.Array:
         """W_y (d_model + 2 d_state, d_model): [x, h'_re, h'_im] @ W_y = y."""
         d = self.D[...] if self.use_skip else jnp.zeros((self.d_model,))
-        return jnp.concatenate([jnp.diag(d), self.C_re[...].T, -self.C_im[...].T], 0)
+        return jnp.concatenate([_diag(d), self.C_re[...].T, -self.C_im[...].T], 0)
 
     # --- quantization ----------------------------------------------------------------------
 

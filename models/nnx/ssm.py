@@ -43,7 +43,7 @@ from ncc.models.quantization import (
     symmetric_params,
 )
 
-__all__ = ["LRU", "run_lru"]
+__all__ = ["LRU", "WeightGrid", "run_lru"]
 
 
 def _init_eigenvalues(key: jax.Array, d_state: int, r_min: float,
@@ -53,6 +53,15 @@ def _init_eigenvalues(key: jax.Array, d_state: int, r_min: float,
     r_sq = jax.random.uniform(k_u, (d_state,)) * (r_max**2 - r_min**2) + r_min**2
     nu = jnp.log(-0.5 * jnp.log(r_sq + 1e-8))
     return nu, jax.random.uniform(k_theta, (d_state,)) * 2.0 * jnp.pi
+
+
+class WeightGrid(nnx.Module):
+    """The frozen grid of a weight its owner computes (LRU's W_h, W_y): `mode` "float"
+    until frozen, then "quant" with `params` (what checkpoints save and restore)."""
+
+    def __init__(self) -> None:
+        self.mode = "float"
+        self.params: QuantParams | None = None
 
 
 def _diag(v: jax.Array) -> jax.Array:
@@ -102,8 +111,7 @@ class LRU(nnx.Module):
         self.q_y = FakeQuant.for_part(cfg, "activations", cfg.activation_bits)
         for point in (self.q_state, self.q_y):
             point.enabled = on and point.enabled
-        self.w_h_params: QuantParams | None = None  # static weight grids (freeze_weights)
-        self.w_y_params: QuantParams | None = None
+        self.w_h, self.w_y = WeightGrid(), WeightGrid()  # static grids (freeze_weights)
 
     @classmethod
     def from_spyx(cls, layer: Any, *, quantization: QuantConfig | dict | None = None) -> LRU:
@@ -173,15 +181,16 @@ class LRU(nnx.Module):
             peak = np.abs(np.asarray(w))
             params = symmetric_params(peak.max(axis=0), bits, axis=1) if \
                 self.config.per_channel else symmetric_params(peak.max(), bits)
-            setattr(self, f"{name}_params", params)
+            grid = getattr(self, name)
+            grid.params, grid.mode = params, "quant"
             frozen[name] = params
         return frozen
 
     def exact(self) -> bool:
         """True when the forward is the deployed integer arithmetic, bit for bit: both
         points and both weights frozen and in "quant" mode, int8 grids."""
-        return (self._weights_quantized() and self.w_h_params is not None
-                and self.w_y_params is not None and all(
+        return (self._weights_quantized() and self.w_h.params is not None
+                and self.w_y.params is not None and all(
                     p.enabled and p.mode == "quant" and p.params is not None and p.bits == 8
                     for p in (self.q_state, self.q_y)))
 
@@ -190,9 +199,9 @@ class LRU(nnx.Module):
     def __call__(self, x: jax.Array, h: jax.Array) -> tuple[jax.Array, jax.Array]:
         """x (B, d_model), h (B, 2 d_state) -> y (B, d_model), h' (B, 2 d_state)."""
         z = self.q_state(jnp.concatenate([x, h], -1))
-        h = self._dense(z, self.recurrence_kernel(), self.w_h_params, self.q_state)
+        h = self._dense(z, self.recurrence_kernel(), self.w_h.params, self.q_state)
         y = self._dense(jnp.concatenate([z[:, :self.d_model], h], -1), self.output_kernel(),
-                        self.w_y_params, self.q_y)
+                        self.w_y.params, self.q_y)
         return y, h
 
     def _dense(self, z: jax.Array, w: jax.Array, w_params: QuantParams | None,

@@ -134,3 +134,13 @@ def test_qat_forward_is_close_to_float_and_trains(spyx_layer, qat_layer):
     for name in ("nu", "theta", "B_re", "C_im", "D"):
         g = np.asarray(grads[name][...])
         assert np.all(np.isfinite(g)) and np.any(g != 0), name
+
+
+def test_qat_checkpoint_round_trips_with_its_grids(qat_layer, tmp_path):
+    from ncc.models.checkpoint import load_checkpoint, save_checkpoint
+
+    again = load_checkpoint(save_checkpoint(qat_layer, tmp_path / "lru.ckpt"))
+    assert isinstance(again, LRU) and again.exact()
+    assert again.w_h.params == qat_layer.w_h.params and again.q_y.params == qat_layer.q_y.params
+    xs = _inputs(50, 1, 2)
+    np.testing.assert_array_equal(_scan(again, xs)[0], _scan(qat_layer, xs)[0])

@@ -96,6 +96,9 @@ NNX_CLASSES: dict[str, dict[str, str] | None] = {
         "input_mapping": "str|None", "output_mapping": "str|None", "ode_unfolds": "int",
         "epsilon": "float", "initialization_ranges": "dict|None",
         "quantization": "dict|None"},
+    "ncc.models.nnx.ssm:LRU": {
+        "d_model": "int", "d_state": "int", "r_min": "float", "r_max": "float",
+        "use_skip": "bool", "quantization": "dict|None"},
     "ncc.models.examples.qat_cfc_digits:CfCClassifier": {
         "units": "int", "backbone": "int", "quantization": "dict|None"},
 }
@@ -189,7 +192,7 @@ SIZE_KEYS = frozenset({
     "output_size", "hidden_shape", "layer_shape", "backbone", "hidden", "inter_neurons",
     "command_neurons", "motor_neurons", "sensory_fanout", "inter_fanout",
     "recurrent_command_synapses", "motor_fanin", "features", "filters", "num_heads",
-    "key_dim", "value_dim"})
+    "key_dim", "value_dim", "d_model", "d_state"})
 #: Shapes: the last axis is a size, the others at most MAX_AXIS.
 SHAPE_KEYS = frozenset({"input_shape", "batch_shape", "build_input_shape", "shape",
                         "output_shape"})

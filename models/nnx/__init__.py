@@ -1,4 +1,4 @@
-"""Flax NNX liquid cells and quantized spiking neurons."""
+"""Flax NNX liquid cells, quantized spiking neurons and an LRU state-space layer."""
 
 from ncc.models.nnx.spiking import (
     QuantCuBaLIF,
@@ -13,6 +13,8 @@ from ncc.models.nnx.spiking import (
     membrane_params,
     set_quantized,
 )
+from ncc.models.nnx.ssm import LRU, run_lru
 
 __all__ = ["QuantLIF", "QuantIF", "QuantLI", "QuantCuBaLIF", "membrane_params", "decay_int",
-           "lif_step_int", "if_step_int", "li_step_int", "cuba_lif_step_int", "set_quantized"]
+           "lif_step_int", "if_step_int", "li_step_int", "cuba_lif_step_int", "set_quantized",
+           "LRU", "run_lru"]

@@ -10,7 +10,9 @@ Every point has a `mode` (a static attribute):
 
 Workflow: `set_mode(model, "calibrate")`, run a few batches, `freeze(model)` (which
 also switches to "quant"), fine-tune; `freeze(model, weights=True)` before export
-so the weights' per-channel parameters are static too.
+so the weights' per-channel parameters are static too (a module whose weights are
+computed from other parameters, such as `ncc.models.nnx.ssm.LRU`, freezes them in its
+`freeze_weights()`).
 """
 
 from __future__ import annotations
@@ -215,4 +217,8 @@ def freeze(model: nnx.Module, *, weights: bool = False) -> dict[str, QuantParams
             if weights:
                 frozen["/".join(map(str, path))] = module.freeze()
             module.mode = "quant"
+        elif weights and callable(getattr(module, "freeze_weights", None)):
+            # weights a module computes from its parameters (an SSM's W_h from lam and B)
+            for name, params in module.freeze_weights().items():
+                frozen["/".join(map(str, (*path, name)))] = params
     return frozen

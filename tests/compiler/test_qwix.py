@@ -4,7 +4,7 @@ A spyx `Sequential(Linear, LIF | CuBaLIF, Linear, LI)` quantized with `spyx.quan
 weight-only rules (int8, int4). qwix's weights as its own forward uses them are read
 through the forward itself (a one-hot input puts a weight row into a membrane), so the
 test does not restate qwix's arithmetic; every integer target must equal the golden model
-bit for bit (the CuBaLIF net over one 2,000-step sequence).
+bit for bit over one 2,000-step sequence.
 """
 
 import json
@@ -55,7 +55,8 @@ def _qwix(qtype, rules=None, neuron="LIF", mode="qat"):
                                rules=rules or spyx.quant.weights_only_rules(qtype))
 
 
-@pytest.fixture(scope="module", params=["int8-LIF", "int4-LIF", "int8-CuBaLIF"])
+@pytest.fixture(scope="module", params=["int8-LIF", "int4-LIF", "int8-CuBaLIF",
+                                        "int4-CuBaLIF"])
 def qnet(request):
     qtype, neuron = request.param.split("-")
     return qtype, neuron, _qwix(qtype, neuron=neuron)
@@ -109,11 +110,11 @@ def test_trace_follows_qwix_forward(qnet, data):
                                             ("tflite-int8", "tflm"), ("c", None),
                                             ("fixed-point", None)])
 def test_qwix_targets_bit_exact(qnet, data, target, runtime, tmp_path):
-    """Every integer target bit for bit with the golden model: LIF over 2 x 300 steps, the
-    CuBaLIF net over one 2,000-step sequence (calibrated on the 300-step ones)."""
-    _, neuron, q = qnet
+    """Every integer target bit for bit with the golden model over one 2,000-step sequence
+    (calibrated on the 300-step ones), int8 and int4 weights, LIF and CuBaLIF."""
+    _, _, q = qnet
     res = compile_model(q, target, tmp_path / "art", calibration=data, verify_steps=0)
-    sample = data if neuron == "LIF" else _long()
+    sample = _long()
     report = verify_artifact(res.out_dir, data=sample, runtime=runtime)
     assert report["exactness"]["passed"], report["golden"]
     assert report["steps"] == sample["x"].shape[1]

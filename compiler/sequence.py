@@ -190,22 +190,37 @@ def _find(module: Any, features: int, steps: int, name: str,
     return rec.found
 
 
-def _features(module: Any) -> int | None:
-    """The input size of the first sub-module that states one (`d_model`, `d_inner`,
-    `in_features`, or the rows of a `kernel_re` / `kernel` parameter)."""
+def _feature_candidates(module: Any) -> list[int]:
+    """The input sizes sub-modules state (`d_model`, `d_inner`, `in_features`, or the rows
+    of a `kernel_re` / `kernel` parameter), the module itself first, without repeats."""
     from flax import nnx
 
-    for _, sub in [((), module), *nnx.iter_graph(module)]:  # the module itself first
+    found: list[int] = []
+    for _, sub in [((), module), *nnx.iter_graph(module)]:
         if not isinstance(sub, nnx.Module):
             continue
-        for attr in ("d_model", "d_inner", "in_features"):
-            if isinstance(getattr(sub, attr, None), int):
-                return int(getattr(sub, attr))
+        sizes = [getattr(sub, a) for a in ("d_model", "d_inner", "in_features")
+                 if isinstance(getattr(sub, a, None), int)]
         for attr in ("kernel_re", "kernel"):
             value = getattr(sub, attr, None)
             if isinstance(value, nnx.Param) and np.ndim(value[...]) == 2:
-                return int(np.shape(value[...])[0])
-    return None
+                sizes.append(int(np.shape(value[...])[0]))
+        found += [int(v) for v in sizes[:1] if int(v) not in found]
+    return found
+
+
+def _features(module: Any) -> int | None:
+    """The per-step input size of `module`: the first size a sub-module states on which
+    the module runs. A container (encoder, SSM, decoder) lists its sub-modules in name
+    order, not call order, so each stated size is tried on a 2-step sequence (shapes only)."""
+    candidates = _feature_candidates(module)
+    for features in candidates:
+        try:
+            jax.eval_shape(module, jax.ShapeDtypeStruct((2, 1, features), jnp.float32))
+        except Exception:  # noqa: BLE001 - a size the module does not take: try the next
+            continue
+        return features
+    return candidates[0] if candidates else None  # _find then says why it cannot run
 
 
 def _split_complex(leaves: list[Any]) -> list[Any]:

@@ -151,6 +151,59 @@ def test_reported_deviation_is_qwix_forward(data, tmp_path, capsys):
     assert f"y max abs error {stated:.3g}" in lines[0]
 
 
+class LRUNet(nnx.Module):
+    """Linear -> spyx.ssm.LRU -> Linear over a time-major sequence (T, B, F)."""
+
+    def __init__(self) -> None:
+        import spyx.ssm
+
+        self.encoder = nnx.Linear(F, H, use_bias=False, rngs=nnx.Rngs(0))
+        self.lru = spyx.ssm.LRU(H, 16, rngs=nnx.Rngs(1))
+        self.decoder = nnx.Linear(H, OUT, use_bias=False, rngs=nnx.Rngs(2))
+
+    def __call__(self, u: jax.Array) -> jax.Array:
+        return self.decoder(self.lru(self.encoder(u)))
+
+
+@pytest.fixture(scope="module", params=["int8", "int4"])
+def qlru(request):
+    net = LRUNet()
+    return request.param, spyx.quant.quantize(net, jnp.zeros((5, 1, F)),
+                                              rules=spyx.quant.weights_only_rules(request.param))
+
+
+def test_qwix_lru_traces_qwix_forward(qlru, data):
+    """The sequence net's step (taken out of the LRU's scan) with qwix's Linear grids is
+    qwix's own sequence forward: 300 steps within float32 rounding."""
+    qtype, q = qlru
+    g = to_graph(q)
+    assert {g.tensors[n].quant.bits for n in g.constants if n.startswith("qwix_w")} == {
+        int(qtype[3:])}
+    ref = np.asarray(q(jnp.asarray(data["x"].transpose(1, 0, 2))))
+    got = run_batch(g, data["x"])["y"]
+    assert np.abs(got - ref.transpose(1, 0, 2)).max() <= 1e-5
+
+
+@pytest.mark.parametrize("target,runtime", [("onnx-int8", None), ("tflite-int8", None),
+                                            ("tflite-int8", "tflm"), ("c", None),
+                                            ("fixed-point", None)])
+def test_qwix_lru_targets_bit_exact(qlru, data, target, runtime, tmp_path):
+    """A qwix-quantized LRU net (int8, int4 Linear weights) on every integer target: bit
+    for bit with the golden model over 2,000 steps; the state qwix left in float (the
+    LRU's complex state, as re/im pairs) calibrated; the deviation from qwix measured."""
+    _, q = qlru
+    res = compile_model(q, target, tmp_path / "art", calibration=data, verify_steps=0)
+    report = verify_artifact(res.out_dir, data=_long(), runtime=runtime)
+    assert report["exactness"]["passed"], report["golden"]
+    assert report["steps"] == LONG
+    sources = report["quantization_sources"]
+    # qwix's rules reach the two Linear layers; the LRU's own B and C (re, im) are not
+    # Linear modules, so ncc quantizes them as in PTQ and says so
+    assert len(sources["qwix"]) == 2 and len(sources["weights"]) == 4
+    assert any(n.startswith("state") for n in sources["calibrated"])
+    assert report["qwix"]["deviation_from_qwix_forward"]["y"]["sqnr_db"] > 20
+
+
 @pytest.mark.parametrize("qtype", ["int8", "int4"])
 def test_ptq_converted_weights_are_preset_grids(qtype, data, tmp_path):
     """`spyx.quant.quantize(..., mode="ptq")` stores qwix's integers and scales in the

@@ -169,6 +169,31 @@ def test_complex_lowering_matches_jax():
     np.testing.assert_allclose(run_sequence(g, xs)["y"], np.stack(want), atol=1e-5)
 
 
+def test_container_input_size_is_the_first_layers():
+    """A container's sub-modules come in name order ("decoder" before "encoder"), not call
+    order: the input size is the stated size on which the container runs, and its step is
+    its sequence form."""
+    import spyx.ssm
+    from flax import nnx
+
+    class Net(nnx.Module):
+        def __init__(self):
+            self.encoder = nnx.Linear(D, 8, rngs=nnx.Rngs(0))
+            self.lru = spyx.ssm.LRU(8, 8, rngs=nnx.Rngs(1))
+            self.decoder = nnx.Linear(8, 3, rngs=nnx.Rngs(2))
+
+        def __call__(self, u):
+            return self.decoder(self.lru(self.encoder(u)))
+
+    net = Net()
+    g = to_graph(net)
+    (x,) = g.by_role("input")
+    assert g.tensors[x].shape[-1] == D
+    u = np.random.default_rng(0).standard_normal((1, 50, D)).astype(np.float32)
+    ref = np.asarray(net(jnp.asarray(u.transpose(1, 0, 2)))).transpose(1, 0, 2)
+    assert np.abs(run_batch(g, u)["y"] - ref).max() <= 1e-5
+
+
 def test_refusals_say_why():
     import spyx.ssm
     from flax import nnx

@@ -9,7 +9,8 @@ Tasks, both on scikit-learn's 8x8 digits (the bundled `digits.npz` and its split
 The quick suite is the two bundled models (trained by `bench/train_bundled.py`); the full
 suite adds CfC 32/64 (FullyConnected with and without backbone, AutoNCP: a sparse wiring
 masks the kernels and takes no backbone), LTC on
-AutoNCP, a CuBaLIF network and a CfC on `digits-dt`, each trained here from fixed seeds
+AutoNCP, a CuBaLIF network, a CfC on `digits-dt` and spyx's LRU and Mamba (sequence
+layers between two Linear layers), each trained here from fixed seeds
 (a minute or less each on two CPU cores).
 """
 
@@ -199,6 +200,62 @@ def cuba_lif(hidden: int = 64, steps: int = 800) -> Callable[[Task], Any]:
     return make
 
 
+class SequenceNet:
+    """Linear -> a spyx 1.0 sequence layer (`spyx.ssm.LRU` or `Mamba`) -> Linear, over a
+    time-major sequence u (T, B, 8) -> logits (T, B, 10); built lazily (flax import)."""
+
+    def __new__(cls, kind: str, width: int = 32, state: int = 32) -> Any:
+        import spyx.ssm
+        from flax import nnx
+
+        class Net(nnx.Module):
+            def __init__(self) -> None:
+                self.encoder = nnx.Linear(8, width, rngs=nnx.Rngs(0))
+                self.ssm = (spyx.ssm.LRU(width, state, rngs=nnx.Rngs(1)) if kind == "LRU"
+                            else spyx.ssm.Mamba(width, state, rngs=nnx.Rngs(1)))
+                self.decoder = nnx.Linear(width, 10, rngs=nnx.Rngs(2))
+
+            def __call__(self, u: Any) -> Any:
+                return self.decoder(self.ssm(self.encoder(u)))
+
+        Net.__name__ = Net.__qualname__ = f"{kind}Net"
+        return Net()
+
+
+def train_sequence(net: Any, task: Task, steps: int = 600) -> Any:
+    """Adam (1e-2) on batches of 128 train sequences of a sequence model u (T, B, 8) ->
+    (T, B, 10); the last step is the logits."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    def loss_fn(model: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+        logits = model(jnp.swapaxes(x, 0, 1))[-1]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    opt = nnx.Optimizer(net, optax.adam(1e-2), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model: Any, opt: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+        loss, grads = nnx.value_and_grad(loss_fn)(model, x, y)
+        opt.update(model, grads)
+        return loss
+
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        idx = rng.choice(task["train"], 128, replace=False)
+        step(net, opt, jnp.asarray(task["x"][idx]), jnp.asarray(task["y"][idx]))
+    return net
+
+
+def ssm(kind: str, steps: int = 600) -> Callable[[Task], Any]:
+    """A spyx `LRU` or `Mamba` between two Linear layers, trained on the task."""
+    def make(task: Task) -> Any:
+        return train_sequence(SequenceNet(kind), task, steps)
+    return make
+
+
 def suite(full: bool) -> list[Case]:
     """The bundled models; with `full`, the trained zoo as well."""
     cases = [Case("cfc16 (bundled)", lambda task: _bundled("cfc_digits.ckpt"), False, True,
@@ -213,5 +270,7 @@ def suite(full: bool) -> list[Case]:
             Case("ltc32 AutoNCP", ltc_autoncp(32), False, True),
             Case("cuba-lif64 (spyx)", cuba_lif(64), True, True),
             Case("cfc16 with dt (irregular digits)", cfc_dt(16), False, True, task="digits-dt"),
+            Case("LRU 32 (spyx.ssm, between Linear layers)", ssm("LRU"), False, True),
+            Case("Mamba 32 (spyx.ssm, between Linear layers)", ssm("Mamba"), False, True),
         ]
     return cases

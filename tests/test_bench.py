@@ -54,3 +54,23 @@ def test_bench_smoke_writes_report_and_holds_exactness(tmp_path):
     assert "STALE-TABLE" not in text and "| cfc16 (bundled) | ncc onnx-int8 |" in text
     assert "| cfc16 (bundled) | ncc c |" in text
     assert text.endswith("<!-- bench:end -->\n\ntail\n")
+
+
+def test_full_suite_ssm_cases_train_and_compile_exact(tmp_path):
+    """The full suite's spyx LRU and Mamba cases (shortly trained here): a sequence model
+    over the digits rows whose c artifact is bit-exact with the golden model."""
+    import numpy as np
+
+    from ncc.bench.models import digits, ssm
+    from ncc.cli.driver import compile_model
+    from ncc.runtime.verify import verify_artifact
+
+    task = digits()
+    calib = {"x": task["x"][task["train"][:64]]}
+    for kind in ("LRU", "Mamba"):
+        net = ssm(kind, steps=5)(task)
+        res = compile_model(net, "c", tmp_path / kind, calibration=calib, verify_steps=0)
+        report = verify_artifact(res.out_dir, data={"x": task["x"][task["test"][:20]],
+                                                    "y": task["y"][task["test"][:20]]})
+        assert report["exactness"]["passed"], (kind, report["golden"])
+        assert np.isfinite(report["outputs"]["y"]["sqnr_db"])

@@ -178,7 +178,8 @@ def main(float_steps: int = 1200, qat_steps: int = 200, d_model: int = 16, d_sta
     (ncc's verification: every output and state bit-identical to its golden model), the
     SQNR in dB of the deployed logits against the float model's ("sqnr_db", per target),
     that of the fake-quant logits against the fine-tuned weights run in float
-    ("sqnr_db_same_weights": the quantization alone, without the fine-tuning's drift)
+    ("sqnr_db_same_weights": the quantization alone, without the fine-tuning's drift),
+    that of the calibrated fake-quant logits before fine-tuning ("sqnr_db_calibrated")
     and "seconds"."""
     t0 = time.perf_counter()
     say = print if verbose else (lambda *a, **k: None)
@@ -196,7 +197,8 @@ def main(float_steps: int = 1200, qat_steps: int = 200, d_model: int = 16, d_sta
     for i in range(0, len(str_) - 255, 256):  # equal batches: one compilation
         _forward(model, str_[i:i + 256])
     freeze(model)  # activation / state grids frozen; weights fake-quant with live scales
-    acc_cal = accuracy(logits(model, ste), yte)
+    cal = logits(model, ste)
+    acc_cal, sqnr_cal = accuracy(cal, yte), sqnr_db(ref, cal)
     _train(model, str_, ytr, qat_steps, 3e-4, batch, seed + 1)
     freeze(model, weights=True)  # static weight grids: the forward is the int8 model
     fq = logits(model, ste)
@@ -204,8 +206,10 @@ def main(float_steps: int = 1200, qat_steps: int = 200, d_model: int = 16, d_sta
     same_weights = nnx.clone(model)
     set_mode(same_weights, "float")
     ref_same = logits(same_weights, ste)
-    say(f"fake-quant: calibrated {acc_cal:.4f}, after QAT {acc_fq:.4f} "
-        f"(exact int8 forward: {model.exact()})  ({time.perf_counter() - t0:.0f} s)")
+    sqnr_same = sqnr_db(ref_same, fq)
+    say(f"fake-quant: calibrated {acc_cal:.4f} (logits SQNR vs float {sqnr_cal:.1f} dB), "
+        f"after QAT {acc_fq:.4f} (exact int8 forward: {model.exact()}; SQNR vs its own "
+        f"weights in float {sqnr_same:.1f} dB)  ({time.perf_counter() - t0:.0f} s)")
 
     folder = Path(out).resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -227,7 +231,7 @@ def main(float_steps: int = 1200, qat_steps: int = 200, d_model: int = 16, d_sta
         "float": acc_float, "fake_quant_calibrated": acc_cal, "fake_quant": acc_fq,
         "deployed": deployed, "exact": model.exact(), "bit_exact": bit_exact,
         "golden": golden, "sqnr_db": sqnr,
-        "sqnr_db_same_weights": sqnr_db(ref_same, fq),
+        "sqnr_db_calibrated": sqnr_cal, "sqnr_db_same_weights": sqnr_same,
         "seconds": time.perf_counter() - t0, "folder": str(folder)}
     if first is not None:
         say(f"LRU digits (pixel by pixel, T = 64): float {acc_float:.4f}  fake-quant "

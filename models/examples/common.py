@@ -24,17 +24,6 @@ def load_digits_split(seed: int = 0) -> tuple[np.ndarray, ...]:
                                   random_state=seed, stratify=d.target))
 
 
-def bundled_digits_split() -> tuple[np.ndarray, ...]:
-    """(x_train, x_test, y_train, y_test) of the digits bundled with ncc
-    (`models/bundled/digits.npz`, its own train / test split; no scikit-learn):
-    x (N, 8, 8) float32 in [0, 1], y (N,) int32."""
-    from ncc.evolve.models import digits
-
-    d = digits()
-    x, y = d["x"].astype(np.float32), d["y"].astype(np.int32)
-    return x[d["train"]], x[d["test"]], y[d["train"]], y[d["test"]]
-
-
 def run_cli(main: Callable[..., dict[str, Any]], description: str | None,
             checkpoint: str, float_steps: int = 600, qat_steps: int = 200) -> dict[str, Any]:
     """Parse --float-steps, --qat-steps, --seed, --checkpoint and call `main` with them."""

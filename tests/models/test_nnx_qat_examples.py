@@ -1,13 +1,12 @@
 """The QAT example scripts, in small form: float training learns, fake-quant keeps accuracy,
-and the saved checkpoint compiles with `ncc compile <ckpt> --target onnx-int8` as it is; the
-LRU tutorial's c and tflite-int8 artifacts compute its fake-quant forward, bit for bit."""
+and the saved checkpoint compiles with `ncc compile <ckpt> --target onnx-int8` as it is."""
 
 import subprocess
 import sys
 
 import pytest
 
-from ncc.models.examples import lru_digits, qat_cfc_digits, qat_snn_digits
+from ncc.models.examples import qat_cfc_digits, qat_snn_digits
 
 
 def _compile(ckpt, out) -> str:
@@ -33,19 +32,3 @@ def test_qat_example_small_saves_a_checkpoint_that_compiles(example, tmp_path):
     assert ckpt.exists() and r["checkpoint"] == str(ckpt)
     report = _compile(ckpt, tmp_path / "out")  # no calibration data: its own grids
     assert "exactness: PASSED" in report and "100% of values identical to golden" in report
-
-
-def test_lru_example_small_deploys_its_fake_quant_forward(tmp_path):
-    """The LRU tutorial, shortened: both artifacts (c, tflite-int8) pass ncc's golden
-    verification, their test logits are the frozen fake-quant forward's bit for bit, so
-    the deployed accuracy is the fake-quant accuracy exactly; all above chance (0.1)."""
-    r = lru_digits.main(float_steps=150, qat_steps=10, d_model=8, d_state=16,
-                        out=tmp_path / "lru", verbose=False)
-    assert r["exact"]  # frozen: the forward is the int8 model
-    assert set(r["deployed"]) == set(lru_digits.TARGETS) == {"c", "tflite-int8"}
-    for target, acc in r["deployed"].items():
-        assert r["golden"][target], target  # every output and state = golden, every bit
-        assert r["bit_exact"][target], target
-        assert acc == r["fake_quant"], target
-    assert r["float"] > 0.3 and r["fake_quant"] > 0.3
-    assert r["sqnr_db"]["c"] > 5

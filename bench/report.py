@@ -248,8 +248,6 @@ def summary_table(results: dict[str, Any]) -> str:
         if "error" in m:
             lines.append(f"| {m['model']} | {m['error']} | | | | | |")
             continue
-        if line := _cortex_m4_line(m.get("cortex_m4")):
-            lines.append(line)
         fl = m["runtimes"].get(BASELINE, {})
         lines.append(f"| {m['model']} | float | {_pct(fl.get('accuracy_float'))} | | | | |")
         for label, r in m["runtimes"].items():

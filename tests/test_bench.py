@@ -53,6 +53,7 @@ def test_bench_smoke_writes_report_and_holds_exactness(tmp_path):
     text = readme.read_text()
     assert "STALE-TABLE" not in text and "| cfc16 (bundled) | ncc onnx-int8 |" in text
     assert "| cfc16 (bundled) | ncc c |" in text
+    assert "Cortex-M4 (QEMU -icount)" not in text  # report.md only: the README's is a table
     assert text.endswith("<!-- bench:end -->\n\ntail\n")
 
 

@@ -84,22 +84,17 @@ def train_keras(model: Any, task: Task, epochs: int = 60) -> Any:
     return model
 
 
-def train_snn(net: Any, task: Task, steps: int = 800) -> Any:
-    """BPTT with Adam (1e-2) on batches of 128 train sequences; the readout's last step is
-    the logits."""
+def train_last_step(net: Any, task: Task, logits: Callable[[Any, Any], Any],
+                    steps: int = 800) -> Any:
+    """BPTT with Adam (1e-2) on batches of 128 train sequences: cross-entropy of
+    `logits(model, x (B, T, 8))`, the last step's (B, 10)."""
     import jax
     import jax.numpy as jnp
     import optax
     from flax import nnx
 
-    def run(model: Any, x: jax.Array) -> jax.Array:
-        state = model.initial_state(x.shape[0])
-        for t in range(x.shape[1]):
-            out, state = model(x[:, t], state)
-        return out
-
     def loss_fn(model: Any, x: jax.Array, y: jax.Array) -> jax.Array:
-        return optax.softmax_cross_entropy_with_integer_labels(run(model, x), y).mean()
+        return optax.softmax_cross_entropy_with_integer_labels(logits(model, x), y).mean()
 
     opt = nnx.Optimizer(net, optax.adam(1e-2), wrt=nnx.Param)
 
@@ -114,6 +109,18 @@ def train_snn(net: Any, task: Task, steps: int = 800) -> Any:
         idx = rng.choice(task["train"], 128, replace=False)
         step(net, opt, jnp.asarray(task["x"][idx]), jnp.asarray(task["y"][idx]))
     return net
+
+
+def train_snn(net: Any, task: Task, steps: int = 800) -> Any:
+    """A step model (spyx style: `model(x_t, state) -> (out, state)`) trained by
+    `train_last_step`; the readout's last step is the logits."""
+    def run(model: Any, x: Any) -> Any:
+        state = model.initial_state(x.shape[0])
+        for t in range(x.shape[1]):
+            out, state = model(x[:, t], state)
+        return out
+
+    return train_last_step(net, task, run, steps)
 
 
 # ---- models ----------------------------------------------------------------------------------
@@ -223,30 +230,11 @@ class SequenceNet:
 
 
 def train_sequence(net: Any, task: Task, steps: int = 600) -> Any:
-    """Adam (1e-2) on batches of 128 train sequences of a sequence model u (T, B, 8) ->
-    (T, B, 10); the last step is the logits."""
-    import jax
+    """A sequence model u (T, B, 8) -> (T, B, 10) trained by `train_last_step`."""
     import jax.numpy as jnp
-    import optax
-    from flax import nnx
 
-    def loss_fn(model: Any, x: jax.Array, y: jax.Array) -> jax.Array:
-        logits = model(jnp.swapaxes(x, 0, 1))[-1]
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-    opt = nnx.Optimizer(net, optax.adam(1e-2), wrt=nnx.Param)
-
-    @nnx.jit
-    def step(model: Any, opt: Any, x: jax.Array, y: jax.Array) -> jax.Array:
-        loss, grads = nnx.value_and_grad(loss_fn)(model, x, y)
-        opt.update(model, grads)
-        return loss
-
-    rng = np.random.default_rng(0)
-    for _ in range(steps):
-        idx = rng.choice(task["train"], 128, replace=False)
-        step(net, opt, jnp.asarray(task["x"][idx]), jnp.asarray(task["y"][idx]))
-    return net
+    return train_last_step(net, task, lambda model, x: model(jnp.swapaxes(x, 0, 1))[-1],
+                           steps)
 
 
 def ssm(kind: str, steps: int = 600) -> Callable[[Task], Any]:

@@ -441,9 +441,7 @@ def cortex_m4_instructions(art: Path, xq: np.ndarray, dtq: np.ndarray | None
     if missing := cortex_m.missing_tools():
         return {"not_measured": f"{', '.join(missing)} not on PATH"}
     try:
-        return {kernels: cortex_m.count_instructions(
-                    art, xq[:64], None if dtq is None else dtq[:64], portable_kernels=portable)
-                for kernels, portable in (("dsp", False), ("portable", True))}
+        return cortex_m.count_both_kernels(art, xq[:64], None if dtq is None else dtq[:64])
     except Exception as e:
         return {"error": f"{type(e).__name__}: {e}"[:300]}
 

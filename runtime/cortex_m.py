@@ -15,7 +15,8 @@ Tools (Debian packages gcc-arm-none-eabi, libnewlib-arm-none-eabi, qemu-system-a
   between them), so verifying on the device costs one build, not one per sequence;
 - `count_instructions(art_dir, xs)`: the same steps under `-icount shift=0` (QEMU 7.2 has
   no TCG plugins in Debian's build; icount is what it offers), counted by SysTick
-  (`runtime/c/cortex_m/count.c`): Cortex-M4 instructions per step. Instructions, not
+  (`runtime/c/cortex_m/count.c`): Cortex-M4 instructions per step (`count_both_kernels`:
+  with the DSP kernels and with the portable ones). Instructions, not
   cycles: QEMU models no pipeline, wait states or multiply latency.
 """
 
@@ -214,3 +215,12 @@ def count_instructions(art_dir: str | Path, xs: np.ndarray, dts: np.ndarray | No
             "kernels": "portable C" if portable_kernels else "DSP (SMLAD, SXTB16)",
             "method": "QEMU -icount shift=0 (1 ns per guest instruction), SysTick on the "
                       "25 MHz processor clock, calibrated by a 2-instruction loop"}
+
+
+def count_both_kernels(art_dir: str | Path, xs: np.ndarray, dts: np.ndarray | None = None,
+                       sequences: int = 1) -> dict[str, dict[str, Any]]:
+    """`count_instructions` with the DSP kernels and with the portable ones:
+    {"dsp": ..., "portable": ...}."""
+    return {kernels: count_instructions(art_dir, xs, dts, sequences,
+                                        portable_kernels=portable)
+            for kernels, portable in (("dsp", False), ("portable", True))}

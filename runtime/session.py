@@ -222,13 +222,11 @@ class CortexMSession(Session):
     def count_instructions(self, xs: np.ndarray, dts: np.ndarray | None = None
                            ) -> dict[str, Any]:
         """Cortex-M4 instructions per step over xs (N, T, *x_shape), both kernel builds:
-        {"dsp": ..., "portable": ...} as `cortex_m.count_instructions` gives them."""
+        {"dsp": ..., "portable": ...} as `cortex_m.count_both_kernels` gives them."""
         n, steps = xs.shape[:2]
         flat = xs.reshape(n * steps, *xs.shape[2:])
         flat_dt = None if dts is None else dts.reshape(n * steps, *dts.shape[2:])
-        return {kernels: self._device.count_instructions(
-                    self.dir, flat, flat_dt, sequences=n, portable_kernels=portable)
-                for kernels, portable in (("dsp", False), ("portable", True))}
+        return self._device.count_both_kernels(self.dir, flat, flat_dt, sequences=n)
 
 
 class FixedPointSession(Session):

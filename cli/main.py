@@ -170,9 +170,25 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--range-method", choices=("minmax", "percentile", "mse"),
                    default="minmax",
                    help="how calibrated ranges become parameters (default: minmax)")
-    c.add_argument("--activations", choices=("int8", "int16"), default="int8",
-                   help="activation and state type (default int8); int16 is TFLite's 16x8 "
-                        "mode (weights stay int8): ~10 dB more SQNR, twice the RAM")
+    c.add_argument("--precision", choices=("auto", "int8", "int16"), default="auto",
+                   help="activation and state widths (weights stay int8): auto (default) "
+                        "keeps int8 and widens to int16 only the tensors whose noise "
+                        "matters, until --target-sqnr (or, with labels y in the calibration "
+                        "data, --max-accuracy-drop) is met on the calibration data; int8 "
+                        "everywhere; int16 everywhere (TFLite's 16x8 mode, ~10 dB more "
+                        "SQNR, twice the RAM)")
+    c.add_argument("--activations", choices=("int8", "int16"), dest="precision",
+                   help="the same as --precision int8 / int16")
+    c.add_argument("--target-sqnr", type=float, default=30.0, metavar="DB",
+                   help="precision auto: output SQNR against float to reach on the "
+                        "calibration data (default 30 dB)")
+    c.add_argument("--max-accuracy-drop", type=float, default=0.5, metavar="POINTS",
+                   help="precision auto, calibration data with labels y: accuracy at most "
+                        "this many points below float (default 0.5)")
+    c.add_argument("--flash-budget", type=int, metavar="BYTES",
+                   help="precision auto: at most this many bytes of weights, biases and "
+                        "tables; if the target cannot be met inside it, the best choice "
+                        "that fits is kept and the report says so")
     c.add_argument("--verify-steps", type=int, default=100, metavar="N",
                    help="after compiling, verify on the first 16 calibration sequences cut "
                         "to N steps (float targets: one random sequence of N steps); 0 skips "
@@ -358,6 +374,24 @@ def _emit(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None:
         print(text)
 
 
+def _precision_line(search: dict) -> str:
+    """One line on what --precision auto chose."""
+    wide = [t for t in search["tensors"] if t["width"] == "int16"]
+    base, chosen = search["int8"], search["chosen"]
+    goal = (f"accuracy within {search['target']['accuracy_drop_points']} points of float"
+            if "accuracy_drop_points" in search["target"]
+            else f"SQNR >= {search['target']['sqnr_db']:g} dB")
+    line = (f"  precision: auto, {len(wide)} of {len(search['tensors']) or len(wide)} tensor "
+            f"groups int16 ({goal} on the calibration data: SQNR {base['sqnr_db']:.1f} dB "
+            f"at int8 -> {chosen['sqnr_db']:.1f} dB; constants {base['flash_bytes']:,} -> "
+            f"{chosen['flash_bytes']:,} B)")
+    if not search["met"]:
+        line += ("\n  WARNING: precision auto did not reach its target"
+                 + (f" inside --flash-budget {search['flash_budget']:,} B"
+                    if search["flash_budget"] else "") + "; kept the best choice found")
+    return line
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     model_name = Path(args.model.split(":")[-1]).name
     reporter = _reporter(args, f"{model_name} -> {args.target}")
@@ -373,7 +407,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
                                sequence_length=args.sequence_length,
                                calibration=args.calibration,
                                options=QuantOptions(method=args.range_method,
-                                                    activations=args.activations),
+                                                    activations=args.precision,
+                                                    target_sqnr=args.target_sqnr,
+                                                    max_accuracy_drop=args.max_accuracy_drop,
+                                                    flash_budget=args.flash_budget),
                                verify_steps=args.verify_steps, min_sqnr=args.min_sqnr,
                                strict=args.strict, progress=reporter,
                                interrupted=_Signals.check, trace_cache=True,
@@ -381,6 +418,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     text = (f"compiled {args.model} -> {result.out_dir}/ ({target}, {len(result.graph.ops)} "
             f"ops)") + _footprint(result.manifest.get("details", {}))
     text += f"\n  output: {result.manifest.get('output_semantics')}"
+    if search := result.graph.metadata.get("precision"):
+        text += "\n" + _precision_line(search)
     if result.report:
         text += "\n" + _summary(result.report)
     _emit(args, {"artifact": str(result.out_dir), "manifest": result.manifest,

@@ -78,7 +78,20 @@ def build_manifest(g: Graph, art: Artifact, source: dict[str, Any]) -> dict[str,
         "io_sha256": _io_digest(io),
         "output_semantics": g.metadata.get("output_semantics", OUTPUT_PER_STEP),
         "details": art.details,
+        **({"widths": activation_widths(g)} if g.metadata.get("quantized") else {}),
     }
+
+
+def activation_widths(g: Graph) -> dict[str, Any]:
+    """Integer graph `g`'s activation and state tensors by width (weights stay int8):
+    {"activations": "int8" | "int16" | "mixed", "int8": count, "int16": count,
+    "int16_tensors": names} (what `ncc inspect` shows; `--precision auto` chooses them)."""
+    by: dict[str, list[str]] = {"int8": [], "int16": []}
+    for name, t in g.tensors.items():
+        if name not in g.constants and t.quant is not None and t.dtype in by:
+            by[t.dtype].append(name)
+    return {"activations": g.metadata.get("activations"), "int8": len(by["int8"]),
+            "int16": len(by["int16"]), "int16_tensors": sorted(by["int16"])}
 
 
 def _first_difference(got: Any, want: Any, path: str) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,9 @@ def quantize_graph(g: Graph, calibration: str | Path | dict[str, np.ndarray] | N
     skipped even if given); otherwise the tensors without parameters are calibrated."""
     reference = prepare(g)
     missing = uncalibrated(reference)
-    if not missing:
+    if not missing:  # QAT: the model's fake-quant points fix every grid and width
+        if options.activations == "auto":
+            options = replace(options, activations="int8")
         with phase(progress, "quantize"):
             q = quantize(reference, {}, options)
         return q, annotate(reference, q)
@@ -115,6 +118,14 @@ def quantize_graph(g: Graph, calibration: str | Path | dict[str, np.ndarray] | N
             if isinstance(calibration, (str, Path)) else calibration)
     tick = (lambda i, n: progress("calibrate", i, n)) if progress else None
     ranges = record_ranges(reference, data["x"], data.get("dt"), progress=tick)
+    search = None
+    if options.activations == "auto":
+        from ncc.compiler.precision import choose_widths
+
+        step = (lambda i, n: progress("choose widths", i, n)) if progress else None
+        options, search = choose_widths(reference, ranges, data, options, progress=step)
     with phase(progress, "quantize"):
         q = quantize(reference, ranges, options)
+    if search is not None:
+        q = q.replace(metadata={**q.metadata, "precision": search})
     return q, annotate(reference, q)

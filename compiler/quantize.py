@@ -25,6 +25,14 @@ Constraints (`_Groups`): a state tensor uses the same parameters in and out (no
 requantize in the recurrence); concatenated tensors and data-movement ops share
 parameters with their inputs.
 
+Widths: each group is int8 or int16 on its own (`QuantOptions.widths`, chosen by
+`compiler/precision.py` for `--precision auto`). An op whose tensors differ in width runs
+its kernel at the widest of them: narrower inputs are widened first by a `requantize`
+onto an int16 grid 128x finer (its 12-bit scale just above s / 128, so that int16 MULs
+stay portable: within half an int16 step of exact; spikes stay 0/1), and a narrower output
+is computed on an int16 grid over its range and requantized down. Every kernel therefore
+sees one width, and the conversions are TFLite's QUANTIZE.
+
 QAT (`compiler/qat.py`): a `fake_quant` op joins its input's group and presets the group's
 parameters (two different presets in one group are an error naming the tensors); it then
 vanishes. Weights annotated with parameters keep exactly their integers; a table chain
@@ -69,6 +77,7 @@ class QuantizationError(ValueError):
 
 
 ACTIVATIONS = ("int8", "int16")
+PRECISIONS = (*ACTIVATIONS, "auto")
 
 
 @dataclass(frozen=True)
@@ -78,21 +87,47 @@ class QuantOptions:
     method: "minmax", "percentile" or "mse" (the clipped range with the least quantization
     error on the calibration sample). activations: "int8" (asymmetric per tensor) or
     "int16" (symmetric, zero point 0: TFLite's 16x8 mode, weights stay int8); spikes take
-    the activation type too, as exact 0/1.
+    the activation type too, as exact 0/1; or "auto": `compiler/precision.py` picks int8
+    or int16 per group (`widths`) until the calibration data meet `target_sqnr` dB against
+    float (or, with labels, an accuracy at most `max_accuracy_drop` points below float's),
+    with at most `flash_budget` bytes of constants if given.
     """
 
     method: str = "minmax"
     percentile: float = 99.99
     activations: str = "int8"
+    widths: tuple[tuple[str, str], ...] = ()
+    """(tensor, "int8" | "int16") pairs: the width of each named tensor's group, overriding
+    `activations` (the width of every other group)."""
+    target_sqnr: float = 30.0
+    max_accuracy_drop: float = 0.5
+    flash_budget: int | None = None
 
     def __post_init__(self) -> None:
-        if self.activations not in ACTIVATIONS:
-            raise ValueError(f"activations must be one of {ACTIVATIONS}, not "
+        if self.activations not in PRECISIONS:
+            raise ValueError(f"activations must be one of {PRECISIONS}, not "
                              f"{self.activations!r}")
+        for _, dtype in self.widths:
+            if dtype not in ACTIVATIONS:
+                raise ValueError(f"a tensor's width must be one of {ACTIVATIONS}, not "
+                                 f"{dtype!r}")
+        if self.flash_budget is not None and self.flash_budget <= 0:
+            raise ValueError(f"flash budget {self.flash_budget}: give a positive byte count")
 
-    def params(self, lo: float, hi: float) -> QuantParams:
-        """Parameters of an activation with range [lo, hi]."""
-        if self.activations == "int16":  # 12-bit scales keep int16 MULs portable
+    def width_of(self, names: list[str]) -> str:
+        """The width of the group holding tensors `names`."""
+        chosen = {w for n, w in self.widths if n in set(names)}
+        if len(chosen) > 1:
+            raise ValueError(f"tensors {sorted(names)} share one grid but were given "
+                             f"widths {sorted(chosen)}")
+        return chosen.pop() if chosen else self.activations
+
+    def params(self, lo: float, hi: float, dtype: str | None = None) -> QuantParams:
+        """Parameters of an activation with range [lo, hi] at `dtype` (default
+        `activations`)."""
+        if self.activations == "auto" and dtype is None:
+            raise ValueError("precision auto: choose the widths first (compiler/precision)")
+        if (dtype or self.activations) == "int16":  # 12-bit scales keep int16 MULs portable
             return nx.int16_activation_params(lo, hi)
         return nx.asymmetric_params(lo, hi, 8)
 
@@ -258,6 +293,12 @@ def _members(g: Graph, plan: _Plan) -> list[list[str]]:
     return list(members.values())
 
 
+def activation_groups(g: Graph) -> list[list[str]]:
+    """The tensors of float graph `g` (from `prepare`) that exist as integers, by group
+    (members share parameters, and so one width)."""
+    return _members(g, _plan(g))
+
+
 def _spikes(g: Graph) -> set[str]:
     return {op.output for op in g.ops
             if op.kind == "cast" and g.tensors[op.inputs[0]].dtype == "bool"}
@@ -290,11 +331,11 @@ def choose_params(g: Graph, plan: _Plan, ranges: dict[str, TensorRange],
         if fixed:
             p = next(iter(fixed.values()))
         elif spikes & set(names):
-            p = QuantParams.of_dtype(1.0, 0, opts.activations)  # spikes stay exact 0/1
+            p = QuantParams.of_dtype(1.0, 0, opts.width_of(names))  # spikes stay exact 0/1
         else:
             lo = min(_range_of(n, ranges, opts)[0] for n in names)
             hi = max(_range_of(n, ranges, opts)[1] for n in names)
-            p = opts.params(lo, hi)
+            p = opts.params(lo, hi, opts.width_of(names))
         params.update({n: p for n in names})
     return params
 
@@ -306,7 +347,7 @@ class _IntBuilder:
     def __init__(self, g: Graph, params: dict[str, QuantParams], opts: QuantOptions,
                  free: set[str], qat: set[str], spikes: set[str]):
         self.g, self.params, self.opts = g, params, opts
-        self.spikes = spikes  # exact 0/1 tensors
+        self.spikes = set(spikes)  # exact 0/1 tensors (and their int16 twins)
         self.free = free  # tensors whose parameters no other tensor shares
         self.qat = qat  # tensors whose parameters the model's fake-quant points fix
         self.users = g.consumers()
@@ -319,6 +360,59 @@ class _IntBuilder:
         t, p = self.g.tensors[name], self.params[name]
         self.tensors[name] = Tensor(name, t.shape, p.dtype, p)
         return name
+
+    def kernel_width(self, out: str, operands: list[str]) -> str:
+        """The width op `out`'s kernel runs at: the widest of its integer operands and its
+        output (QAT tensors keep theirs: the training forward has no conversions)."""
+        widths = {self.params[out].dtype} | {self.tensors[n].dtype for n in operands
+                                             if self.tensors[n].dtype in ACTIVATIONS}
+        if out in self.qat or any(n in self.qat for n in operands):
+            return self.params[out].dtype
+        return "int16" if "int16" in widths else "int8"
+
+    def widened(self, name: str, dtype: str, source: str = "") -> str:
+        """Integer tensor `name` at `dtype`: itself, or (int8 -> int16) its twin on the
+        12-bit scale just above s / 128, zero point 0 (spikes: the same 0/1 on scale 1)."""
+        t = self.tensors[name]
+        if t.dtype == dtype or t.dtype not in ACTIVATIONS or name in self.qat:
+            return name
+        twin = f"{name}_int16"
+        if twin not in self.tensors:
+            p = t.quant
+            spikes = name in self.spikes
+            scale = p.scale[0] if spikes else nx.short_scale(p.scale[0] / 128)
+            pt = QuantParams((scale,), (0,), 16, True)
+            m, s = (int(v) for v in nx.requantize_multipliers(p, pt, 0))
+            self.tensors[twin] = Tensor(twin, t.shape, "int16", pt)
+            self.emit("requantize", [name], twin, source, in_zp=p.zero_point[0],
+                      multiplier=m, shift=s, out_zp=0, dtype="int16")
+            if spikes:
+                self.spikes.add(twin)
+        return twin
+
+    def computed_at(self, out: str, dtype: str) -> str:
+        """Where op `out` writes: `out` itself (declared) at its own width, else an int16
+        tensor over out's range that `narrowed` then requantizes onto out's grid."""
+        po = self.params[out]
+        if po.dtype == dtype:
+            self.declare_q(out)
+            return out
+        lo, hi = (float((v - po.zero_point[0]) * po.scale[0]) for v in nx.dtype_range(po.dtype))
+        wide = f"{out}_int16"
+        self.tensors[wide] = Tensor(wide, self.g.tensors[out].shape, "int16",
+                                    nx.int16_activation_params(lo, hi))
+        return wide
+
+    def narrowed(self, wide: str, out: str, source: str = "") -> None:
+        """Requantize `computed_at`'s int16 tensor onto out's grid (nothing if it is out)."""
+        if wide == out:
+            return
+        pw, po = self.tensors[wide].quant, self.params[out]
+        m, s = (int(v) for v in nx.requantize_multipliers(pw, po, 0))
+        self.declare_q(out)
+        self.emit("requantize", [wide], out, source, in_zp=pw.zero_point[0], multiplier=m,
+                  shift=s,
+                  out_zp=po.zero_point[0], dtype=po.dtype)
 
     def const(self, name: str, value: np.ndarray, quant: QuantParams | None = None) -> str:
         value = np.ascontiguousarray(value)
@@ -409,7 +503,10 @@ def _lower_table(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
     out = op.output
     start, chain = plan.chain_of[out]
     x = b.operand(start)
-    p_in, p_out = b.params[start], b.params[out]
+    width = b.kernel_width(out, [x])
+    x = b.widened(x, width, op.source)
+    target = b.computed_at(out, width)
+    p_in, p_out = b.tensors[x].quant, b.tensors[target].quant
     tagged = any(op.attrs.get("table") for op in chain)
     if p_in.bits == nx.INTERP_BITS and not tagged:
         # an int16 chain that is exactly a requantization on every level (a decay, beta * v)
@@ -421,19 +518,22 @@ def _lower_table(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
         derived = tuple(int(v) for v in nx.requantize_multipliers(p_in, p_out, 0))
         if attrs is not None and (attrs["multiplier"], attrs["shift"]) in (derived,
                                                                            IDENTITY_MULTIPLIER):
-            b.declare_q(out)
-            b.emit("requantize", [x], out, op.source, **attrs)
+            b.emit("requantize", [x], target, op.source, **attrs)
+            b.narrowed(target, out, op.source)
             return
     table = _lut_table(g, start, chain, p_in, p_out)
-    b.declare_q(out)
-    b.emit("lut", [x, b.const(f"{out}_table", table)], out, op.source)
+    b.emit("lut", [x, b.const(f"{out}_table", table)], target, op.source)
+    b.narrowed(target, out, op.source)
 
 
 def _lower_add_sub(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
     a, c = (b.operand(n) for n in op.inputs)
-    pa, pc, po = b.tensors[a].quant, b.tensors[c].quant, b.params[op.output]
-    b.declare_q(op.output)
-    b.emit("q" + op.kind, [a, c], op.output, op.source, **add_params(pa, pc, po))
+    width = b.kernel_width(op.output, [a, c])
+    a, c = (b.widened(n, width, op.source) for n in (a, c))
+    target = b.computed_at(op.output, width)
+    pa, pc, po = b.tensors[a].quant, b.tensors[c].quant, b.tensors[target].quant
+    b.emit("q" + op.kind, [a, c], target, op.source, **add_params(pa, pc, po))
+    b.narrowed(target, op.output, op.source)
 
 
 def _lower_compare(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
@@ -508,28 +608,28 @@ def _lower_mul(b: _IntBuilder, op: Op) -> None:
     portable intermediate requantized onto the output's grid. A QAT product keeps the
     arithmetic its training forward computed (tflite-int8 refuses it if not portable)."""
     a, c = (b.operand(n) for n in op.inputs)
-    pa, pc, out = b.tensors[a].quant, b.tensors[c].quant, op.output
-    po = b.params[out]
+    out = op.output
+    width = b.kernel_width(out, [a, c])
+    a, c = (b.widened(n, width, op.source) for n in (a, c))
+    pa, pc = b.tensors[a].quant, b.tensors[c].quant
+    product = b.computed_at(out, width)
+    po = b.tensors[product].quant
     portable = (None if out in b.qat or mul_is_portable(pa, pc, po)
                 else portable_mul_params(pa, pc, po))
-    product = out
     feeds_mul = any(u.kind == "mul" for u in b.users[out])
-    if portable is not None and out in b.free and not (po.dtype == "int16" and feeds_mul):
-        b.params[out] = po = portable
+    if portable is not None and (product != out or (
+            out in b.free and not (po.dtype == "int16" and feeds_mul))):
+        b.tensors[product] = Tensor(product, b.g.tensors[out].shape, portable.dtype, portable)
+        if product == out:
+            b.params[out] = portable
     elif portable is not None:
         product = f"{out}_product"
         b.tensors[product] = Tensor(product, b.g.tensors[out].shape, portable.dtype, portable)
-    pm = b.tensors[product].quant if product != out else po
+    pm = b.tensors[product].quant
     m, s = mul_multipliers(pa, pc, pm)["double"]
-    if product == out:
-        b.declare_q(out)
     b.emit("qmul", [a, c], product, op.source, a_zp=pa.zero_point[0], b_zp=pc.zero_point[0],
            multiplier=m, shift=s, out_zp=pm.zero_point[0], dtype=pm.dtype)
-    if product != out:
-        m, s = (int(v) for v in nx.requantize_multipliers(pm, po, 0))
-        b.declare_q(out)
-        b.emit("requantize", [product], out, op.source, in_zp=pm.zero_point[0],
-               multiplier=m, shift=s, out_zp=po.zero_point[0], dtype=po.dtype)
+    b.narrowed(product, out, op.source)
 
 
 def _lower_dense(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
@@ -540,7 +640,10 @@ def _lower_dense(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
     add, bias_name = plan.bias_of.get(op.output, (None, None))
     out = add.output if add is not None else op.output
     xq = b.operand(x)
-    px, po = b.tensors[xq].quant, b.params[out]
+    width = b.kernel_width(out, [xq])
+    xq = b.widened(xq, width, op.source)
+    target = b.computed_at(out, width)
+    px, po = b.tensors[xq].quant, b.tensors[target].quant
     weights = g.constants[w]
     pw = g.tensors[w].quant or nx.params_for_tensor(weights, 8, symmetric=True, axis=1)
     if any(z != 0 for z in pw.zero_point) or pw.axis not in (None, 1) or pw.dtype != "int8":
@@ -560,16 +663,19 @@ def _lower_dense(b: _IntBuilder, g: Graph, plan: _Plan, op: Op) -> None:
     spikes = x in b.spikes and px.zero_point[0] == 0  # 0/1 values: |x - zp| <= 1
     check_accumulator(px.dtype, weights.shape[0], bias_q, shift, op.source or out,
                       x_span=1 if spikes else None)
-    b.declare_q(out)
-    b.emit("fully_connected", [xq, wq, bq], out, op.source, x_zp=px.zero_point[0],
+    b.emit("fully_connected", [xq, wq, bq], target, op.source, x_zp=px.zero_point[0],
            multiplier=tuple(int(m) for m in mult), shift=tuple(int(s) for s in shift),
            out_zp=po.zero_point[0], dtype=po.dtype)
+    b.narrowed(target, out, op.source)
 
 
 def _lower_reduce_sum(b: _IntBuilder, g: Graph, op: Op) -> None:
     """sum over axes = transpose them last, flatten, multiply by a ones vector."""
     x = op.inputs[0]
     xq = b.operand(x)
+    width = b.kernel_width(op.output, [xq])
+    xq = b.widened(xq, width, op.source)
+    target = b.computed_at(op.output, width)
     shape = g.tensors[x].shape
     axes = sorted(a % len(shape) for a in op.attrs["axes"])
     keep = [i for i in range(len(shape)) if i not in axes]
@@ -582,7 +688,7 @@ def _lower_reduce_sum(b: _IntBuilder, g: Graph, op: Op) -> None:
     rows = tuple(shape[i] for i in keep)
     flat = b.emit("reshape", [name], f"{op.output}_flat", op.source, shape=rows + (k,))
     b.tensors[flat] = Tensor(flat, rows + (k,), b.tensors[xq].dtype, b.tensors[xq].quant)
-    px, po = b.tensors[xq].quant, b.params[op.output]
+    px, po = b.tensors[xq].quant, b.tensors[target].quant
     p_ones = QuantParams((1.0,), (0,), bits=8, axis=1)
     ones = b.const(f"{op.output}_ones", np.ones((k, 1), np.int8), p_ones)
     bias_scale, (m,), (s,) = nx.dense_multipliers(px, p_ones, po)
@@ -594,13 +700,15 @@ def _lower_reduce_sum(b: _IntBuilder, g: Graph, op: Op) -> None:
     b.tensors[summed] = Tensor(summed, rows + (1,), po.dtype, po)
     b.emit("fully_connected", [flat, ones, zero], summed, op.source, x_zp=px.zero_point[0],
            multiplier=(m,), shift=(s,), out_zp=po.zero_point[0], dtype=po.dtype)
-    b.declare_q(op.output)
-    b.emit("reshape", [summed], op.output, op.source, shape=rows)
+    b.emit("reshape", [summed], target, op.source, shape=rows)
+    b.narrowed(target, op.output, op.source)
 
 
 def quantize(g: Graph, ranges: dict[str, TensorRange],
              opts: QuantOptions = DEFAULT_OPTIONS) -> Graph:
     """Integer IR for float graph `g` (from `prepare`) given calibrated `ranges`."""
+    if opts.activations == "auto":
+        raise ValueError("precision auto: choose the widths first (compiler/precision)")
     plan = _plan(g)
     params = choose_params(g, plan, ranges, opts)
     presets, members, spikes = _presets(g), _members(g, plan), _spikes(g)
@@ -614,9 +722,17 @@ def quantize(g: Graph, ranges: dict[str, TensorRange],
     initial = {n: nx.quantize(v, params[n]) for n, v in g.initial_state.items()}
     q = Graph(g.name, b.tensors, list(g.inputs), list(g.outputs), dict(g.roles),
               list(g.state_pairs), b.constants, b.ops, initial,
-              {**g.metadata, "quantized": True, "activations": opts.activations,
+              {**g.metadata, "quantized": True, "activations": _activations(params, opts),
                "quantization_sources": quantization_sources(g, params, qat, spikes)})
     return verify(q)
+
+
+def _activations(params: dict[str, QuantParams], opts: QuantOptions) -> str:
+    """"int8", "int16", or "mixed" where groups differ."""
+    if not opts.widths:
+        return opts.activations
+    dtypes = {p.dtype for p in params.values()}
+    return dtypes.pop() if len(dtypes) == 1 else "mixed"
 
 
 QWIX_PREFIX = "qwix_w"

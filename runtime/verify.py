@@ -182,6 +182,8 @@ def verify_artifact(art_dir: str | Path, *, data: str | Path | dict[str, np.ndar
             report["device"]["instructions"] = session.count_instructions(xq, dtq)
     report["data"] = source
     report["reference"] = "float IR traced from the model, run in JAX"
+    if precision := g.metadata.get("precision"):
+        report["precision"] = precision
     if sources := g.metadata.get("quantization_sources"):
         report["quantization_sources"] = sources
         if sources.get("qwix"):

@@ -137,7 +137,8 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{e.get('macs_per_step', '–')} |")
         lines.append("")
     lines += ["![traces](trace.png)", "![error growth](error_growth.png)",
-              "![accuracy](accuracy.png)", "![latency](latency.png)", ""]
+              "![accuracy](accuracy.png)", "![latency](latency.png)",
+              "![accuracy against Cortex-M4 flash](precision.png)", ""]
     return "\n".join(lines)
 
 
@@ -225,7 +226,32 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
         ax.tick_params(labelsize=6)
         ax.set_title(f"{m['model']}: µs/step (dashed: MAC bound)", fontsize=7)
     files.append(_save(fig, out / "latency.png"))
+
+    fig, axes = plt.subplots(1, len(trained), figsize=(3.4 * len(trained), 3.0), squeeze=False)
+    for ax, m in zip(axes[0], trained, strict=True):
+        for path, flash, acc in precision_points(m):
+            ax.scatter([flash / 1024], [100 * acc], label=path, s=14)
+        if (fl := m["runtimes"].get(BASELINE, {}).get("accuracy_float")) is not None:
+            ax.axhline(100 * fl, color="k", ls="--", lw=1, label="float")
+        ax.set_xscale("log")
+        ax.tick_params(labelsize=6)
+        ax.set_xlabel("Cortex-M4 flash, KB", fontsize=7)
+        ax.set_title(f"{m['model']}: test accuracy %", fontsize=7)
+    if trained:
+        axes[0, 0].legend(fontsize=5)
+    files.append(_save(fig, out / "precision.png"))
     return files
+
+
+def precision_points(m: dict[str, Any]) -> list[tuple[str, int, float]]:
+    """(path, Cortex-M4 flash bytes, test accuracy) of the c paths at int8, 16x8, auto."""
+    points = []
+    for path in ("c", "c 16x8", "c auto"):
+        flash = (m["targets"].get(path, {}).get("cortex_m") or {}).get("flash_bytes")
+        acc = m["runtimes"].get(path, {}).get("accuracy")
+        if flash and acc is not None:
+            points.append((path, int(flash), float(acc)))
+    return points
 
 
 def _save(fig: Any, path: Path, dpi: int = 80) -> Path:

@@ -42,14 +42,17 @@ class Config:
 
 
 SIXTEEN = ("tflite-int8", "c")  # targets also benched with int16 activations (16x8)
+AUTO = ("c",)  # targets also benched at --precision auto (per-tensor widths)
 
 
 def variants() -> list[tuple[str, str, str]]:
-    """(path name, target, activations): every target at int8, then the 16x8 ones."""
+    """(path name, target, activations): every target at int8, then the 16x8 ones, then
+    the `auto` ones (int8 and int16 groups side by side)."""
     from ncc.targets.registry import TARGETS
 
     return ([(t, t, "int8") for t in TARGETS]
-            + [(f"{t} 16x8", t, "int16") for t in SIXTEEN])
+            + [(f"{t} 16x8", t, "int16") for t in SIXTEEN]
+            + [(f"{t} auto", t, "auto") for t in AUTO])
 
 
 QUICK = Config(long_steps=2000, timing_calls=1000, zoo=False)

@@ -67,7 +67,7 @@ EXAMPLES = {
     "compile": """examples:
   ncc compile model.ckpt --target tflite-int8 --calibration calib.npz -o out_tflite/
   ncc compile model.ckpt --target c --calibration calib.npz -o out_c/
-  ncc compile model.keras --target onnx-int8 --calibration calib.npz --activations int16 -o out/
+  ncc compile model.keras --target onnx-int8 --calibration calib.npz --precision int16 -o out/
   ncc compile model.keras --target onnx-float --sequence-length 100 -o out_scan/
   ncc compile ncc.models.zoo:cfc --target onnx-float -o out/ --json
   ncc compile model.ckpt -t tflite-int8 --calibration calib.npz --min-sqnr 25 --strict -o out/

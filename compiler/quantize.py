@@ -59,7 +59,7 @@ from ncc.compiler.int_safety import (
 from ncc.compiler.interpret import evaluate
 from ncc.compiler.ir import COMPARISONS, Graph, IRError, Op, QuantParams, Tensor, infer, verify
 from ncc.compiler.neurons import fit_requantize
-from ncc.compiler.passes import canonicalize
+from ncc.compiler.passes import canonicalize, eliminate_dead
 
 SHARE = ("concat", "reshape", "broadcast", "slice", "transpose", "gather", "identity", "max",
          "min")
@@ -376,6 +376,8 @@ class _IntBuilder:
         t = self.tensors[name]
         if t.dtype == dtype or t.dtype not in ACTIVATIONS or name in self.qat:
             return name
+        # a tensor `computed_at` int16 and narrowed already has its int16 original under
+        # this name: int16 consumers read that, skipping the round trip through int8
         twin = f"{name}_int16"
         if twin not in self.tensors:
             p = t.quant
@@ -724,7 +726,8 @@ def quantize(g: Graph, ranges: dict[str, TensorRange],
               list(g.state_pairs), b.constants, b.ops, initial,
               {**g.metadata, "quantized": True, "activations": _activations(params, opts),
                "quantization_sources": quantization_sources(g, params, qat, spikes)})
-    return verify(q)
+    # mixed widths: an int8 tensor whose every consumer reads its int16 original is dead
+    return verify(eliminate_dead(q) if opts.widths else q)
 
 
 def _activations(params: dict[str, QuantParams], opts: QuantOptions) -> str:

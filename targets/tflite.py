@@ -356,9 +356,10 @@ def _requantize(m: _Model, g: Graph, op: Op) -> None:
     want = {**tflite_params("QUANTIZE", [px], po), "in_zp": px.zero_point[0],
             "out_zp": po.zero_point[0]}
     a = op.attrs
-    if (a["multiplier"], a["shift"]) == IDENTITY_MULTIPLIER and a["in_zp"] == a["out_zp"] == 0:
-        # the integers unchanged between two grids (a decay folded into the scales):
-        # RESHAPE copies the integers, whatever the tensors' scales
+    if ((a["multiplier"], a["shift"]) == IDENTITY_MULTIPLIER and a["in_zp"] == a["out_zp"] == 0
+            and g.tensors[x].dtype == g.tensors[op.output].dtype):
+        # the integers unchanged between two grids of one width (a decay folded into the
+        # scales): RESHAPE copies the integers, whatever the tensors' scales
         shape = list(g.tensors[op.output].shape)
         m.emit("RESHAPE", [x, m.const(op, "shape", shape)], [op.output], newShape=shape)
         return

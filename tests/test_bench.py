@@ -11,7 +11,7 @@ def test_bench_smoke_writes_report_and_holds_exactness(tmp_path):
     readme.write_text("# x\n\n<!-- bench:start -->\nSTALE-TABLE\n<!-- bench:end -->\n\ntail\n")
     assert main(["bench", "--smoke", "-o", str(out), "--readme", str(readme), "--json"]) == 0
     for name in ("results.json", "report.md", "trace.png", "error_growth.png", "accuracy.png",
-                 "latency.png"):
+                 "latency.png", "precision.png"):
         assert (out / name).stat().st_size > 0, name
     results = json.loads((out / "results.json").read_text())
     models = {m["model"]: m for m in results["models"]}
@@ -28,7 +28,8 @@ def test_bench_smoke_writes_report_and_holds_exactness(tmp_path):
             assert m["targets"][target]["artifact_bytes"] > 0, target
             if target != "onnx-float":
                 assert m["targets"][target]["test_sqnr_db"] > 10, target
-        for label in ("tflite-int8 16x8 (litert)", "tflite-int8 16x8 (tflm)", "c 16x8"):
+        for label in ("tflite-int8 16x8 (litert)", "tflite-int8 16x8 (tflm)", "c 16x8",
+                      "c auto"):
             assert runtimes[label]["identical"] == 1.0, (m["model"], label)
         assert runtimes["c 16x8 (loop inside C)"]["step_us"] > 0
         m4 = m["cortex_m4"]  # the int8 c artifact under QEMU -icount (CI has the ARM tools)
@@ -39,6 +40,10 @@ def test_bench_smoke_writes_report_and_holds_exactness(tmp_path):
         assert m["targets"]["onnx-int8"]["weight_bytes"] < m["float_weight_bytes"]
     cfc = models["cfc16 (bundled)"]["targets"]  # 16x8: about 12 dB over int8 measured
     assert cfc["tflite-int8 16x8"]["test_sqnr_db"] > cfc["tflite-int8"]["test_sqnr_db"] + 6
+    # auto: near 16x8's SQNR for less flash than 16x8 (Cortex-M4 build of each c artifact)
+    assert cfc["c auto"]["test_sqnr_db"] > cfc["c"]["test_sqnr_db"] + 6
+    flash = {t: cfc[t]["cortex_m"]["flash_bytes"] for t in ("c", "c auto", "c 16x8")}
+    assert flash["c"] < flash["c auto"] < flash["c 16x8"]
     nir = models["lif64 (bundled)"]["runtimes"]["nir"]
     assert "error" not in nir and nir["step_us"] > 0 and nir["max_abs_error"] <= 1e-4
     spikes = models["lif64 (bundled)"]["spike_agreement"]

@@ -195,7 +195,8 @@ def _tensor(manifest: dict, role: str) -> dict:
     (lambda m: _tensor(m, "input")["quantization"]["zero_point"].__setitem__(0, 3),
      "zero_point"),
     (lambda m: _tensor(m, "output").__setitem__("shape", [1, 5]), "shape"),
-    (lambda m: _tensor(m, "state_in").__setitem__("dtype", "int16"), "dtype"),
+    (lambda m: _tensor(m, "state_in").__setitem__(
+        "dtype", {"int8": "int16"}.get(_tensor(m, "state_in")["dtype"], "int8")), "dtype"),
     (lambda m: m["state"][0].__setitem__("state_out", m["state"][0]["state_in"]), "state_out"),
     (lambda m: m.__setitem__("io_sha256", "0" * 64), "io_sha256"),
 ], ids=["input-scale", "output-scale", "zero-point", "shape", "dtype", "state-pairing",

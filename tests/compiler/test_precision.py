@@ -51,32 +51,47 @@ def long_sequence(digits):
     return {"x": x.reshape(1, -1, x.shape[-1])[:, :2000]}
 
 
+TARGETS = ("onnx-int8", "tflite-int8", "c", "fixed-point")
+
+
 @pytest.fixture(scope="module")
 def mixed_artifacts(tmp_path_factory, digits, half_int16):
+    """The CfC with every other group int16; the LIF as `auto` chooses (its int8 spikes
+    widened to int16 0/1 for the readout's 16x8 dense layer)."""
     root = tmp_path_factory.mktemp("mixed")
-    return {t: compile_model(CFC, t, root / t, calibration={"x": digits["train"]["x"]},
-                             options=half_int16, verify_steps=0)
-            for t in ("onnx-int8", "tflite-int8", "c", "fixed-point")}
+    calibration = {"x": digits["train"]["x"]}
+    built = {}
+    for model, options in (("cfc", half_int16), ("lif", QuantOptions(activations="auto"))):
+        for t in TARGETS:
+            built[model, t] = compile_model(bundled_dir() / f"{model}_digits.ckpt", t,
+                                            root / f"{model}.{t}", calibration=calibration,
+                                            options=options, verify_steps=0)
+    return built
 
 
-def test_mixed_graph_converts_between_widths(mixed_artifacts):
-    g = mixed_artifacts["c"].graph
+@pytest.mark.parametrize("model", ["cfc", "lif"])
+def test_mixed_graph_converts_between_widths(mixed_artifacts, model):
+    g = mixed_artifacts[model, "c"].graph
     dtypes = {t.dtype for n, t in g.tensors.items() if n not in g.constants and t.quant}
     assert {"int8", "int16"} <= dtypes
     assert g.metadata["activations"] == "mixed"
     conversions = {(g.tensors[op.inputs[0]].dtype, op.attrs["dtype"]) for op in g.ops
                    if op.kind == "requantize"}
-    assert ("int8", "int16") in conversions and ("int16", "int8") in conversions
-    widths = mixed_artifacts["c"].manifest["widths"]
+    assert ("int8", "int16") in conversions
+    assert all(u in g.outputs or any(u in op.inputs for op in g.ops)
+               for u in (op.output for op in g.ops))  # no dead conversion left
+    widths = mixed_artifacts[model, "c"].manifest["widths"]
     assert widths["activations"] == "mixed" and widths["int16"] > 0 and widths["int8"] > 0
 
 
+@pytest.mark.parametrize("model", ["cfc", "lif"])
 @pytest.mark.parametrize("target,runtime", [("onnx-int8", None), ("tflite-int8", "litert"),
                                             ("tflite-int8", "tflm"), ("c", None),
                                             ("fixed-point", None)])
-def test_mixed_widths_are_golden_on_every_target_over_2000_steps(mixed_artifacts, target,
-                                                                runtime, long_sequence):
-    report = verify_artifact(mixed_artifacts[target].out_dir, data=long_sequence,
+def test_mixed_widths_are_golden_on_every_target_over_2000_steps(mixed_artifacts, model,
+                                                                target, runtime,
+                                                                long_sequence):
+    report = verify_artifact(mixed_artifacts[model, target].out_dir, data=long_sequence,
                              runtime=runtime)
     assert report["steps"] == 2000
     assert report["exactness"]["passed"], report["golden"]
@@ -84,11 +99,12 @@ def test_mixed_widths_are_golden_on_every_target_over_2000_steps(mixed_artifacts
     assert len(report["golden"]) >= 2  # the output and the state
 
 
-def test_mixed_widths_on_the_cortex_m4(mixed_artifacts, digits):
+@pytest.mark.parametrize("model", ["cfc", "lif"])
+def test_mixed_widths_on_the_cortex_m4(mixed_artifacts, digits, model):
     missing = [t for t in ("arm-none-eabi-gcc", "qemu-system-arm") if shutil.which(t) is None]
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed (CI installs it: .ci/run)")
-    report = verify_artifact(mixed_artifacts["c"].out_dir,
+    report = verify_artifact(mixed_artifacts[model, "c"].out_dir,
                              data={k: v[:32] for k, v in digits["test"].items()},
                              runtime="cortex-m4")
     assert report["exactness"]["passed"]

@@ -141,7 +141,7 @@ class LRUClassifier(nnx.Module):
         """xs (B, T, 1) -> logits (B, 10) of the last step: a `lax.scan` over the steps (an
         unrolled loop while calibrating, so the observers may update)."""
         h = self.initial_state(xs.shape[0])
-        if any(getattr(m, "mode", None) == "calibrate" for _, m in self.iter_modules()):
+        if any(getattr(m, "mode", None) == "calibrate" for _, m in nnx.iter_modules(self)):
             for t in range(xs.shape[1]):
                 out, h = self(xs[:, t], h)
             return out

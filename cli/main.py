@@ -84,7 +84,7 @@ EXAMPLES = {
   ncc verify out/ --sequences 4 --steps 2000 --min-sqnr 25 --strict
 """,
     "demo": """examples:
-  ncc demo                     compile and verify the bundled CfC and LIF models
+  ncc demo                     compile and verify the bundled CfC, LIF and LRU models
   ncc demo -o /tmp/demo --json
 """,
     "bench": """examples:
@@ -215,8 +215,8 @@ def _parser() -> argparse.ArgumentParser:
     _fidelity_options(v, labels=True)
     v.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
 
-    d = _sub(sub, "demo", "compile the bundled CfC and LIF models to every target and "
-             "verify each in its real runtime")
+    d = _sub(sub, "demo", "compile the bundled CfC and LIF models to every target (and "
+             "the LRU to c and tflite-int8 at 16x8) and verify each in its real runtime")
     d.add_argument("-o", "--output", default="ncc-demo", help="folder for the artifacts "
                    "(default ncc-demo)")
     d.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")

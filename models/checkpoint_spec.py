@@ -101,6 +101,9 @@ NNX_CLASSES: dict[str, dict[str, str] | None] = {
         "use_skip": "bool", "quantization": "dict|None"},
     "ncc.models.examples.qat_cfc_digits:CfCClassifier": {
         "units": "int", "backbone": "int", "quantization": "dict|None"},
+    "ncc.models.examples.lru_digits:LRUClassifier": {
+        "d_model": "int", "d_state": "int", "r_min": "float", "r_max": "float",
+        "quantization": "dict|None"},
 }
 
 #: Keras classes outside Keras a spec may name: "module:class_name" -> registered name.

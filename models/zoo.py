@@ -60,3 +60,12 @@ def lif(hidden: int = 32) -> Any:
         nnx.Linear(hidden, CLASSES, rngs=nnx.Rngs(2)),
         spyx.nn.LI((CLASSES,), beta=0.9, rngs=nnx.Rngs(3)),
     )
+
+
+def lru() -> Any:
+    """The bundled LRU digits classifier (`bundled/lru_digits.ckpt`, trained by
+    `models/examples/lru_digits.py`, QAT'd at 16x8 and frozen): one pixel a step,
+    (T, 1) -> (T, 10) logits; compile it with `--activations int16`."""
+    from ncc.models.checkpoint import load_checkpoint
+
+    return load_checkpoint(bundled_dir() / "lru_digits.ckpt")

@@ -147,11 +147,14 @@ def test_demo_runs_and_every_row_passes(tmp_path, capsys):
 
     assert main(["demo", "-o", str(tmp_path / "demo"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["results"]
-    assert {r["model"] for r in rows} == {"cfc", "lif"}
+    assert {r["model"] for r in rows} == {"cfc", "lif", "lru"}
     assert {r["target"] for r in rows} == set(TARGETS)
     sixteen = [r for r in rows if r["activations"] == "int16"]  # the 16x8 mode, shown too
-    assert {(r["model"], r["target"]) for r in sixteen} == {("cfc", "tflite-int8"),
-                                                            ("lif", "tflite-int8")}
+    assert {(r["model"], r["target"]) for r in sixteen} == {
+        ("cfc", "tflite-int8"), ("lif", "tflite-int8"),
+        ("lru", "c"), ("lru", "tflite-int8")}  # the SSM rows: its own 16x8 grids (QAT)
+    assert {r["runtime"] for r in rows if r["model"] == "lru" and r["target"] == "c"} == \
+        {"host", "cortex-m4"}
     for r in rows:
         assert r["passed"] and r["exact"] and r["faithful"], r
         # the bundled models are trained: the artifacts must classify digits as well
@@ -164,7 +167,8 @@ def test_demo_runs_and_every_row_passes(tmp_path, capsys):
         else:
             assert r["max_abs_error"] <= 1e-4
         report = json.loads((Path(r["artifact"]) / "report.json").read_text())
-        assert report["passed"] and report["steps"] == 8 and report["sequences"] == 360
+        steps = 64 if r["model"] == "lru" else 8  # the LRU reads pixel by pixel
+        assert report["passed"] and report["steps"] == steps and report["sequences"] == 360
 
 
 def test_demo_without_a_c_compiler_writes_the_c_artifact_and_says_why_not_run(
@@ -175,6 +179,7 @@ def test_demo_without_a_c_compiler_writes_the_c_artifact_and_says_why_not_run(
 
     monkeypatch.setattr(demo, "TARGETS", {"c": demo.TARGETS["c"]})
     monkeypatch.setattr(demo, "MODELS", {"cfc": demo.MODELS["cfc"]})
+    monkeypatch.setattr(demo, "SSM", {})
     monkeypatch.setattr(cbuild.shutil, "which", lambda name: None)
     assert main(["demo", "-o", str(tmp_path / "demo"), "--json"]) == 0
     host, device = json.loads(capsys.readouterr().out)["results"]

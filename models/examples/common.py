@@ -1,4 +1,4 @@
-"""What the QAT examples share: the digits data and one command line.
+"""What the QAT examples share: the digits data, one command line, and the `ncc` runner.
 
 Both examples train float with BPTT, switch on fake-quant, fine-tune and save an ncc
 checkpoint that `ncc compile <ckpt> --target onnx-int8` compiles.
@@ -7,7 +7,11 @@ checkpoint that `ncc compile <ckpt> --target onnx-int8` compiles.
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,3 +42,18 @@ def run_cli(main: Callable[..., dict[str, Any]], description: str | None,
                     help=f"where to save the ncc checkpoint (default {checkpoint})")
     a = ap.parse_args()
     return main(a.float_steps, a.qat_steps, seed=a.seed, checkpoint=a.checkpoint)
+
+
+Runner = Callable[[list[str], Path], None]
+"""Runs one `ncc` command line (its arguments) in a folder; raises if it fails."""
+
+
+def run_ncc(args: list[str], cwd: Path) -> None:
+    """One `ncc` command, as a user types it (the example is on the training side: it
+    drives the compiler through its command line, not its internals)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), os.environ.get(
+        "PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "ncc.cli.main", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"ncc {' '.join(args)} failed:\n{done.stderr}{done.stdout}")

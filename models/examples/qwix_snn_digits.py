@@ -23,10 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +34,7 @@ import spyx.nn
 from flax import nnx
 
 from ncc.models.checkpoint import load_checkpoint, save_checkpoint
+from ncc.models.examples.common import Runner, run_ncc
 from ncc.models.examples.qat_snn_digits import rate_encode
 from ncc.models.zoo import bundled_dir
 
@@ -99,21 +96,6 @@ def accuracy(model: nnx.Module, s: np.ndarray, y: np.ndarray) -> float:
     """Test accuracy of the last step's readout over spikes s (T, N, 64)."""
     scores = nnx.jit(_scores)(model, s)
     return float(np.mean(np.argmax(np.asarray(scores), -1) == y))
-
-
-Runner = Callable[[list[str], Path], None]
-"""Runs one `ncc` command line (its arguments) in a folder; raises if it fails."""
-
-
-def run_ncc(args: list[str], cwd: Path) -> None:
-    """One `ncc` command, as a user types it (the example is on the training side: it
-    drives the compiler through its command line, not its internals)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), os.environ.get(
-        "PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-m", "ncc.cli.main", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
-    if done.returncode != 0:
-        raise RuntimeError(f"ncc {' '.join(args)} failed:\n{done.stderr}{done.stdout}")
 
 
 def main(float_steps: int = 600, qat_steps: int = 200, hidden: int = 64, steps: int = 16,

@@ -78,10 +78,12 @@ class FakeQuant(nnx.Module):
                 "power_of_two": self.power_of_two, "enabled": self.enabled}
 
     @classmethod
-    def for_part(cls, config: QuantConfig, part: str, bits: int) -> FakeQuant:
-        return cls(bits, observer=config.observer, momentum=config.momentum,
-                   percentile=config.percentile, power_of_two=config.power_of_two,
-                   enabled=config.quantizes(part))
+    def for_part(cls, config: QuantConfig, part: str, bits: int, *,
+                 symmetric: bool = False) -> FakeQuant:
+        """The point of `part` at `bits` as `config` says (enabled unless kept float)."""
+        return cls(bits, symmetric=symmetric, observer=config.observer,
+                   momentum=config.momentum, percentile=config.percentile,
+                   power_of_two=config.power_of_two, enabled=config.quantizes(part))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.mode == "calibrate":

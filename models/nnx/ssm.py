@@ -20,7 +20,10 @@ int8 fully-connected kernels (`fake_quant_dense`), x and the state on one grid.
 
 With a QuantConfig: `set_mode(layer, "calibrate")`, run data, `freeze(layer,
 weights=True)` (`ncc.models.nnx.fake_quant`). W_h and W_y are quantized as wholes,
-symmetric per output channel.
+symmetric per output channel; W_h's per-channel scales are chosen so that its grid
+holds the eigenvalues nearly exactly (`eigenvalue_peaks`). With
+`QuantConfig(activation_bits=16, state_bits=16)` the state and output are int16
+(symmetric) and W_h, W_y int8: TFLite's 16x8 kernels.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from ncc.models.quantization import (
     symmetric_params,
 )
 
-__all__ = ["LRU", "WeightGrid", "run_lru"]
+__all__ = ["LRU", "WeightGrid", "eigenvalue_peaks", "run_lru"]
 
 
 def _init_eigenvalues(key: jax.Array, d_state: int, r_min: float,
@@ -68,6 +71,36 @@ def _diag(v: jax.Array) -> jax.Array:
     """diag(v) (n, n) as a constant eye times v (`jnp.diag` and `jnp.eye` trace to `pad`
     and `iota`, which ncc's tracer has no op for)."""
     return np.eye(v.shape[0], dtype=np.float32) * v
+
+
+def eigenvalue_peaks(w_h: np.ndarray, lam_re: np.ndarray, lam_im: np.ndarray,
+                     bits: int = 8) -> np.ndarray:
+    """Per-column absmax (2 d_state,) for W_h's symmetric grid that holds the eigenvalues.
+
+    Column j (h'_re[j]) and column d_state + j (h'_im[j]) both hold |Re lam_j| and
+    |Im lam_j| and their B entries. With scale s = absmax / qmax, the plain absmax grid
+    rounds each eigenvalue part by up to s / 2 (1 / 254 of |lam|: steps of the decay
+    rate and the phase that 64 steps of recurrence amplify). Any s at least
+    max |column| / qmax is a valid grid; this picks, per pair, the s in that range that
+    puts both parts nearest to integer multiples of s (candidates |Re lam| / k and
+    |Im lam| / k, k = 1 .. qmax: one part exact, the other within a fraction of s; the
+    B entries keep at most 8 bits). The deployed arithmetic is unchanged: the int8
+    fully-connected kernel, per-channel scales.
+    """
+    qmax = int_range(bits, True)[1]
+    d_state = lam_re.shape[0]
+    col = np.abs(np.asarray(w_h, np.float64)).max(axis=0)
+    floor = np.maximum(col[:d_state], col[d_state:]) / qmax  # (S,): one s for both columns
+    parts = np.abs(np.stack([lam_re, lam_im], 1).astype(np.float64))  # (S, 2)
+    k = np.arange(1, qmax + 1, dtype=np.float64)
+    cand = np.concatenate([parts[:, :1] / k, parts[:, 1:] / k, floor[:, None]], 1)  # (S, C)
+    cand = np.where(cand >= floor[:, None] * (1 - 1e-12), cand, np.inf)
+    safe = np.where(np.isfinite(cand) & (cand > 0), cand, 1.0)
+    err = sum((v[:, None] - safe * np.round(v[:, None] / safe)) ** 2 for v in parts.T)
+    err = np.where(np.isfinite(cand) & (cand > 0), err, np.inf)
+    best = cand[np.arange(d_state), np.argmin(err + 1e-18 * safe, axis=1)]
+    best = np.where(np.isfinite(best), best, floor)
+    return np.concatenate([best, best]) * qmax
 
 
 class LRU(nnx.Module):
@@ -107,8 +140,11 @@ class LRU(nnx.Module):
         on, cfg = quantization is not None, quantization or QuantConfig()
         self.config, self.quantized = cfg, on
         self.weights_on = on and cfg.quantizes("weights")
-        self.q_state = FakeQuant.for_part(cfg, "state", cfg.state_bits)  # x, h and h'
-        self.q_y = FakeQuant.for_part(cfg, "activations", cfg.activation_bits)
+        # x, h and h' on one grid, y on another; int16 grids symmetric (TFLite's 16x8 mode)
+        self.q_state = FakeQuant.for_part(cfg, "state", cfg.state_bits,
+                                          symmetric=cfg.state_bits == 16)
+        self.q_y = FakeQuant.for_part(cfg, "activations", cfg.activation_bits,
+                                      symmetric=cfg.activation_bits == 16)
         for point in (self.q_state, self.q_y):
             point.enabled = on and point.enabled
         self.w_h, self.w_y = WeightGrid(), WeightGrid()  # static grids (freeze_weights)
@@ -179,8 +215,13 @@ class LRU(nnx.Module):
         bits, frozen = self.config.weight_bits, {}
         for name, w in (("w_h", self.recurrence_kernel()), ("w_y", self.output_kernel())):
             peak = np.abs(np.asarray(w))
-            params = symmetric_params(peak.max(axis=0), bits, axis=1) if \
-                self.config.per_channel else symmetric_params(peak.max(), bits)
+            if name == "w_h" and self.config.per_channel:  # eigenvalues held (nearly) exactly
+                lam_re, lam_im = (np.asarray(v) for v in self.eigenvalues())
+                params = symmetric_params(eigenvalue_peaks(peak, lam_re, lam_im, bits),
+                                          bits, axis=1)
+            else:
+                params = symmetric_params(peak.max(axis=0), bits, axis=1) if \
+                    self.config.per_channel else symmetric_params(peak.max(), bits)
             grid = getattr(self, name)
             grid.params, grid.mode = params, "quant"
             frozen[name] = params
@@ -188,10 +229,11 @@ class LRU(nnx.Module):
 
     def exact(self) -> bool:
         """True when the forward is the deployed integer arithmetic, bit for bit: both
-        points and both weights frozen and in "quant" mode, int8 grids."""
+        points and both weights frozen and in "quant" mode, int8 grids (or int16: the
+        16x8 kernels, `--activations int16`)."""
         return (self._weights_quantized() and self.w_h.params is not None
                 and self.w_y.params is not None and all(
-                    p.enabled and p.mode == "quant" and p.params is not None and p.bits == 8
+                    p.enabled and p.mode == "quant" and p.params is not None and p.bits in (8, 16)
                     for p in (self.q_state, self.q_y)))
 
     # --- the step ---------------------------------------------------------------------------

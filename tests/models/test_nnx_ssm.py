@@ -144,3 +144,26 @@ def test_qat_checkpoint_round_trips_with_its_grids(qat_layer, tmp_path):
     assert again.w_h.params == qat_layer.w_h.params and again.q_y.params == qat_layer.q_y.params
     xs = _inputs(50, 1, 2)
     np.testing.assert_array_equal(_scan(again, xs)[0], _scan(qat_layer, xs)[0])
+
+
+def test_recurrence_grid_holds_the_eigenvalues():
+    """W_h's frozen per-channel grid (`eigenvalue_peaks`) is a valid int8 grid (no entry
+    beyond +-127) that rounds the eigenvalues far less (rms) than the plain absmax grid."""
+    from ncc.models.nnx.ssm import eigenvalue_peaks
+    from ncc.models.quantization import symmetric_params
+
+    layer = LRU(16, 48, r_min=0.9, r_max=0.999, rngs=nnx.Rngs(4))
+    w = np.asarray(layer.recurrence_kernel())
+    lam_re, lam_im = (np.asarray(v) for v in layer.eigenvalues())
+    rows = slice(16, 16 + 48)
+
+    def lam_error(params) -> float:
+        assert np.abs(w / np.asarray(params.scale)).max() <= 127 + 1e-3  # nothing saturates
+        wq = nx.dequantize(nx.quantize(w, params), params)
+        d_re, d_im = np.diag(wq[rows, :48]) - lam_re, np.diag(wq[rows, 48:]) - lam_im
+        return float(np.sqrt(np.mean(d_re**2 + d_im**2)))  # rms |lam_q - lam|
+
+    plain = lam_error(symmetric_params(np.abs(w).max(axis=0), 8, axis=1))
+    held = lam_error(symmetric_params(eigenvalue_peaks(np.abs(w), lam_re, lam_im), 8, axis=1))
+    assert plain > 1e-3  # steps of 1/127 of |lam| near 1: what the plain grid loses
+    assert held < plain / 3

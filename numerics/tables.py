@@ -38,8 +38,9 @@ def lecun_tanh(x: np.ndarray) -> np.ndarray:
     return LECUN_TANH_AMPLITUDE * np.tanh(LECUN_TANH_GAIN * x)
 
 
-RSQRT_FLOOR = 1e-30
-"""rsqrt(x) = 1 / sqrt(max(x, RSQRT_FLOOR)): finite (then saturated) at x <= 0."""
+RSQRT_FLOOR = 1e-20
+"""rsqrt(x) = 1 / sqrt(max(x, RSQRT_FLOOR)): finite (then saturated) at x <= 0, and its
+float32 slope there (-x^-1.5 / 2, 5e29) finite, so a straight-through gradient is too."""
 
 
 def cospi(x: np.ndarray) -> np.ndarray:

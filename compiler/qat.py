@@ -128,6 +128,12 @@ def _table(b: GraphBuilder, x: str, fn: str, p_in: QuantParams,
         y = b.emit("mul", [y, b.constant(np.float32(nx.LECUN_TANH_AMPLITUDE))], table=fn)
     elif fn in ("sigmoid", "tanh", "exp"):
         y = b.emit(fn, [y], table=fn)
+    elif fn in ("cospi", "sinpi"):  # a phasor encoding: cos / sin of pi x
+        y = b.emit("mul", [y, b.constant(np.float32(np.pi))], table=fn)
+        y = b.emit(fn[:3], [y], table=fn)
+    elif fn == "rsqrt":  # a phasor's 1 / |z| from |z|^2
+        y = b.emit("sqrt", [y], table=fn)
+        y = b.emit("pow", [y, b.constant(np.float32(-1.0))], table=fn)
     else:
         raise TraceError(f"fake_quant_table at {b.source}: no IR form for table {fn!r}")
     return _activation(b, y, p_out)

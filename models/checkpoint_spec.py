@@ -99,6 +99,13 @@ NNX_CLASSES: dict[str, dict[str, str] | None] = {
     "ncc.models.nnx.ssm:LRU": {
         "d_model": "int", "d_state": "int", "r_min": "float", "r_max": "float",
         "use_skip": "bool", "quantization": "dict|None"},
+    "ncc.models.nnx.phasor:PhasorMLP": {
+        "in_features": "int", "hidden_features": "int", "out_features": "int",
+        "depth": "int", "quantization": "dict|None"},
+    "ncc.models.nnx.phasor:ResonateFire": {
+        "hidden_shape": "shape", "lambda_init": "float|None", "omega_init": "float|None",
+        "threshold": "float", "dt": "float", "surrogate_k": "float",
+        "quantization": "dict|None"},
     "ncc.models.examples.qat_cfc_digits:CfCClassifier": {
         "units": "int", "backbone": "int", "quantization": "dict|None"},
     "ncc.models.examples.lru_digits:LRUClassifier": {
@@ -195,7 +202,7 @@ SIZE_KEYS = frozenset({
     "output_size", "hidden_shape", "layer_shape", "backbone", "hidden", "inter_neurons",
     "command_neurons", "motor_neurons", "sensory_fanout", "inter_fanout",
     "recurrent_command_synapses", "motor_fanin", "features", "filters", "num_heads",
-    "key_dim", "value_dim", "d_model", "d_state"})
+    "key_dim", "value_dim", "d_model", "d_state", "hidden_features", "depth"})
 #: Shapes: the last axis is a size, the others at most MAX_AXIS.
 SHAPE_KEYS = frozenset({"input_shape", "batch_shape", "build_input_shape", "shape",
                         "output_shape"})

@@ -78,6 +78,7 @@ from ncc.numerics.tables import (
     INTERP_SEGMENT_BITS,
     LECUN_TANH_AMPLITUDE,
     LECUN_TANH_GAIN,
+    RSQRT_FLOOR,
     TABLE_FUNCTIONS,
     build_interp_table,
     build_table,
@@ -99,6 +100,7 @@ from ncc.numerics.tables import (
 __all__ = [
     "INT32_MIN", "INT32_MAX", "INT32_F32_MAX", "MIN_SCALE", "SCALE_BITS_16",
     "INT_DECAY_TABLE", "LECUN_TANH_AMPLITUDE", "LECUN_TANH_GAIN", "TABLE_FUNCTIONS",
+    "RSQRT_FLOOR",
     "QuantParams", "int_range", "dtype_range", "f32_at_least", "symmetric_params",
     "asymmetric_params", "params_from_range", "params_for_tensor", "short_scale",
     "int16_activation_params", "round_half_away", "saturate", "quantize_multiplier",

@@ -38,11 +38,34 @@ def lecun_tanh(x: np.ndarray) -> np.ndarray:
     return LECUN_TANH_AMPLITUDE * np.tanh(LECUN_TANH_GAIN * x)
 
 
+RSQRT_FLOOR = 1e-20
+"""rsqrt(x) = 1 / sqrt(max(x, RSQRT_FLOOR)): finite (then saturated) at x <= 0, and its
+float32 slope there (-x^-1.5 / 2, 5e29) finite, so a straight-through gradient is too."""
+
+
+def cospi(x: np.ndarray) -> np.ndarray:
+    """cos(pi x): the real part of the phasor encoding exp(i pi x)."""
+    return np.cos(np.pi * x)
+
+
+def sinpi(x: np.ndarray) -> np.ndarray:
+    """sin(pi x): the imaginary part of the phasor encoding exp(i pi x)."""
+    return np.sin(np.pi * x)
+
+
+def rsqrt(x: np.ndarray) -> np.ndarray:
+    """1 / sqrt(x) for x > 0 (a phasor's 1 / |z| from |z|^2), floored at RSQRT_FLOOR."""
+    return 1.0 / np.sqrt(np.maximum(x, RSQRT_FLOOR))
+
+
 TABLE_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sigmoid": sigmoid,
     "tanh": np.tanh,
     "exp": np.exp,
     "lecun_tanh": lecun_tanh,
+    "cospi": cospi,
+    "sinpi": sinpi,
+    "rsqrt": rsqrt,
 }
 """Nonlinearities available as tables: name -> float64 numpy function."""
 

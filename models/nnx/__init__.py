@@ -1,5 +1,7 @@
-"""Flax NNX liquid cells, quantized spiking neurons and an LRU state-space layer."""
+"""Flax NNX liquid cells, quantized spiking neurons, an LRU state-space layer and phasor
+layers (PhasorMLP, ResonateFire)."""
 
+from ncc.models.nnx.phasor import PhasorMLP, ResonateFire, run_resonate_fire
 from ncc.models.nnx.spiking import (
     QuantCuBaLIF,
     QuantIF,
@@ -17,4 +19,4 @@ from ncc.models.nnx.ssm import LRU, run_lru
 
 __all__ = ["QuantLIF", "QuantIF", "QuantLI", "QuantCuBaLIF", "membrane_params", "decay_int",
            "lif_step_int", "if_step_int", "li_step_int", "cuba_lif_step_int", "set_quantized",
-           "LRU", "run_lru"]
+           "LRU", "run_lru", "PhasorMLP", "ResonateFire", "run_resonate_fire"]

@@ -23,6 +23,7 @@ from ncc.models.quantization.integer_jax import (
 from ncc.numerics import (
     LECUN_TANH_AMPLITUDE,
     LECUN_TANH_GAIN,
+    RSQRT_FLOOR,
     QuantParams,
     canonical_json,
     deployed_table,
@@ -51,6 +52,9 @@ JAX_TABLE_FUNCTIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
     "exp": jnp.exp,
     "lecun_tanh": _jax_lecun_tanh,
+    "cospi": lambda x: jnp.cos(jnp.pi * x),
+    "sinpi": lambda x: jnp.sin(jnp.pi * x),
+    "rsqrt": lambda x: jax.lax.rsqrt(jnp.maximum(x, RSQRT_FLOOR)),
 }
 """The float functions of `ncc.numerics.TABLE_FUNCTIONS` in JAX (a table's gradient)."""
 

@@ -12,6 +12,7 @@ from ncc.numerics import (
     INTERP_SEGMENT_BITS,
     LECUN_TANH_AMPLITUDE,
     LECUN_TANH_GAIN,
+    RSQRT_FLOOR,
     QuantParams,
     deployed_table,
     is_interpolated,
@@ -60,8 +61,7 @@ def keras_fake_quant_table(x: Any, fn: str, p_in: QuantParams, p_out: QuantParam
     values = deployed_table(fn, p_in, p_out)
     interpolated = is_interpolated(values, p_in.bits)
     table = ops.convert_to_tensor(values.astype(np.float32))
-    smooth_fn = {"sigmoid": ops.sigmoid, "tanh": ops.tanh, "exp": ops.exp,
-                 "lecun_tanh": "lecun_tanh"}[fn]
+    smooth_fn = {"sigmoid": ops.sigmoid, "tanh": ops.tanh, "exp": ops.exp}.get(fn, fn)
     inv = float(np.float32(p_in.inv_scale[0]))
 
     @ops.custom_gradient
@@ -114,6 +114,12 @@ def _keras_slope(fn: Any, v: Any) -> Any:
         return 1.0 - ops.tanh(v) ** 2
     if fn == "lecun_tanh":
         return LECUN_TANH_AMPLITUDE * LECUN_TANH_GAIN * (1.0 - ops.tanh(LECUN_TANH_GAIN * v) ** 2)
+    if fn == "cospi":
+        return -np.pi * ops.sin(np.pi * v)
+    if fn == "sinpi":
+        return np.pi * ops.cos(np.pi * v)
+    if fn == "rsqrt":
+        return -0.5 * ops.maximum(v, RSQRT_FLOOR) ** -1.5
     return ops.exp(v)
 
 

@@ -220,6 +220,28 @@ def test_container_input_size_is_the_first_layers():
     assert np.abs(run_batch(g, u)["y"] - ref).max() <= 1e-5
 
 
+def test_grouped_dilated_causal_conv_is_a_window():
+    """A grouped (2 groups), dilated (2) causal conv over time, 4 -> 6 channels: its step
+    (a window of the last (3 - 1) * 2 = 4 inputs, one dense) is its sequence form."""
+    from flax import nnx
+
+    class Conv(nnx.Module):
+        def __init__(self):
+            self.conv = nnx.Conv(D, 6, kernel_size=(3,), kernel_dilation=(2,),
+                                 feature_group_count=2, padding=((4, 0),), rngs=nnx.Rngs(0))
+
+        def __call__(self, u):
+            return jnp.transpose(self.conv(jnp.transpose(u, (1, 0, 2))), (1, 0, 2))
+
+    net = Conv()
+    g = to_graph(net, (D,))
+    assert [g.tensors[s].shape for s, _ in g.state_pairs] == [(1, 4, D)]
+    u = np.random.default_rng(1).standard_normal((40, 1, D)).astype(np.float32)
+    want = np.asarray(net(jnp.asarray(u)))
+    assert np.abs(run_sequence(g, u)["y"] - want).max() <= 1e-5
+    assert np.abs(want[10:]).max() > 0.1
+
+
 def test_refusals_say_why():
     import spyx.ssm
     from flax import nnx

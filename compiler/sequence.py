@@ -4,7 +4,7 @@ as its timestep.
 spyx 1.0's SSMs (`spyx.ssm.LRU`, `S5Diag`, `Mamba`) have no step API: their `__call__`
 takes a whole time-major sequence and runs the recurrence with
 `jax.lax.associative_scan` (or a layer may use `jax.lax.scan`). ncc runs the layer on a
-one-step sequence (T = 1) while those two functions are replaced by their step:
+one-step sequence (T = 1) while these functions are replaced by their step:
 
 - `associative_scan(fn, elems)` over the time axis whose combine `fn` is the diagonal
   linear recurrence `(a, x) . (b, y) = (a b, b x + y)` (checked numerically on random
@@ -13,17 +13,21 @@ one-step sequence (T = 1) while those two functions are replaced by their step:
   product of the `a`s is state too; when nothing reads it (spyx discards it) the
   compiler's dead-state pass drops it.
 - `scan(f, init, xs)` over time: the carry is the state, its initial value `init`.
+- `conv_general_dilated` whose output runs over time (an `nnx.Conv` over `(B, T, C)`, as
+  in `spyx.ssm.MambaBlock`): a causal one is a window state of its last inputs and a
+  dense layer (`compiler/causal_conv.py`); one that looks ahead is refused.
 
 A complex carry is two real state tensors (real and imaginary parts). A scan over an axis
 that is not time runs as it is. The extracted step is then checked against the layer's
 own sequence form on a random sequence: a layer whose steps are linked by anything else
-(a convolution or attention over time, chunk pooling, a scan ncc did not see) is
-refused, as is one whose carried state grows with T.
+(attention over time, chunk pooling, a scan ncc did not see) is refused, as is one
+whose carried state grows with T.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ncc.compiler import causal_conv
 from ncc.compiler.trace import StepFunction, TraceError
 
 #: Steps of the check of the extracted step against the sequence form.
@@ -46,14 +51,21 @@ CHECK_TOLERANCE = 1e-4
 class _Scan:
     """One scan over time met in the layer: where, its carry's structure and t = 0 value."""
 
-    kind: str  # "associative_scan" or "scan"
+    kind: str  # "associative_scan", "scan" or "conv" (a causal convolution's window)
     where: str
     treedef: Any
     init: list[np.ndarray]
 
 
 def _caller() -> str:
+    """The first frame above the stand-in outside JAX and Flax (nnx.Conv calls its
+    convolution itself: the line that matters is the one calling the Conv)."""
+    import flax
+
+    skip = tuple(os.path.dirname(m.__file__) + os.sep for m in (jax, flax))
     frame = sys._getframe(2)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(skip):
+        frame = frame.f_back
     return f"{frame.f_code.co_filename}:{frame.f_lineno}"
 
 
@@ -98,6 +110,7 @@ class _Recorder:
         self.next: list[Any] = []
         self.original_assoc = jax.lax.associative_scan
         self.original_scan = jax.lax.scan
+        self.original_conv = jax.lax.conv_general_dilated
 
     def associative_scan(self, fn: Callable[..., Any], elems: Any, reverse: bool = False,
                          axis: int = 0) -> Any:
@@ -149,15 +162,60 @@ class _Recorder:
         self.next.append(jax.tree_util.tree_leaves(carry))
         return carry, jax.tree_util.tree_map(lambda v: jnp.expand_dims(v, 0), y)
 
+    def conv(self, lhs: Any, rhs: Any, window_strides: Any, padding: Any,
+             lhs_dilation: Any = None, rhs_dilation: Any = None, dimension_numbers: Any = None,
+             feature_group_count: int = 1, batch_group_count: int = 1,
+             **kwargs: Any) -> Any:
+        def original() -> Any:
+            return self.original_conv(lhs, rhs, window_strides, padding, lhs_dilation,
+                                      rhs_dilation, dimension_numbers, feature_group_count,
+                                      batch_group_count, **kwargs)
+
+        call = causal_conv.describe(lhs, rhs, window_strides, padding, lhs_dilation,
+                                    rhs_dilation, dimension_numbers, feature_group_count)
+        shape = tuple(np.shape(lhs))
+        expected = (self.mode == "find" or (len(self.next) < len(self.found)
+                                            and self.found[len(self.next)].kind == "conv"))
+        if not expected or not causal_conv.over_time(call, shape, self.steps):
+            return original()
+        where = _caller()
+        causal_conv.check_causal(call, shape, self.steps, window_strides, lhs_dilation,
+                                 batch_group_count, where)
+        if call.span == 1:  # a kernel of one tap reads only the step's own input
+            return original()
+        if self.mode == "find":
+            self.found.append(_Scan("conv", where, None,
+                                    [causal_conv.initial_window(call, shape)]))
+            return original()
+        y, window = causal_conv.window_step(call, lhs, rhs, self.carries[len(self.next)][0])
+        self.next.append([window])
+        return y
+
+
+def _convs(module: Any) -> list[Any]:
+    """The `nnx.Conv` sub-modules of `module` that call lax's own convolution."""
+    from flax import nnx
+
+    subs = [module, *(sub for _, sub in nnx.iter_graph(module))]
+    return [sub for sub in subs if isinstance(sub, nnx.Conv)
+            and getattr(sub, "conv_general_dilated", None) is jax.lax.conv_general_dilated]
+
 
 @contextlib.contextmanager
-def _patched(rec: _Recorder) -> Iterator[_Recorder]:
-    saved = jax.lax.associative_scan, jax.lax.scan
+def _patched(rec: _Recorder, convs: list[Any]) -> Iterator[_Recorder]:
+    """The stand-ins in place of lax's scans and convolution, also inside `convs` (an
+    `nnx.Conv` keeps the convolution it was built with as an attribute)."""
+    saved = jax.lax.associative_scan, jax.lax.scan, jax.lax.conv_general_dilated
     jax.lax.associative_scan, jax.lax.scan = rec.associative_scan, rec.scan
+    jax.lax.conv_general_dilated = rec.conv
+    for conv in convs:  # plain attribute writes: nnx would refuse them inside a trace
+        object.__setattr__(conv, "conv_general_dilated", rec.conv)
     try:
         yield rec
     finally:
-        jax.lax.associative_scan, jax.lax.scan = saved
+        jax.lax.associative_scan, jax.lax.scan, jax.lax.conv_general_dilated = saved
+        for conv in convs:
+            object.__setattr__(conv, "conv_general_dilated", saved[2])
 
 
 def _find(module: Any, features: int, steps: int, name: str,
@@ -166,9 +224,10 @@ def _find(module: Any, features: int, steps: int, name: str,
     compilation, not one per eager op). `values`: compute lax.scan inits (a zero input;
     an init that depends on the input fails `_check_step`), else shapes only."""
     rec = _Recorder(steps, "find")
+    convs = _convs(module)
 
     def run(u: Any) -> list[Any]:
-        with _patched(rec):
+        with _patched(rec, convs):
             module(u)
         return [leaf for s in rec.found if s.kind == "scan" for leaf in s.init]
 
@@ -250,8 +309,13 @@ def from_sequence(module: Any, x_shape: tuple[int, ...] | None = None,
         raise TraceError(f"{name}: its carried state changes with the sequence length "
                          f"({', '.join(grown) or 'the number of scans varies'}), like an "
                          "attention cache; ncc compiles recurrences with a fixed-size state")
+    convs = _convs(module)
     init, names = [], []
     for i, s in enumerate(scans):
+        if s.kind == "conv":
+            init.append(s.init[0])
+            names.append(f"window{i}")
+            continue
         for j, v in enumerate(s.init):
             is_c = np.iscomplexobj(v)
             parts = [("re", v.real), ("im", v.imag)] if is_c else [("", v)]
@@ -274,7 +338,7 @@ def from_sequence(module: Any, x_shape: tuple[int, ...] | None = None,
             carries.append(leaves)
         rec = _Recorder(1, "step", carries)
         rec.found = scans
-        with _patched(rec):
+        with _patched(rec, convs):
             y = module(x[None])
         if len(rec.next) != len(scans):
             raise TraceError(f"{name}: a one-step run met {len(rec.next)} scans, a longer "

@@ -1,7 +1,8 @@
 """Model -> artifact folder: load, trace, quantize, lower for one target, write.
 
-`build_artifact` is the pipeline up to a written folder; validation in the real runtime
-is `ncc.runtime.verify`. The CLI's driver and the bench compose the two.
+`build_artifact` is the pipeline up to a written folder (`lower_artifact` its last part,
+from an IR already traced and quantized); validation in the real runtime is
+`ncc.runtime.verify`. The CLI's driver and the bench compose the two.
 """
 
 from __future__ import annotations
@@ -89,14 +90,29 @@ def build_artifact(model: Any, target: str, out_dir: str | Path, *,
         raise ValueError(f"--calibration applies to quantized targets; {spec.name} is float")
     else:
         g = strip_fake_quant(g)  # a float target runs the float model
+    path = lower_artifact(g, target, out_dir, reference=reference, model=obj,
+                          sequence_length=sequence_length, source=_source(model),
+                          progress=progress)
+    return Built(path, g, read_manifest(path),
+                 calibration if isinstance(calibration, dict) else None)
+
+
+def lower_artifact(g: Graph, target: str, out_dir: str | Path, *,
+                   reference: Graph | None = None, model: Any = None,
+                   sequence_length: int | None = None, source: dict[str, Any] | None = None,
+                   progress: Progress | None = None) -> Path:
+    """Lower graph `g` (the integer IR of `quantize_graph` for a quantized target, with
+    its float `reference`; the float IR otherwise) for `target` and write the folder.
+    One quantized graph serves every integer target: they must all equal it bit for bit."""
+    spec = get_target(target)
+    window = g.metadata.get("window")
     with phase(progress, f"lower to {spec.name}"):
         art = spec.lower(g, reference=None if reference is None
                          else strip_fake_quant(reference),
-                         model=obj, sequence_length=sequence_length)
+                         model=model, sequence_length=sequence_length)
     if window is not None:
         art.details["window"] = {"steps": window, "input": "x[T] (T, F)",
                                  "output": "y[T] (T, out) or y (out)", "state": "none"}
     with phase(progress, "write"):
-        path = write_artifact(Path(out_dir), g, art, _source(model), reference=reference)
-    return Built(path, g, read_manifest(path),
-                 calibration if isinstance(calibration, dict) else None)
+        return write_artifact(Path(out_dir), g, art, source or _source(model),
+                              reference=reference)

@@ -2,9 +2,11 @@
 
 `spyx.ssm.LRU`, `S5Diag` and `Mamba` take a whole time-major sequence and run their
 recurrence with an associative scan; ncc compiles the step it takes out of the scan, in
-complex numbers lowered to pairs of real tensors. The float artifact is held to spyx's
-own sequence output, every integer artifact to the golden model over 2,000 steps, and
-the deployed state to the float state (SQNR).
+complex numbers lowered to pairs of real tensors. `MambaBlock`'s causal convolution over
+time becomes a window state. The float artifact is held to spyx's own sequence output,
+every integer artifact to the golden model over one 2,000-step sequence (each layer
+quantized once, the one integer graph lowered to every target), and the deployed state
+to the float state (SQNR).
 """
 
 import inspect
@@ -16,13 +18,14 @@ import pytest
 
 from ncc.cli.driver import compile_model
 from ncc.compiler.interpret import run_batch, run_sequence
-from ncc.compiler.pipeline import to_graph
+from ncc.compiler.pipeline import quantize_graph, to_graph
 from ncc.compiler.quantize import QuantOptions
 from ncc.compiler.trace import TraceError, UnsupportedPrimitive
 from ncc.numerics import dequantize, quantize
 from ncc.runtime.session import open_session
 from ncc.runtime.validate import compare
 from ncc.runtime.verify import verify_artifact
+from ncc.targets.pipeline import lower_artifact
 
 D = 4
 
@@ -36,23 +39,24 @@ def _layer(name: str):
     return {"LRU": lambda: spyx.ssm.LRU(D, 8, rngs=rngs),
             "S5Diag": lambda: spyx.ssm.S5Diag(D, 8, rngs=rngs),
             "Mamba": lambda: spyx.ssm.Mamba(D, 4, rngs=rngs),
+            "MambaBlock": lambda: spyx.ssm.MambaBlock(D, 4, rngs=rngs),  # d_inner 8, k 4
             "PhasorMLP": lambda: spyx.phasor.PhasorMLP(D, 8, 3, rngs=rngs),
             "ResonateFire": lambda: spyx.phasor.ResonateFire((D,), rngs=rngs)}[name]()
 
 
 @pytest.fixture(scope="module")
 def layers():
-    return {name: _layer(name) for name in ("LRU", "S5Diag", "Mamba", "PhasorMLP",
-                                            "ResonateFire")}
+    return {name: _layer(name) for name in ("LRU", "S5Diag", "Mamba", "MambaBlock",
+                                            "PhasorMLP", "ResonateFire")}
 
 
 @pytest.fixture(scope="module")
 def calibration():
-    """Two 2,000-step sequences: calibration, then the verification the driver runs."""
+    """Two 2,000-step sequences to calibrate on."""
     return {"x": np.random.default_rng(5).standard_normal((2, 2000, D)).astype(np.float32)}
 
 
-@pytest.mark.parametrize("name", ["LRU", "S5Diag", "Mamba", "PhasorMLP"])
+@pytest.mark.parametrize("name", ["LRU", "S5Diag", "Mamba", "MambaBlock", "PhasorMLP"])
 def test_float_artifact_matches_spyx_over_1000_steps(name, layers, tmp_path):
     layer = layers[name]
     u = np.random.default_rng(3).standard_normal((1000, 1, D)).astype(np.float32)
@@ -62,46 +66,68 @@ def test_float_artifact_matches_spyx_over_1000_steps(name, layers, tmp_path):
     got = open_session(res.out_dir).run(u)[y].reshape(want.shape)
     assert np.abs(got - want).max() <= 1e-4
     assert np.abs(want[-100:]).max() > 0.1  # the output is alive at the end, not decayed
-    # the scan's carry is the state (its real and imaginary parts); PhasorMLP has none
-    assert len(res.graph.state_pairs) == (0 if name == "PhasorMLP" else
-                                          1 if name == "Mamba" else 2)
+    # the scan's carry is the state (its real and imaginary parts); PhasorMLP has none;
+    # MambaBlock's is the conv window (the last k - 1 = 3 inputs of 8 channels) and h
+    states = {s: res.graph.tensors[s].shape for s, _ in res.graph.state_pairs}
+    assert len(states) == {"PhasorMLP": 0, "Mamba": 1, "MambaBlock": 2}.get(name, 2)
+    if name == "MambaBlock":
+        assert states["state_window0"] == (1, 3, 8)
 
 
-@pytest.mark.parametrize("target", ["onnx-int8", "tflite-int8", "c", "fixed-point"])
-def test_lru_integer_artifact_is_golden_over_long_runs(target, layers, calibration,
-                                                        tmp_path):
-    # 2,000 steps where the runtime is fast; onnxruntime's per-node cost and the
-    # fixed-point interpreter make a long run there cost a minute for no new kernel
-    steps = 2000 if target in ("c", "tflite-int8") else 300
-    res = compile_model(layers["LRU"], target, tmp_path / target, calibration=calibration,
-                        verify_steps=steps)
-    report = res.report
-    assert report["exactness"]["passed"] and report["steps"] == steps
-    for out in res.graph.outputs:  # every output and state, bit for bit
-        assert report["golden"][out] == {"identical": 1.0, "max_lsb": 0}
-    assert report["outputs"]["y"]["sqnr_db"] >= 25
-    if target == "tflite-int8":  # the same .tflite in TFLite Micro, over a shorter run
-        micro = verify_artifact(res.out_dir, data={"x": calibration["x"][:, :300]},
-                                steps=300, runtime="tflm")
-        assert micro["exactness"]["passed"] and micro["runtime"] == "tflm"
+INTEGER = [("onnx-int8", None), ("tflite-int8", None), ("tflite-int8", "tflm"), ("c", None),
+           ("fixed-point", None)]
+# op kinds each layer's float step must hold (MambaBlock's window: concat and slice)
+KINDS = {"LRU": {"matmul", "mul", "add"}, "S5Diag": {"matmul"}, "Mamba": {"softplus", "exp"},
+         "MambaBlock": {"concat", "slice", "softplus", "sigmoid"}, "PhasorMLP": {"cos", "sin"}}
 
 
-# what each layer's step holds beyond the LRU's matmul / mul / add
-KINDS = {"S5Diag": {"matmul"}, "Mamba": {"softplus", "exp"}, "PhasorMLP": {"cos", "sin"},
-         "ResonateFire": {"greater", "cast"}}
+@pytest.fixture(scope="module")
+def long_sequence():
+    """The one 2,000-step sequence every integer artifact runs (not calibration data)."""
+    return {"x": np.random.default_rng(6).standard_normal((1, 2000, D)).astype(np.float32)}
 
 
-@pytest.mark.parametrize("name", KINDS)
-def test_other_layers_are_golden_in_c(name, layers, calibration, tmp_path):
-    """S5Diag (the LRU's op kinds), Mamba (a softplus step size, decay exp(dt A)),
-    PhasorMLP (rotations by cos / sin) and ResonateFire (a complex membrane behind a
-    step API, spikes) on the target with the most hand-written kernels, shorter runs."""
+@pytest.fixture(scope="module", params=list(KINDS))
+def quantized(request, layers, calibration, tmp_path_factory):
+    """(name, float IR, integer IR, float reference, {target: folder}, folder root): one
+    trace and one quantization per layer; a target's folder is lowered on first use and
+    then shared (the .tflite runs in LiteRT and in TFLite Micro)."""
+    name = request.param
+    g = to_graph(layers[name])
+    golden, reference = quantize_graph(g, calibration)
+    return name, g, golden, reference, {}, tmp_path_factory.mktemp(name)
+
+
+@pytest.mark.parametrize("target,runtime", INTEGER)
+def test_integer_artifacts_are_golden_over_2000_steps(quantized, target, runtime,
+                                                      long_sequence):
+    """LRU, S5Diag, Mamba, MambaBlock and PhasorMLP on onnx-int8, tflite-int8 (LiteRT and
+    TFLite Micro), c and fixed-point: every output and state bit for bit the golden
+    model's over 2,000 steps."""
+    name, g, golden, reference, folders, root = quantized
+    if target not in folders:
+        folders[target] = lower_artifact(golden, target, root / target, reference=reference,
+                                         source={"source": f"<spyx {name}>"})
+    report = verify_artifact(folders[target], data=long_sequence, runtime=runtime)
+    assert report["exactness"]["passed"] and report["steps"] == 2000
+    assert report["runtime"] == (runtime or "default")
+    assert set(report["golden"]) == set(golden.outputs)  # the output and every state
+    for out in golden.outputs:
+        assert report["golden"][out] == {"identical": 1.0, "max_lsb": 0}, out
+    assert len(golden.state_pairs) == {"PhasorMLP": 0, "Mamba": 1}.get(name, 2)
+    assert KINDS[name] <= {op.kind for op in g.ops}
+    if name == "LRU":
+        assert report["outputs"]["y"]["sqnr_db"] >= 25
+
+
+def test_resonate_fire_is_golden_in_c(layers, calibration, tmp_path):
+    """ResonateFire (a complex membrane behind a step API, spikes) in c, 300 steps."""
     cut = {"x": calibration["x"][:, :300]}
-    res = compile_model(layers[name], "c", tmp_path / name, calibration=cut,
+    res = compile_model(layers["ResonateFire"], "c", tmp_path / "rf", calibration=cut,
                         verify_steps=300)
     assert res.report["exactness"]["passed"]
     assert all(res.report["golden"][o]["identical"] == 1.0 for o in res.graph.outputs)
-    assert KINDS[name] <= {op.kind for op in to_graph(layers[name]).ops}
+    assert {"greater", "cast"} <= {op.kind for op in to_graph(layers["ResonateFire"]).ops}
 
 
 def test_resonate_fire_step_equals_its_parallel_form(layers):
@@ -194,13 +220,41 @@ def test_container_input_size_is_the_first_layers():
     assert np.abs(run_batch(g, u)["y"] - ref).max() <= 1e-5
 
 
+def test_grouped_dilated_causal_conv_is_a_window():
+    """A grouped (2 groups), dilated (2) causal conv over time, 4 -> 6 channels: its step
+    (a window of the last (3 - 1) * 2 = 4 inputs, one dense) is its sequence form."""
+    from flax import nnx
+
+    class Conv(nnx.Module):
+        def __init__(self):
+            self.conv = nnx.Conv(D, 6, kernel_size=(3,), kernel_dilation=(2,),
+                                 feature_group_count=2, padding=((4, 0),), rngs=nnx.Rngs(0))
+
+        def __call__(self, u):
+            return jnp.transpose(self.conv(jnp.transpose(u, (1, 0, 2))), (1, 0, 2))
+
+    net = Conv()
+    g = to_graph(net, (D,))
+    assert [g.tensors[s].shape for s, _ in g.state_pairs] == [(1, 4, D)]
+    u = np.random.default_rng(1).standard_normal((40, 1, D)).astype(np.float32)
+    want = np.asarray(net(jnp.asarray(u)))
+    assert np.abs(run_sequence(g, u)["y"] - want).max() <= 1e-5
+    assert np.abs(want[10:]).max() > 0.1
+
+
 def test_refusals_say_why():
     import spyx.ssm
     from flax import nnx
 
-    block = spyx.ssm.MambaBlock(D, 4, rngs=nnx.Rngs(0))  # causal conv over time
-    with pytest.raises(TraceError, match="does not reproduce its sequence form"):
-        to_graph(block)
+    class LookAhead(nnx.Module):  # a conv over time padded on both sides reads t + 1
+        def __init__(self):
+            self.conv = nnx.Conv(D, D, kernel_size=(3,), padding="SAME", rngs=nnx.Rngs(0))
+
+        def __call__(self, u):
+            return jnp.transpose(self.conv(jnp.transpose(u, (1, 0, 2))), (1, 0, 2))
+
+    with pytest.raises(TraceError, match=r"not causal \(padding \(1, 1\).*reads inputs after t"):
+        to_graph(LookAhead(), (D,))
     chunked = spyx.ssm.ChunkedSSM(_layer("LRU"), _layer("LRU"), chunk_size=4)
     with pytest.raises(TraceError, match="not divisible by chunk_size"):
         to_graph(chunked)

@@ -31,7 +31,9 @@ from ncc.compiler.ir import Graph
 from ncc.compiler.quantize import QuantOptions, activation_groups, quantize
 
 SEARCH_SEQUENCES = 64
-"""Calibration sequences the search scores on (the first ones; all if fewer)."""
+SEARCH_STEPS = 2048
+"""The search scores on the first calibration sequences: at most SEARCH_SEQUENCES of them,
+and no more than SEARCH_STEPS steps in all (at least one whole sequence)."""
 
 
 @dataclass
@@ -56,9 +58,10 @@ class _Scorer:
     def __init__(self, reference: Graph, ranges: dict[str, TensorRange],
                  data: dict[str, np.ndarray], options: QuantOptions):
         self.reference, self.ranges, self.options = reference, ranges, options
-        self.x = np.asarray(data["x"][:SEARCH_SEQUENCES], np.float32)
-        self.dt = None if "dt" not in data else np.asarray(data["dt"][:SEARCH_SEQUENCES])
-        self.y = None if "y" not in data else np.asarray(data["y"][:SEARCH_SEQUENCES]).reshape(-1)
+        n = max(1, min(SEARCH_SEQUENCES, SEARCH_STEPS // max(1, data["x"].shape[1])))
+        self.x = np.asarray(data["x"][:n], np.float32)
+        self.dt = None if "dt" not in data else np.asarray(data["dt"][:n])
+        self.y = None if "y" not in data else np.asarray(data["y"][:n]).reshape(-1)
         self.outputs = [n for n in reference.outputs if reference.roles[n] == "output"]
         want = run_batch(reference, self.x, self.dt)
         self.want = {n: want[n].astype(np.float64) for n in self.outputs}

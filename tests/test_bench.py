@@ -80,3 +80,16 @@ def test_full_suite_ssm_cases_train_and_compile_exact(tmp_path):
                                                     "y": task["y"][task["test"][:20]]})
         assert report["exactness"]["passed"], (kind, report["golden"])
         assert np.isfinite(report["outputs"]["y"]["sqnr_db"])
+
+
+def test_spiking_ptq_measures_every_figure_and_auto_beats_int8():
+    from ncc.bench.spiking_ptq import measure
+
+    int8 = measure("CuBaLIF", "int8", steps=60, calibration_sequences=4)
+    auto = measure("CuBaLIF", "auto", steps=60, calibration_sequences=4)
+    for row in (int8, auto):
+        assert row["float_spikes"] > 0 and row["integer_spikes"] > 0
+        assert 0 < row["spike_recall"] <= 1 and 0 < row["spike_precision"] <= 1
+        assert row["mean_relative_error"] >= 0
+    assert int8["activations"] == "int8" and auto["activations"] in ("mixed", "int16")
+    assert auto["readout_sqnr_db"] > int8["readout_sqnr_db"] + 3

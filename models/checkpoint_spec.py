@@ -99,6 +99,12 @@ NNX_CLASSES: dict[str, dict[str, str] | None] = {
     "ncc.models.nnx.ssm:LRU": {
         "d_model": "int", "d_state": "int", "r_min": "float", "r_max": "float",
         "use_skip": "bool", "quantization": "dict|None"},
+    "ncc.models.nnx.mamba:Mamba": {
+        "d_inner": "int", "d_state": "int", "dt_rank": "int", "dt_min": "float",
+        "dt_max": "float", "quantization": "dict|None"},
+    "ncc.models.examples.mamba_digits:MambaClassifier": {
+        "features": "int", "d_inner": "int", "d_state": "int", "dt_min": "float",
+        "dt_max": "float", "quantization": "dict|None"},
     "ncc.models.examples.qat_cfc_digits:CfCClassifier": {
         "units": "int", "backbone": "int", "quantization": "dict|None"},
 }

@@ -38,11 +38,17 @@ def lecun_tanh(x: np.ndarray) -> np.ndarray:
     return LECUN_TANH_AMPLITUDE * np.tanh(LECUN_TANH_GAIN * x)
 
 
+def softplus(x: np.ndarray) -> np.ndarray:
+    """log(1 + exp(x)) as logaddexp(x, 0): no overflow for large x (a selective SSM's step)."""
+    return np.logaddexp(x, 0.0)
+
+
 TABLE_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sigmoid": sigmoid,
     "tanh": np.tanh,
     "exp": np.exp,
     "lecun_tanh": lecun_tanh,
+    "softplus": softplus,
 }
 """Nonlinearities available as tables: name -> float64 numpy function."""
 

@@ -1,4 +1,4 @@
-"""Flax NNX liquid cells, quantized spiking neurons and an LRU state-space layer."""
+"""Flax NNX liquid cells, quantized spiking neurons and LRU and Mamba state-space layers."""
 
 from ncc.models.nnx.spiking import (
     QuantCuBaLIF,
@@ -13,8 +13,9 @@ from ncc.models.nnx.spiking import (
     membrane_params,
     set_quantized,
 )
+from ncc.models.nnx.mamba import Mamba, run_mamba
 from ncc.models.nnx.ssm import LRU, run_lru
 
 __all__ = ["QuantLIF", "QuantIF", "QuantLI", "QuantCuBaLIF", "membrane_params", "decay_int",
            "lif_step_int", "if_step_int", "li_step_int", "cuba_lif_step_int", "set_quantized",
-           "LRU", "run_lru"]
+           "LRU", "run_lru", "Mamba", "run_mamba"]

@@ -51,6 +51,7 @@ JAX_TABLE_FUNCTIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
     "exp": jnp.exp,
     "lecun_tanh": _jax_lecun_tanh,
+    "softplus": jax.nn.softplus,
 }
 """The float functions of `ncc.numerics.TABLE_FUNCTIONS` in JAX (a table's gradient)."""
 

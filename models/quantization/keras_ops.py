@@ -61,7 +61,7 @@ def keras_fake_quant_table(x: Any, fn: str, p_in: QuantParams, p_out: QuantParam
     interpolated = is_interpolated(values, p_in.bits)
     table = ops.convert_to_tensor(values.astype(np.float32))
     smooth_fn = {"sigmoid": ops.sigmoid, "tanh": ops.tanh, "exp": ops.exp,
-                 "lecun_tanh": "lecun_tanh"}[fn]
+                 "lecun_tanh": "lecun_tanh", "softplus": ops.softplus}[fn]
     inv = float(np.float32(p_in.inv_scale[0]))
 
     @ops.custom_gradient
@@ -114,6 +114,8 @@ def _keras_slope(fn: Any, v: Any) -> Any:
         return 1.0 - ops.tanh(v) ** 2
     if fn == "lecun_tanh":
         return LECUN_TANH_AMPLITUDE * LECUN_TANH_GAIN * (1.0 - ops.tanh(LECUN_TANH_GAIN * v) ** 2)
+    if fn is ops.softplus:
+        return ops.sigmoid(v)
     return ops.exp(v)
 
 

@@ -205,7 +205,8 @@ def test_table_entries_follow_the_formula(fn):
     assert table.shape == (256,) and table.dtype == np.int8
     real = (np.arange(-128, 128) - p_in.zero_point[0]) * p_in.scale[0]
     f = {"sigmoid": lambda v: 1 / (1 + np.exp(-v)), "tanh": np.tanh, "exp": np.exp,
-         "lecun_tanh": lambda v: 1.7159 * np.tanh(0.666 * v)}[fn]
+         "lecun_tanh": lambda v: 1.7159 * np.tanh(0.666 * v),
+         "softplus": lambda v: np.log1p(np.exp(v))}[fn]
     approx = f(real) / p_out.scale[0] + p_out.zero_point[0]
     assert np.all(np.abs(table - np.clip(approx, -128, 127)) <= 0.5 + 1e-9)
     x = np.linspace(-7, 5, 301, dtype=np.float32)

@@ -198,7 +198,7 @@ SIZE_KEYS = frozenset({
     "output_size", "hidden_shape", "layer_shape", "backbone", "hidden", "inter_neurons",
     "command_neurons", "motor_neurons", "sensory_fanout", "inter_fanout",
     "recurrent_command_synapses", "motor_fanin", "features", "filters", "num_heads",
-    "key_dim", "value_dim", "d_model", "d_state"})
+    "key_dim", "value_dim", "d_model", "d_state", "d_inner", "dt_rank"})
 #: Shapes: the last axis is a size, the others at most MAX_AXIS.
 SHAPE_KEYS = frozenset({"input_shape", "batch_shape", "build_input_shape", "shape",
                         "output_shape"})

@@ -1,5 +1,6 @@
 """Flax NNX liquid cells, quantized spiking neurons and LRU and Mamba state-space layers."""
 
+from ncc.models.nnx.mamba import Mamba, run_mamba
 from ncc.models.nnx.spiking import (
     QuantCuBaLIF,
     QuantIF,
@@ -13,7 +14,6 @@ from ncc.models.nnx.spiking import (
     membrane_params,
     set_quantized,
 )
-from ncc.models.nnx.mamba import Mamba, run_mamba
 from ncc.models.nnx.ssm import LRU, run_lru
 
 __all__ = ["QuantLIF", "QuantIF", "QuantLI", "QuantCuBaLIF", "membrane_params", "decay_int",

@@ -139,9 +139,10 @@ def _calibrate(model: MambaClassifier, x: np.ndarray) -> None:
         _, h = step(model, jnp.asarray(x[:, t]), h)
 
 
-def main(float_steps: int = 800, qat_steps: int = 200, d_inner: int = 16, d_state: int = 8,
+def main(float_steps: int = 1500, qat_steps: int = 600, d_inner: int = 16, d_state: int = 4,
          seed: int = 0, out: str | Path = "mamba_digits", calibration: int = 512,
-         float_lr: float = 5e-3, qat_lr: float = 5e-4, ncc: Runner | None = None,
+         float_lr: float = 1e-2, qat_lr: float = 3e-4, observer: str = "minmax",
+         ncc: Runner | None = None,
          verbose: bool = True) -> dict[str, Any]:
     """Train float, calibrate, QAT, freeze, then `ncc compile` / `ncc verify` the C target;
     returns the accuracies. ncc: how the `ncc` commands run (default: a subprocess each)."""
@@ -149,7 +150,7 @@ def main(float_steps: int = 800, qat_steps: int = 200, d_inner: int = 16, d_stat
     data = np.load(bundled_dir() / "digits.npz")
     x, y = data["x"].astype(np.float32), data["y"].astype(np.int32)
     xtr, ytr, xte, yte = x[data["train"]], y[data["train"]], x[data["test"]], y[data["test"]]
-    model = MambaClassifier(8, d_inner, d_state, quantization=QuantConfig(),
+    model = MambaClassifier(8, d_inner, d_state, quantization=QuantConfig(observer=observer),
                             rngs=nnx.Rngs(seed))
     _train(model, xtr, ytr, float_steps, float_lr, 128, seed)
     acc_float = accuracy(model, xte, yte)
@@ -186,8 +187,8 @@ def main(float_steps: int = 800, qat_steps: int = 200, d_inner: int = 16, d_stat
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--float-steps", type=int, default=800)
-    ap.add_argument("--qat-steps", type=int, default=200)
+    ap.add_argument("--float-steps", type=int, default=1500)
+    ap.add_argument("--qat-steps", type=int, default=600)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="mamba_digits", help="the folder it writes")
     a = ap.parse_args()

@@ -139,13 +139,14 @@ def _calibrate(model: MambaClassifier, x: np.ndarray) -> None:
         _, h = step(model, jnp.asarray(x[:, t]), h)
 
 
-def main(float_steps: int = 1500, qat_steps: int = 600, d_inner: int = 16, d_state: int = 4,
-         seed: int = 0, out: str | Path = "mamba_digits", calibration: int = 512,
-         float_lr: float = 1e-2, qat_lr: float = 3e-4, observer: str = "minmax",
+def main(float_steps: int = 1500, qat_steps: int = 400, d_inner: int = 16, d_state: int = 4,
+         seed: int = 0, out: str | Path = "mamba_digits", calibration: int | None = None,
+         float_lr: float = 1e-2, qat_lr: float = 5e-4, observer: str = "minmax",
          ncc: Runner | None = None,
          verbose: bool = True) -> dict[str, Any]:
-    """Train float, calibrate, QAT, freeze, then `ncc compile` / `ncc verify` the C target;
-    returns the accuracies. ncc: how the `ncc` commands run (default: a subprocess each)."""
+    """Train float, calibrate (on the first `calibration` training digits, None = all),
+    QAT, freeze, then `ncc compile` / `ncc verify` the C target; returns the accuracies.
+    ncc: how the `ncc` commands run (default: a subprocess each)."""
     ncc = ncc or run_ncc
     data = np.load(bundled_dir() / "digits.npz")
     x, y = data["x"].astype(np.float32), data["y"].astype(np.int32)
@@ -188,7 +189,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--float-steps", type=int, default=1500)
-    ap.add_argument("--qat-steps", type=int, default=600)
+    ap.add_argument("--qat-steps", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="mamba_digits", help="the folder it writes")
     a = ap.parse_args()

@@ -126,7 +126,7 @@ def _table(b: GraphBuilder, x: str, fn: str, p_in: QuantParams,
         y = b.emit("mul", [y, b.constant(np.float32(nx.LECUN_TANH_GAIN))], table=fn)
         y = b.emit("tanh", [y], table=fn)
         y = b.emit("mul", [y, b.constant(np.float32(nx.LECUN_TANH_AMPLITUDE))], table=fn)
-    elif fn in ("sigmoid", "tanh", "exp"):
+    elif fn in ("sigmoid", "tanh", "exp", "softplus"):
         y = b.emit(fn, [y], table=fn)
     elif fn in ("cospi", "sinpi"):  # a phasor encoding: cos / sin of pi x
         y = b.emit("mul", [y, b.constant(np.float32(np.pi))], table=fn)

@@ -106,6 +106,12 @@ NNX_CLASSES: dict[str, dict[str, str] | None] = {
         "hidden_shape": "shape", "lambda_init": "float|None", "omega_init": "float|None",
         "threshold": "float", "dt": "float", "surrogate_k": "float",
         "quantization": "dict|None"},
+    "ncc.models.nnx.mamba:Mamba": {
+        "d_inner": "int", "d_state": "int", "dt_rank": "int", "dt_min": "float",
+        "dt_max": "float", "quantization": "dict|None"},
+    "ncc.models.examples.mamba_digits:MambaClassifier": {
+        "features": "int", "d_inner": "int", "d_state": "int", "dt_min": "float",
+        "dt_max": "float", "quantization": "dict|None"},
     "ncc.models.examples.qat_cfc_digits:CfCClassifier": {
         "units": "int", "backbone": "int", "quantization": "dict|None"},
     "ncc.models.examples.lru_digits:LRUClassifier": {
@@ -202,7 +208,8 @@ SIZE_KEYS = frozenset({
     "output_size", "hidden_shape", "layer_shape", "backbone", "hidden", "inter_neurons",
     "command_neurons", "motor_neurons", "sensory_fanout", "inter_fanout",
     "recurrent_command_synapses", "motor_fanin", "features", "filters", "num_heads",
-    "key_dim", "value_dim", "d_model", "d_state", "hidden_features", "depth"})
+    "key_dim", "value_dim", "d_model", "d_state", "hidden_features", "depth", "d_inner",
+    "dt_rank"})
 #: Shapes: the last axis is a size, the others at most MAX_AXIS.
 SHAPE_KEYS = frozenset({"input_shape", "batch_shape", "build_input_shape", "shape",
                         "output_shape"})

@@ -58,6 +58,11 @@ def rsqrt(x: np.ndarray) -> np.ndarray:
     return 1.0 / np.sqrt(np.maximum(x, RSQRT_FLOOR))
 
 
+def softplus(x: np.ndarray) -> np.ndarray:
+    """log(1 + exp(x)) as logaddexp(x, 0): no overflow for large x (a selective SSM's step)."""
+    return np.logaddexp(x, 0.0)
+
+
 TABLE_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sigmoid": sigmoid,
     "tanh": np.tanh,
@@ -66,6 +71,7 @@ TABLE_FUNCTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "cospi": cospi,
     "sinpi": sinpi,
     "rsqrt": rsqrt,
+    "softplus": softplus,
 }
 """Nonlinearities available as tables: name -> float64 numpy function."""
 

@@ -55,6 +55,7 @@ JAX_TABLE_FUNCTIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "cospi": lambda x: jnp.cos(jnp.pi * x),
     "sinpi": lambda x: jnp.sin(jnp.pi * x),
     "rsqrt": lambda x: jax.lax.rsqrt(jnp.maximum(x, RSQRT_FLOOR)),
+    "softplus": jax.nn.softplus,
 }
 """The float functions of `ncc.numerics.TABLE_FUNCTIONS` in JAX (a table's gradient)."""
 

@@ -61,7 +61,8 @@ def keras_fake_quant_table(x: Any, fn: str, p_in: QuantParams, p_out: QuantParam
     values = deployed_table(fn, p_in, p_out)
     interpolated = is_interpolated(values, p_in.bits)
     table = ops.convert_to_tensor(values.astype(np.float32))
-    smooth_fn = {"sigmoid": ops.sigmoid, "tanh": ops.tanh, "exp": ops.exp}.get(fn, fn)
+    smooth_fn = {"sigmoid": ops.sigmoid, "tanh": ops.tanh, "exp": ops.exp,
+                 "softplus": ops.softplus}.get(fn, fn)
     inv = float(np.float32(p_in.inv_scale[0]))
 
     @ops.custom_gradient
@@ -120,6 +121,8 @@ def _keras_slope(fn: Any, v: Any) -> Any:
         return np.pi * ops.cos(np.pi * v)
     if fn == "rsqrt":
         return -0.5 * ops.maximum(v, RSQRT_FLOOR) ** -1.5
+    if fn is ops.softplus:
+        return ops.sigmoid(v)
     return ops.exp(v)
 
 

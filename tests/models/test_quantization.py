@@ -207,7 +207,8 @@ def test_table_entries_follow_the_formula(fn):
     f = {"sigmoid": lambda v: 1 / (1 + np.exp(-v)), "tanh": np.tanh, "exp": np.exp,
          "lecun_tanh": lambda v: 1.7159 * np.tanh(0.666 * v),
          "cospi": lambda v: np.cos(np.pi * v), "sinpi": lambda v: np.sin(np.pi * v),
-         "rsqrt": lambda v: 1 / np.sqrt(np.maximum(v, 1e-20))}[fn]
+         "rsqrt": lambda v: 1 / np.sqrt(np.maximum(v, 1e-20)),
+         "softplus": lambda v: np.log1p(np.exp(v))}[fn]
     approx = f(real) / p_out.scale[0] + p_out.zero_point[0]
     assert np.all(np.abs(table - np.clip(approx, -128, 127)) <= 0.5 + 1e-9)
     x = np.linspace(-7, 5, 301, dtype=np.float32)

@@ -99,6 +99,9 @@ NNX_CLASSES: dict[str, dict[str, str] | None] = {
     "ncc.models.nnx.ssm:LRU": {
         "d_model": "int", "d_state": "int", "r_min": "float", "r_max": "float",
         "use_skip": "bool", "quantization": "dict|None"},
+    "ncc.models.nnx.hnet:HNetStep": {
+        "d_model": "int", "d_out": "int", "d_state": "int", "d_main_state": "int",
+        "d_router": "int", "r_min": "float", "r_max": "float", "eps": "float"},
     "ncc.models.examples.qat_cfc_digits:CfCClassifier": {
         "units": "int", "backbone": "int", "quantization": "dict|None"},
 }
@@ -192,7 +195,7 @@ SIZE_KEYS = frozenset({
     "output_size", "hidden_shape", "layer_shape", "backbone", "hidden", "inter_neurons",
     "command_neurons", "motor_neurons", "sensory_fanout", "inter_fanout",
     "recurrent_command_synapses", "motor_fanin", "features", "filters", "num_heads",
-    "key_dim", "value_dim", "d_model", "d_state"})
+    "key_dim", "value_dim", "d_model", "d_state", "d_out", "d_main_state", "d_router"})
 #: Shapes: the last axis is a size, the others at most MAX_AXIS.
 SHAPE_KEYS = frozenset({"input_shape", "batch_shape", "build_input_shape", "shape",
                         "output_shape"})

@@ -112,6 +112,9 @@ NNX_CLASSES: dict[str, dict[str, str] | None] = {
     "ncc.models.examples.mamba_digits:MambaClassifier": {
         "features": "int", "d_inner": "int", "d_state": "int", "dt_min": "float",
         "dt_max": "float", "quantization": "dict|None"},
+    "ncc.models.nnx.hnet:HNetStep": {
+        "d_model": "int", "d_out": "int", "d_state": "int", "d_main_state": "int",
+        "d_router": "int", "r_min": "float", "r_max": "float", "eps": "float"},
     "ncc.models.examples.qat_cfc_digits:CfCClassifier": {
         "units": "int", "backbone": "int", "quantization": "dict|None"},
     "ncc.models.examples.lru_digits:LRUClassifier": {
@@ -209,7 +212,7 @@ SIZE_KEYS = frozenset({
     "command_neurons", "motor_neurons", "sensory_fanout", "inter_fanout",
     "recurrent_command_synapses", "motor_fanin", "features", "filters", "num_heads",
     "key_dim", "value_dim", "d_model", "d_state", "hidden_features", "depth", "d_inner",
-    "dt_rank"})
+    "dt_rank", "d_out", "d_main_state", "d_router"})
 #: Shapes: the last axis is a size, the others at most MAX_AXIS.
 SHAPE_KEYS = frozenset({"input_shape", "batch_shape", "build_input_shape", "shape",
                         "output_shape"})

@@ -37,7 +37,8 @@ from ncc.targets.onnx import ONNX_DTYPES, Nodes, lower_float_op, step_graph, to_
 
 TARGET = "onnx-int8"
 UNSIGNED_FROM = 4096
-"""Weights (K N) from which MatMulInteger reads its activation as uint8 (`_Int.matmul_integer`)."""
+"""Weights (K N) from which MatMulInteger reads activations and weights as uint8
+(`_Int.matmul_integer`)."""
 _WIDEN = ("greater", "greater_equal", "less", "less_equal", "equal", "max", "min", "where")
 
 
@@ -116,14 +117,20 @@ class _Int(Nodes):
     def cast(self, op: Op, name: str, dtype: str) -> str:
         return self.node(op, "Cast", [name], "cast", to=ONNX_DTYPES[dtype])
 
-    def matmul_integer(self, op: Op, x: str, w: str, x_zp: int, weights: int) -> str:
-        """MatMulInteger(x - x_zp, w) for int8 x (1..., K) and constant int8 w (K, N), int32.
+    def matmul_integer(self, op: Op, x: str, w: str, x_zp: int,
+                       values: np.ndarray | None) -> str:
+        """MatMulInteger(x - x_zp, w) for int8 x (1..., K) and int8 w (K, N), int32;
+        `values`: w's integers if it is a constant.
 
-        onnxruntime's fast kernels take uint8 activations with int8 weights; its int8 x
-        int8 path is many times slower from K N ~ 10^4 on (measured: 26 us vs 5.7 us for 128
-        x 256 at batch 1). So above `UNSIGNED_FROM` weights the activation goes as x + 128
-        (two nodes, shared by every FullyConnected reading x) with zero point x_zp + 128."""
-        if weights < UNSIGNED_FROM:
+        onnxruntime's fast kernels take uint8 activations; its int8 x int8 path is many
+        times slower from K N ~ 10^4 on (measured: 26 us vs 5.7 us for 128 x 256 at batch
+        1). So for constant weights of at least `UNSIGNED_FROM` entries the activation goes
+        as x + 128 (two nodes, shared by every FullyConnected reading x) with zero point
+        x_zp + 128, and the weights as w + 128 with zero point 128: uint8 x uint8. Not
+        uint8 x int8: on x86 without VNNI (AVX2 only) that kernel adds pairs of u8 * s8
+        products in int16 (vpmaddubsw), which saturates (2 * 255 * 127 > 2^15) and gives
+        other bits than the golden model; u8 x u8 widens first and is exact everywhere."""
+        if values is None or values.size < UNSIGNED_FROM:
             zp = self.const(self.tmp(op, "xzp"), np.asarray(x_zp, np.int8))
             return self.node(op, "MatMulInteger", [x, w, zp])
         if x not in self.unsigned:
@@ -135,7 +142,10 @@ class _Int(Nodes):
                     self.cast(op, x, "uint8"),
                     self.const(self.tmp(op, "sign"), np.asarray(128, np.uint8))])
         zp = self.const(self.tmp(op, "xzp"), np.asarray(x_zp + 128, np.uint8))
-        return self.node(op, "MatMulInteger", [self.unsigned[x], w, zp])
+        w_u8 = self.const(self.tmp(op, "weights_u8"),
+                          (np.asarray(values, np.int16) + 128).astype(np.uint8))
+        w_zp = self.const(self.tmp(op, "wzp"), np.asarray(128, np.uint8))
+        return self.node(op, "MatMulInteger", [self.unsigned[x], w_u8, zp, w_zp])
 
     def widened(self, op: Op, name: str) -> str:
         """An int64 tensor holding the values of integer tensor `name` (one Cast, shared by
@@ -340,7 +350,7 @@ def _fully_connected_group(n: _Int, g: Graph, ops: list[Op]) -> bool:
     mark = len(n.nodes), len(n.initializers), dict(n.unsigned)
     weights = np.concatenate([g.constants[op.inputs[1]] for op in ops], axis=1)
     acc = n.matmul_integer(head, head.inputs[0], n.const(n.tmp(head, "weights"), weights),
-                           int(head.attrs["x_zp"]), weights.size)
+                           int(head.attrs["x_zp"]), weights)
     clipped = n.saturated_affine(
         head, n.cast(head, acc, "int64"),
         np.concatenate([channels(op, "multiplier") for op in ops]),
@@ -383,8 +393,7 @@ def _fully_connected(n: _Int, g: Graph, op: Op) -> None:
         n.finish(op, n.mbqm_int64(op, acc, a["multiplier"], a["shift"]), a["out_zp"],
                  a["dtype"])
         return
-    weights = int(np.prod(g.tensors[w].shape))
-    acc = n.cast(op, n.matmul_integer(op, x, w, int(a["x_zp"]), weights), "int64")
+    acc = n.cast(op, n.matmul_integer(op, x, w, int(a["x_zp"]), g.constants.get(w)), "int64")
     bias_values = g.constants.get(bias)
     if bias_values is not None:  # the bias folds into the requantization's constants
         if w in g.constants:

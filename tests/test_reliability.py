@@ -259,7 +259,10 @@ def test_signals_during_compile_leave_nothing_and_a_rerun_works(tmp_path, calib)
             shutil.rmtree(work / "cfc_c")
         else:
             interrupted += 1
-            assert proc.returncode == (130 if sig == signal.SIGINT else 143), (delay, err)
+            # 130 / 143, or killed by the signal itself (a shell reports both as 128 + n):
+            # an imported library may hand the signal on once ncc has handled it
+            assert proc.returncode in ((130, -2) if sig == signal.SIGINT else (143, -15)), (
+                delay, proc.returncode, err)
             assert without_phase_lines(err) == [err.strip().splitlines()[-1]], err
             assert "ncc compile: interrupted" in err, err
         assert _siblings(work) == [], (delay, _siblings(work))

@@ -28,7 +28,7 @@ from ncc import numerics as nx
 from ncc.compiler.calibrate import TensorRange
 from ncc.compiler.interpret import run_batch
 from ncc.compiler.ir import Graph
-from ncc.compiler.quantize import QuantOptions, activation_groups, quantize
+from ncc.compiler.quantize import QuantOptions, activation_groups, quantize, spike_tensors
 
 SEARCH_SEQUENCES = 64
 SEARCH_STEPS = 2048
@@ -107,13 +107,6 @@ def _fits(score: _Score, target: QuantOptions) -> bool:
     return target.flash_budget is None or score.flash_bytes <= target.flash_budget
 
 
-def _is_spikes(g: Graph, names: list[str]) -> bool:
-    """A group of spike tensors (exact 0/1): its width changes no value."""
-    made_by = {op.output: op for op in g.ops}
-    return all(n in made_by and made_by[n].kind == "cast"
-               and g.tensors[made_by[n].inputs[0]].dtype == "bool" for n in names)
-
-
 def choose_widths(reference: Graph, ranges: dict[str, TensorRange],
                   data: dict[str, np.ndarray], options: QuantOptions,
                   progress: Callable[[int, int], None] | None = None
@@ -124,8 +117,8 @@ def choose_widths(reference: Graph, ranges: dict[str, TensorRange],
     calibration arrays (x (N, T, F), optional dt and labels y)."""
     target = options
     scorer = _Scorer(reference, ranges, data, options)
-    groups = [names for names in activation_groups(reference)
-              if not _is_spikes(reference, names)]
+    spikes = spike_tensors(reference)  # exact 0/1 at any width: nothing to gain
+    groups = [names for names in activation_groups(reference) if not set(names) <= spikes]
     total = len(groups) + 2
     tick = progress or (lambda done, n: None)
     tick(0, total)

@@ -299,7 +299,8 @@ def activation_groups(g: Graph) -> list[list[str]]:
     return _members(g, _plan(g))
 
 
-def _spikes(g: Graph) -> set[str]:
+def spike_tensors(g: Graph) -> set[str]:
+    """The exact 0/1 tensors of float graph `g`: bools cast to float (spikes)."""
     return {op.output for op in g.ops
             if op.kind == "cast" and g.tensors[op.inputs[0]].dtype == "bool"}
 
@@ -307,7 +308,7 @@ def _spikes(g: Graph) -> set[str]:
 def uncalibrated(g: Graph) -> list[str]:
     """Tensors of float graph `g` (from `prepare`) whose parameters need calibrated ranges:
     empty for a model whose fake-quant points cover it (QAT)."""
-    presets, spikes = _presets(g), _spikes(g)
+    presets, spikes = _presets(g), spike_tensors(g)
     return [n for names in _members(g, _plan(g))
             if not (set(names) & (presets.keys() | spikes)) for n in names]
 
@@ -316,7 +317,7 @@ def choose_params(g: Graph, plan: _Plan, ranges: dict[str, TensorRange],
                   opts: QuantOptions) -> dict[str, QuantParams]:
     """Parameters for every tensor that exists as integers: the model's own (QAT presets),
     else `opts.params` of the calibrated ranges."""
-    spikes, presets = _spikes(g), _presets(g)
+    spikes, presets = spike_tensors(g), _presets(g)
     params: dict[str, QuantParams] = {}
     for names in _members(g, plan):
         fixed = {n: presets[n] for n in names if n in presets}
@@ -713,7 +714,7 @@ def quantize(g: Graph, ranges: dict[str, TensorRange],
         raise ValueError("precision auto: choose the widths first (compiler/precision)")
     plan = _plan(g)
     params = choose_params(g, plan, ranges, opts)
-    presets, members, spikes = _presets(g), _members(g, plan), _spikes(g)
+    presets, members, spikes = _presets(g), _members(g, plan), spike_tensors(g)
     qat = {n for names in members if set(names) & presets.keys() for n in names}
     free = {names[0] for names in members if len(names) == 1} - qat - spikes
     b = _IntBuilder(g, params, opts, free, qat, spikes)

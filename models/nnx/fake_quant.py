@@ -131,6 +131,14 @@ def table_or_float(x: jax.Array, fn: str, point: FakeQuant, out_bits: int = 8) -
     return JAX_TABLE_FUNCTIONS[fn](point(x))
 
 
+def live_weight(w: jax.Array, bits: int, per_channel: bool) -> jax.Array:
+    """Weights w (K, N) fake-quantized on their live symmetric grid (absmax per output
+    channel, or per tensor), the scale following training: QAT before a frozen grid."""
+    peak = jnp.max(jnp.abs(w), axis=0) if per_channel else jnp.max(jnp.abs(w))
+    scale = jax.lax.stop_gradient(jnp.where(peak > 0, peak / int_range(bits, True)[1], 1.0))
+    return fake_quant_dynamic(w, scale, 0.0, bits)
+
+
 class QuantDense(nnx.Module):
     """y = x @ kernel + bias with fake-quant weights (symmetric, per output channel).
 
@@ -169,10 +177,7 @@ class QuantDense(nnx.Module):
             return w
         if self.params is not None:
             return fake_quant(w, self.params)
-        qmax = int_range(self.bits, True)[1]
-        peak = jnp.max(jnp.abs(w), axis=0) if self.per_channel else jnp.max(jnp.abs(w))
-        scale = jax.lax.stop_gradient(jnp.where(peak > 0, peak / qmax, 1.0))
-        return fake_quant_dynamic(w, scale, 0.0, self.bits)
+        return live_weight(w, self.bits, self.per_channel)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         io = getattr(self, "io_params", None)

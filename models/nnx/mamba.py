@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ncc.models.nnx.fake_quant import FakeQuant, table_out_params
+from ncc.models.nnx.fake_quant import FakeQuant, live_weight, table_out_params
 from ncc.models.nnx.ssm import WeightGrid
 from ncc.models.quantization import (
     JAX_TABLE_FUNCTIONS,
@@ -43,9 +43,7 @@ from ncc.models.quantization import (
     fake_quant,
     fake_quant_binary,
     fake_quant_dense,
-    fake_quant_dynamic,
     fake_quant_table,
-    int_range,
     symmetric_params,
 )
 
@@ -145,10 +143,7 @@ class Mamba(nnx.Module):
             return w
         if params is not None:
             return fake_quant(w, params)
-        bits = self.config.weight_bits
-        peak = jnp.max(jnp.abs(w), axis=0) if self.config.per_channel else jnp.max(jnp.abs(w))
-        scale = jax.lax.stop_gradient(jnp.where(peak > 0, peak / int_range(bits, True)[1], 1.0))
-        return fake_quant_dynamic(w, scale, 0.0, bits)
+        return live_weight(w, self.config.weight_bits, self.config.per_channel)
 
     def freeze_weights(self) -> dict[str, QuantParams]:
         """Static weight grids from the current kernels (`fake_quant.freeze` calls it with

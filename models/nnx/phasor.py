@@ -45,7 +45,7 @@ import numpy as np
 import spyx.axn
 from flax import nnx
 
-from ncc.models.nnx.fake_quant import FakeQuant
+from ncc.models.nnx.fake_quant import FakeQuant, live_weight
 from ncc.models.nnx.ssm import WeightGrid
 from ncc.models.quantization import (
     TABLE_FUNCTIONS,
@@ -54,9 +54,7 @@ from ncc.models.quantization import (
     asymmetric_params,
     fake_quant_binary,
     fake_quant_dense,
-    fake_quant_dynamic,
     fake_quant_table,
-    int_range,
     symmetric_params,
 )
 
@@ -109,9 +107,7 @@ def _dense(z: jax.Array, w: jax.Array, b: jax.Array, p_z: QuantParams, grid: Wei
     float with live per-channel weight fake-quant (QAT before `freeze(weights=True)`)."""
     if grid.params is not None:
         return fake_quant_dense(z, w, b, p_z, grid.params, point.params)
-    peak = jnp.max(jnp.abs(w), axis=0) if cfg.per_channel else jnp.max(jnp.abs(w))
-    scale = jax.lax.stop_gradient(jnp.where(peak > 0, peak / int_range(8, True)[1], 1.0))
-    return point(z @ fake_quant_dynamic(w, scale, 0.0, 8) + b)
+    return point(z @ live_weight(w, 8, cfg.per_channel) + b)
 
 
 def _points_ready(points: list[FakeQuant]) -> bool:

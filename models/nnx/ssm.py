@@ -35,13 +35,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ncc.models.nnx.fake_quant import FakeQuant
+from ncc.models.nnx.fake_quant import FakeQuant, live_weight
 from ncc.models.quantization import (
     QuantConfig,
     QuantParams,
     fake_quant,
     fake_quant_dense,
-    fake_quant_dynamic,
     int_range,
     symmetric_params,
 )
@@ -202,10 +201,7 @@ class LRU(nnx.Module):
             return w
         if params is not None:
             return fake_quant(w, params)
-        bits = self.config.weight_bits
-        peak = jnp.max(jnp.abs(w), axis=0) if self.config.per_channel else jnp.max(jnp.abs(w))
-        scale = jax.lax.stop_gradient(jnp.where(peak > 0, peak / int_range(bits, True)[1], 1.0))
-        return fake_quant_dynamic(w, scale, 0.0, bits)
+        return live_weight(w, self.config.weight_bits, self.config.per_channel)
 
     def freeze_weights(self) -> dict[str, QuantParams]:
         """Static weight grids from the current W_h and W_y (`fake_quant.freeze` calls it

@@ -57,3 +57,26 @@ def run_ncc(args: list[str], cwd: Path) -> None:
                           capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
         raise RuntimeError(f"ncc {' '.join(args)} failed:\n{done.stderr}{done.stdout}")
+
+
+def train_classifier(model: Any, tx: Any, x: np.ndarray, y: np.ndarray, steps: int,
+                     batch: int, seed: int) -> None:
+    """`steps` steps of optax transform `tx` on the cross-entropy of `model.classify` (an
+    NNX module: logits (B, classes) from x (B, ...)) over random batches of (x, y)."""
+    import jax
+    import optax
+    from flax import nnx
+
+    opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model: Any, opt: nnx.Optimizer, xb: jax.Array, yb: jax.Array) -> None:
+        def loss_fn(m: Any) -> jax.Array:
+            return optax.softmax_cross_entropy_with_integer_labels(m.classify(xb), yb).mean()
+
+        opt.update(model, nnx.grad(loss_fn)(model))
+
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        idx = rng.integers(0, len(x), batch)
+        step(model, opt, x[idx], y[idx])

@@ -44,7 +44,7 @@ import optax
 from flax import nnx
 
 from ncc.models.checkpoint import save_checkpoint
-from ncc.models.examples.common import Runner, run_ncc
+from ncc.models.examples.common import Runner, run_ncc, train_classifier
 from ncc.models.nnx.fake_quant import FakeQuant, QuantDense, freeze, set_mode
 from ncc.models.nnx.ssm import LRU
 from ncc.models.quantization import QuantConfig, fake_quant_dense
@@ -160,20 +160,8 @@ def _train(model: LRUClassifier, x: np.ndarray, y: np.ndarray, steps: int, lr: f
     if steps <= 0:
         return
     schedule = optax.cosine_decay_schedule(lr, steps, alpha=0.05)
-    opt = nnx.Optimizer(model, optax.chain(optax.clip_by_global_norm(1.0),
-                                           optax.adam(schedule)), wrt=nnx.Param)
-
-    @nnx.jit
-    def step(model: LRUClassifier, opt: nnx.Optimizer, xb: jax.Array, yb: jax.Array) -> None:
-        def loss_fn(m: LRUClassifier) -> jax.Array:
-            return optax.softmax_cross_entropy_with_integer_labels(m.classify(xb), yb).mean()
-
-        opt.update(model, nnx.grad(loss_fn)(model))
-
-    rng = np.random.default_rng(seed)
-    for _ in range(steps):
-        idx = rng.integers(0, len(x), batch)
-        step(model, opt, x[idx], y[idx])
+    train_classifier(model, optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule)),
+                     x, y, steps, batch, seed)
 
 
 @nnx.jit

@@ -23,7 +23,11 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from ncc.models.checkpoint import save_checkpoint  # noqa: E402
-from ncc.models.examples.common import load_digits_split, run_cli  # noqa: E402
+from ncc.models.examples.common import (  # noqa: E402
+    load_digits_split,
+    run_cli,
+    train_classifier,
+)
 from ncc.models.nnx.fake_quant import FakeQuant, QuantDense, freeze, set_mode  # noqa: E402
 from ncc.models.nnx.liquid import CfCCell  # noqa: E402
 from ncc.models.quantization import QuantConfig, fake_quant_dense  # noqa: E402
@@ -79,19 +83,7 @@ class CfCClassifier(nnx.Module):
 
 def _train(model: CfCClassifier, x: np.ndarray, y: np.ndarray, steps: int, lr: float,
            batch: int, seed: int) -> None:
-    opt = nnx.Optimizer(model, optax.adam(lr), wrt=nnx.Param)
-
-    @nnx.jit
-    def step(model: CfCClassifier, opt: nnx.Optimizer, xb: jax.Array, yb: jax.Array) -> None:
-        def loss_fn(m: CfCClassifier) -> jax.Array:
-            return optax.softmax_cross_entropy_with_integer_labels(m.classify(xb), yb).mean()
-
-        opt.update(model, nnx.grad(loss_fn)(model))
-
-    rng = np.random.default_rng(seed)
-    for _ in range(steps):
-        idx = rng.integers(0, len(x), batch)
-        step(model, opt, x[idx], y[idx])
+    train_classifier(model, optax.adam(lr), x, y, steps, batch, seed)
 
 
 @nnx.jit

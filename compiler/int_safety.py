@@ -5,6 +5,7 @@ parameters on which every runtime's Prepare derives the same multiplier
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,16 @@ def mul_multipliers(pa: QuantParams, pb: QuantParams, po: QuantParams) -> dict[s
             "float32": nx.quantize_multiplier(float(sa * sb / so))}
 
 
+@functools.lru_cache(maxsize=256)
+def _int8_products(a_zp: int, b_zp: int) -> np.ndarray:
+    """Every distinct (a - a_zp)(b - b_zp) over int8 a, b (the quantizer asks often)."""
+    a = np.arange(-128, 128, dtype=np.int64) - a_zp
+    b = np.arange(-128, 128, dtype=np.int64) - b_zp
+    products = np.unique(np.outer(a, b))
+    products.flags.writeable = False
+    return products
+
+
 def mul_is_portable(pa: QuantParams, pb: QuantParams, po: QuantParams) -> bool:
     """True if MUL gives the same bits for every input whichever multiplier a runtime
     derives: the two are equal, or (int8, 65,536 input pairs) they never round apart."""
@@ -36,9 +47,7 @@ def mul_is_portable(pa: QuantParams, pb: QuantParams, po: QuantParams) -> bool:
         return True
     if "int16" in (pa.dtype, pb.dtype, po.dtype):
         return False
-    a = np.arange(-128, 128, dtype=np.int64) - pa.zero_point[0]
-    b = np.arange(-128, 128, dtype=np.int64) - pb.zero_point[0]
-    products = np.unique(np.outer(a, b))
+    products = _int8_products(int(pa.zero_point[0]), int(pb.zero_point[0]))
     lo, hi = nx.dtype_range(po.dtype)
     outs = [np.clip(nx.multiply_by_quantized_multiplier(products, m, s) + po.zero_point[0],
                     lo, hi)

@@ -32,8 +32,10 @@ from ncc.compiler.quantize import QuantOptions, activation_groups, quantize, spi
 
 SEARCH_SEQUENCES = 64
 SEARCH_STEPS = 2048
+RANK_STEPS = 512
 """The search scores on the first calibration sequences: at most SEARCH_SEQUENCES of them,
-and no more than SEARCH_STEPS steps in all (at least one whole sequence)."""
+and no more than SEARCH_STEPS steps in all (at least one whole sequence); the one-group-
+at-a-time noise measurement that ranks the groups, on the first RANK_STEPS of those."""
 
 
 @dataclass
@@ -56,9 +58,9 @@ class _Scorer:
     """Quantize with given widths and score the golden model against float."""
 
     def __init__(self, reference: Graph, ranges: dict[str, TensorRange],
-                 data: dict[str, np.ndarray], options: QuantOptions):
+                 data: dict[str, np.ndarray], options: QuantOptions, steps: int = SEARCH_STEPS):
         self.reference, self.ranges, self.options = reference, ranges, options
-        n = max(1, min(SEARCH_SEQUENCES, SEARCH_STEPS // max(1, data["x"].shape[1])))
+        n = max(1, min(SEARCH_SEQUENCES, steps // max(1, data["x"].shape[1])))
         self.x = np.asarray(data["x"][:n], np.float32)
         self.dt = None if "dt" not in data else np.asarray(data["dt"][:n])
         self.y = None if "y" not in data else np.asarray(data["y"][:n]).reshape(-1)
@@ -136,29 +138,50 @@ def choose_widths(reference: Graph, ranges: dict[str, TensorRange],
                                         "evaluations": scorer.evaluations}
     wide = scorer(groups)
     tick(1, total)
-    # each group's own noise: every other group int16, this one int8
+    # each group's own noise: every other group int16, this one int8 (ranked on fewer
+    # steps: this is one evaluation per group, the rest of the search a few)
+    ranker = _Scorer(reference, ranges, data, options, steps=RANK_STEPS)
+    ranker_wide = ranker(groups)
     contribution = []
     for i, names in enumerate(groups):
-        alone = scorer([other for other in groups if other is not names])
-        own = _noise(alone.sqnr_db) - _noise(wide.sqnr_db)
+        alone = ranker([other for other in groups if other is not names])
+        own = _noise(alone.sqnr_db) - _noise(ranker_wide.sqnr_db)
         contribution.append(max(own, 0.0))
         tick(i + 2, total)
     order = sorted(range(len(groups)), key=lambda i: -contribution[i])
+    scores: dict[int, _Score] = {0: base}
+
+    def top(k: int) -> _Score:
+        if k not in scores:
+            scores[k] = wide if k == len(groups) else scorer([groups[i] for i in order[:k]])
+        return scores[k]
+
+    # the noisiest k first: bytes grow with k, and the error (nearly) falls with it, so
+    # bisect for the largest k inside the budget, then for the fewest that meet the target
+    fit = len(groups)
+    if not _fits(top(fit), target):
+        lo, fit = 0, len(groups)  # fits(lo), not fits(fit)
+        while fit - lo > 1:
+            mid = (lo + fit) // 2
+            lo, fit = (mid, fit) if _fits(top(mid), target) else (lo, mid)
+        fit = lo
     best: tuple[int, _Score] | None = None
-    for k in range(1, len(groups) + 1):  # fewest promotions first; stop at the first hit
-        score = scorer([groups[i] for i in order[:k]])
-        if not _fits(score, target):
-            break
-        if best is None or _better(score, best[1], scorer):
-            best = (k, score)
-        if _meets(score, scorer, target):
-            break
+    if fit and _meets(top(fit), scorer, target):
+        lo, hi = 0, fit  # not meets(lo), meets(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if _meets(top(mid), scorer, target) else (mid, hi)
+        best = (hi, top(hi))
+    elif fit:
+        for k in sorted(k for k in scores if 0 < k <= fit and _fits(scores[k], target)):
+            if best is None or _better(scores[k], best[1], scorer):
+                best = (k, scores[k])
     tick(total, total)
     if best is None:  # not even one promotion fits the budget
         best = (0, base)
     k, chosen = best
     promoted = {i for i in order[:k]}
-    signal_noise = _noise(wide.sqnr_db)
+    signal_noise = _noise(ranker_wide.sqnr_db)
     report.update({
         "met": _meets(chosen, scorer, target), "chosen": chosen.as_dict(),
         "int16": wide.as_dict(),
@@ -166,7 +189,7 @@ def choose_widths(reference: Graph, ranges: dict[str, TensorRange],
                      "noise_share": contribution[i] / max(sum(contribution), 1e-300),
                      "sqnr_db_if_int8_alone": _db(contribution[i] + signal_noise)}
                     for i in order],
-        "evaluations": scorer.evaluations})
+        "evaluations": scorer.evaluations + ranker.evaluations})
     return scorer.options_for([groups[i] for i in order[:k]]), report
 
 

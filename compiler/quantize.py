@@ -49,6 +49,7 @@ import numpy as np
 
 from ncc import numerics as nx
 from ncc.compiler.calibrate import TensorRange
+from ncc.compiler.golden import requantize as golden_requantize
 from ncc.compiler.int_safety import (
     add_params,
     check_accumulator,
@@ -386,9 +387,12 @@ class _IntBuilder:
             scale = p.scale[0] if spikes else nx.short_scale(p.scale[0] / 128)
             pt = QuantParams((scale,), (0,), 16, True)
             m, s = (int(v) for v in nx.requantize_multipliers(p, pt, 0))
-            self.tensors[twin] = Tensor(twin, t.shape, "int16", pt)
-            self.emit("requantize", [name], twin, source, in_zp=p.zero_point[0],
-                      multiplier=m, shift=s, out_zp=0, dtype="int16")
+            attrs = dict(in_zp=p.zero_point[0], multiplier=m, shift=s, out_zp=0, dtype="int16")
+            if name in self.constants:  # folded here: no runtime op on a constant
+                self.const(twin, golden_requantize(self.constants[name], **attrs), pt)
+            else:
+                self.tensors[twin] = Tensor(twin, t.shape, "int16", pt)
+                self.emit("requantize", [name], twin, source, **attrs)
             if spikes:
                 self.spikes.add(twin)
         return twin

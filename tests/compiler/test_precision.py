@@ -132,6 +132,32 @@ def test_auto_widens_only_what_the_sqnr_target_needs(cfc_graph, digits):
     assert constant_bytes(q) < constant_bytes(full)
 
 
+def test_auto_search_costs_one_evaluation_per_group_plus_a_bisection(cfc_graph, digits):
+    _, search = _search(cfc_graph, {"x": digits["train"]["x"]})
+    groups = len(search["tensors"])
+    # int8, all-int16 (scored and ranked), one per group, then at most ~2 log2 bisections
+    assert search["evaluations"] <= groups + 3 + 2 * int(np.ceil(np.log2(groups)))
+
+
+def test_a_widened_constant_is_folded_not_requantized_per_step(digits):
+    """A constant operand (an LTC's reversal potentials, say) read by an int16 op becomes
+    an int16 constant at compile time: no runtime requantize, and the graph still
+    rebatches (so the search scores it at batch speed)."""
+    from ncc.compiler.batch import rebatch
+    from ncc.models import zoo
+
+    g = to_graph(zoo.ltc(16), (8,))
+    reference = prepare(g)
+    groups = activation_groups(reference)
+    options = QuantOptions(widths=tuple((names[0], "int16") for names in groups[::2]))
+    q, _ = quantize_graph(g, {"x": digits["train"]["x"][:16]}, options)
+    for op in q.ops:
+        if op.kind == "requantize":
+            assert op.inputs[0] not in q.constants, op
+    assert any(n.endswith("_int16") for n in q.constants)
+    rebatch(q, 4)
+
+
 def test_auto_stays_int8_when_int8_meets_the_target(cfc_graph, digits):
     q, search = _search(cfc_graph, {"x": digits["train"]["x"]}, target_sqnr=10.0)
     assert search["met"] and search["tensors"] == []

@@ -109,6 +109,8 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {label} | {_pct(p.get('accuracy'))} | n/a | n/a | "
                          f"{_num(p.get('sqnr_db'))} | {growth} | {_num(p.get('step_us'))} | "
                          f"{_num(_ratio(m, p), '.2f')} | |")
+        if line := _mac_bound_line(m):
+            lines.append(line)
         if line := _cortex_m4_line(m.get("cortex_m4")):
             lines.append(line)
         fl = m["runtimes"].get(BASELINE, {})
@@ -140,6 +142,19 @@ def markdown(results: dict[str, Any]) -> str:
               "![accuracy](accuracy.png)", "![latency](latency.png)",
               "![accuracy against Cortex-M4 flash](precision.png)", ""]
     return "\n".join(lines)
+
+
+def _mac_bound_line(m: dict[str, Any]) -> str | None:
+    """The C step against the plain int8 loop over the same shapes, both timed here."""
+    b, c = m.get("c_mac_bound") or {}, m["runtimes"].get("c (loop inside C)", {})
+    if not b.get("step_us") or not c.get("step_us"):
+        return None
+    rate = f"{b['macs_per_s'] / 1e9:.1f} GMAC/s" if b.get("macs_per_s") else ""
+    return (f"\nC step against its MAC bound (a plain int8 dot loop over the same "
+            f"{len(b['shapes'])} dense shapes, {b['macs']:,} MACs, `{b['flags']}`, this run): "
+            f"ncc c {c['step_us']:.3f} µs/step, bound {b['step_us']:.3f} µs/step ({rate}): "
+            f"**{c['step_us'] / b['step_us']:.1f}x** the bound; ncc c runs "
+            f"{m.get('macs_per_step', 0) / c['step_us'] / 1e3:.2f} GMAC/s.")
 
 
 def _cortex_m4_line(counts: dict[str, Any] | None) -> str:

@@ -403,6 +403,7 @@ def bench_case(case: Case, config: Config, data: dict[str, np.ndarray], work: Pa
             res["runtimes"][f"{path} (loop inside C)"] = c_loop_timing(out, xq, dtq, config)
             if quantized and activations == "int8":
                 res["cortex_m4"] = cortex_m4_instructions(out, xq, dtq)
+                res["c_mac_bound"] = c_mac_bound(g)
     res["int8_bound_us"] = res.get("macs_per_step", 0) / mac_rate * 1e6
     if float_dir is not None:
         res["peers"] = bench_peers(case, config, data, float_dir, work, float_long,
@@ -425,14 +426,35 @@ def _one_step(session: Any, x0: np.ndarray, xq: np.ndarray, dtq: np.ndarray | No
 
 def c_loop_timing(art: Path, xq: np.ndarray, dtq: np.ndarray | None, config: Config
                   ) -> dict[str, Any]:
-    """The C artifact's step timed by a loop inside C (no Python call per step)."""
-    from ncc.runtime.cbuild import step_ns_in_c
+    """The C artifact's step timed by a loop inside C (no Python call per step), built
+    with the MAC bound's flags (`mac_bound.FLAGS`)."""
+    from ncc.bench.mac_bound import compile_flags
+    from ncc.runtime.cbuild import find_compiler, step_ns_in_c
 
     try:
-        ns = step_ns_in_c(art, xq, dtq, steps=max(config.timing_calls * 50, 10_000))
-        return {"target": "c", "step_us": ns / 1000}
+        flags = compile_flags(find_compiler())
+        ns = step_ns_in_c(art, xq, dtq, steps=max(config.timing_calls * 50, 10_000),
+                          flags=flags)
+        return {"target": "c", "step_us": ns / 1000, "flags": " ".join(flags)}
     except Exception as e:
         return {"target": "c", "error": f"{type(e).__name__}: {e}"[:300]}
+
+
+def c_mac_bound(g: Graph) -> dict[str, Any]:
+    """The plain int8 dot loop over the int8 graph's dense shapes (`bench.mac_bound`): its
+    µs per step and MAC rate, measured in this run."""
+    from ncc.bench.mac_bound import bound_ns, compile_flags, dense_shapes
+    from ncc.runtime.cbuild import find_compiler
+
+    try:
+        shapes = dense_shapes(g)
+        ns = bound_ns(g)
+        macs = sum(k * n for k, n in shapes)
+        return {"step_us": ns / 1000, "macs": macs, "shapes": shapes,
+                "macs_per_s": macs / ns * 1e9 if ns else None,
+                "flags": " ".join(compile_flags(find_compiler()))}
+    except Exception as e:
+        return {"error": f"{type(e).__name__}: {e}"[:300]}
 
 
 def cortex_m4_instructions(art: Path, xq: np.ndarray, dtq: np.ndarray | None

@@ -164,14 +164,15 @@ def run_executable(exe: str | Path, manifest: dict[str, Any], xs: np.ndarray,
 
 
 def step_ns_in_c(art_dir: str | Path, xs: np.ndarray, dts: np.ndarray | None = None,
-                 steps: int = 100_000) -> float:
+                 steps: int = 100_000, flags: tuple[str, ...] = ("-O2",)) -> float:
     """Processor ns per ncc_step measured by a loop inside C (runtime/c/host/ncc_bench.c)
-    over `steps` steps, cycling over the first 256 of xs (artifact dtype)."""
+    over `steps` steps, cycling over the first 256 of xs (artifact dtype), built with
+    `flags`."""
     from ncc.compiler.artifact import read_manifest
 
     art_dir = Path(art_dir)
     with tempfile.TemporaryDirectory(prefix="ncc-c-bench-") as tmp:
-        exe = build_executable(art_dir, Path(tmp) / "bench", driver="ncc_bench.c")
+        exe = build_executable(art_dir, Path(tmp) / "bench", flags=flags, driver="ncc_bench.c")
         feed = encode_steps(read_manifest(art_dir), xs[:256],
                             None if dts is None else dts[:256])
         done = subprocess.run([str(exe), str(steps)], input=feed.tobytes(),

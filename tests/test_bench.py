@@ -32,6 +32,9 @@ def test_bench_smoke_writes_report_and_holds_exactness(tmp_path):
                       "c auto"):
             assert runtimes[label]["identical"] == 1.0, (m["model"], label)
         assert runtimes["c 16x8 (loop inside C)"]["step_us"] > 0
+        bound = m["c_mac_bound"]  # the plain int8 loop over the same dense shapes
+        assert bound["step_us"] > 0 and bound["macs"] > 0 and bound["shapes"]
+        assert bound["flags"] == runtimes["c (loop inside C)"]["flags"]
         m4 = m["cortex_m4"]  # the int8 c artifact under QEMU -icount (CI has the ARM tools)
         assert m4["dsp"]["instructions_per_step"] < m4["portable"]["instructions_per_step"]
         assert (m4["dsp"]["dense_int8_instructions_per_mac"]
@@ -55,6 +58,7 @@ def test_bench_smoke_writes_report_and_holds_exactness(tmp_path):
     assert labels.index("onnx-float") < labels.index("onnx-int8") < labels.index("c")
     assert markdown(again).count("## ") == 2
     assert markdown(again).count("Cortex-M4 (QEMU -icount), instructions per step") == 2
+    assert markdown(again).count("C step against its MAC bound") == 2
     text = readme.read_text()
     assert "STALE-TABLE" not in text and "| cfc16 (bundled) | ncc onnx-int8 |" in text
     assert "| cfc16 (bundled) | ncc c |" in text

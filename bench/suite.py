@@ -9,9 +9,11 @@ one after another, repeated), bits identical to the golden model, max LSB, SQNR 
 float and error growth; for spiking models, the fraction of spike values the golden
 model shares with float. Speed: the median per-step latency at batch 1 of each runtime,
 reported as a ratio to onnxruntime float, and the MAC-count bound (MACs per step over
-a measured int8 MatMulInteger rate). The 16x8 mode (`--activations int16`) is benched as
-its own paths, "tflite-int8 16x8" and "c 16x8". `run_bench` returns the results as plain data;
-`ncc.bench.report` writes them out.
+a measured int8 MatMulInteger rate); the C step, timed inside C, against a plain int8 dot
+loop over the model's own dense shapes built with the same flags (`bench.mac_bound`).
+The 16x8 mode (`--activations int16`) is benched as its own paths, "tflite-int8 16x8"
+and "c 16x8". `run_bench` returns the results as plain data; `ncc.bench.report` writes
+them out.
 """
 
 from __future__ import annotations

@@ -88,9 +88,9 @@ def compile_flags(cc: str) -> tuple[str, ...]:
     return FLAGS if probe.returncode == 0 else tuple(f for f in FLAGS if "march" not in f)
 
 
-def bound_ns(g: Graph, macs_per_pass_target: float = 2e8, cc: str | None = None) -> float:
+def bound_ns(g: Graph, total_macs: float = 2e8, cc: str | None = None) -> float:
     """ns per pass of the plain int8 loop over `g`'s dense shapes (0.0 if it has none),
-    timed over enough passes for about `macs_per_pass_target` MACs in all: the faster of
+    timed over enough passes for about `total_macs` MACs in all: the faster of
     its two forms (one row per pass over x, four rows)."""
     from ncc.runtime.cbuild import find_compiler
 
@@ -98,16 +98,17 @@ def bound_ns(g: Graph, macs_per_pass_target: float = 2e8, cc: str | None = None)
     if not shapes:
         return 0.0
     macs = sum(k * n for k, n in shapes)
-    passes = max(1000, int(macs_per_pass_target / macs))
+    passes = max(1000, int(total_macs / macs))
     cc = find_compiler(cc)
-    return min(_timed(bound_source(shapes, passes, rows), cc) for rows in (1, 4))
+    flags = compile_flags(cc)
+    return min(_timed(bound_source(shapes, passes, rows), cc, flags) for rows in (1, 4))
 
 
-def _timed(source: str, cc: str) -> float:
+def _timed(source: str, cc: str, flags: tuple[str, ...]) -> float:
     with tempfile.TemporaryDirectory(prefix="ncc-bound-") as tmp:
         src, exe = Path(tmp) / "bound.c", Path(tmp) / "bound"
         src.write_text(source)
-        done = subprocess.run([cc, "-std=c99", *compile_flags(cc), "-o", str(exe), str(src)],
+        done = subprocess.run([cc, "-std=c99", *flags, "-o", str(exe), str(src)],
                               capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"building the MAC-bound loop failed:\n{done.stderr[-2000:]}")

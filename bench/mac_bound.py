@@ -12,9 +12,11 @@ cannot be hoisted out of the timing loop.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,6 +83,7 @@ def bound_source(shapes: list[tuple[int, int]], passes: int, rows: int = 1) -> s
     return "\n".join(parts)
 
 
+@functools.lru_cache(maxsize=8)
 def compile_flags(cc: str) -> tuple[str, ...]:
     """FLAGS if `cc` accepts them, else FLAGS without -march=native."""
     probe = subprocess.run([cc, *FLAGS, "-x", "c", "-c", "-o", "/dev/null", "-"],
@@ -88,20 +91,23 @@ def compile_flags(cc: str) -> tuple[str, ...]:
     return FLAGS if probe.returncode == 0 else tuple(f for f in FLAGS if "march" not in f)
 
 
-def bound_ns(g: Graph, total_macs: float = 2e8, cc: str | None = None) -> float:
-    """ns per pass of the plain int8 loop over `g`'s dense shapes (0.0 if it has none),
-    timed over enough passes for about `total_macs` MACs in all: the faster of
-    its two forms (one row per pass over x, four rows)."""
+def measure_bound(g: Graph, total_macs: float = 2e8, cc: str | None = None
+                  ) -> dict[str, Any]:
+    """The plain int8 loop over `g`'s dense shapes, timed over enough passes for about
+    `total_macs` MACs in all, the faster of its two forms (one row per pass over x, four
+    rows): step_us per pass (0.0 without dense layers), macs, shapes, macs_per_s, flags."""
     from ncc.runtime.cbuild import find_compiler
 
     shapes = dense_shapes(g)
-    if not shapes:
-        return 0.0
-    macs = sum(k * n for k, n in shapes)
-    passes = max(1000, int(total_macs / macs))
     cc = find_compiler(cc)
     flags = compile_flags(cc)
-    return min(_timed(bound_source(shapes, passes, rows), cc, flags) for rows in (1, 4))
+    macs = sum(k * n for k, n in shapes)
+    ns = 0.0
+    if shapes:
+        passes = max(1000, int(total_macs / macs))
+        ns = min(_timed(bound_source(shapes, passes, rows), cc, flags) for rows in (1, 4))
+    return {"step_us": ns / 1000, "macs": macs, "shapes": shapes,
+            "macs_per_s": macs / ns * 1e9 if ns else None, "flags": " ".join(flags)}
 
 
 def _timed(source: str, cc: str, flags: tuple[str, ...]) -> float:

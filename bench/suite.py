@@ -445,16 +445,10 @@ def c_loop_timing(art: Path, xq: np.ndarray, dtq: np.ndarray | None, config: Con
 def c_mac_bound(g: Graph) -> dict[str, Any]:
     """The plain int8 dot loop over the int8 graph's dense shapes (`bench.mac_bound`): its
     µs per step and MAC rate, measured in this run."""
-    from ncc.bench.mac_bound import bound_ns, compile_flags, dense_shapes
-    from ncc.runtime.cbuild import find_compiler
+    from ncc.bench.mac_bound import measure_bound
 
     try:
-        shapes = dense_shapes(g)
-        ns = bound_ns(g)
-        macs = sum(k * n for k, n in shapes)
-        return {"step_us": ns / 1000, "macs": macs, "shapes": shapes,
-                "macs_per_s": macs / ns * 1e9 if ns else None,
-                "flags": " ".join(compile_flags(find_compiler()))}
+        return measure_bound(g)
     except Exception as e:
         return {"error": f"{type(e).__name__}: {e}"[:300]}
 

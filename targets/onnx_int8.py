@@ -15,7 +15,9 @@ manifest's parameters.
 onnxruntime pays per node at batch 1 (about half a microsecond), so the lowering keeps
 nodes few: FullyConnected ops on one input share one MatMulInteger (`_siblings`), a
 lookup table next to a binary table is folded into it, each int64 copy of a tensor is
-made once (`_Int.wide`), and nodes nothing reads are dropped.
+made once (`_Int.wide`), a table whose result is only read widened holds int64 values, a
+saturated requantization hands its result + 128 to the tables it indexes (`_Int.shifted`:
+no Sub, no Cast), and nodes nothing reads are dropped.
 
 Opset 18 (BitwiseAnd needs 18).
 """
@@ -101,6 +103,10 @@ class _Int(Nodes):
         """int8 tensor -> (index, 65,536-entry table) it was gathered with (`_binary_table`)."""
         self.looked_up: dict[str, tuple[str, np.ndarray]] = {}
         """int8 tensor -> (int8 input, 256 values at input + 128) of the table it came from."""
+        self.shifted: dict[str, tuple[str, int]] = {}
+        """int8 tensor -> (int64 tensor, d) holding its values + d: a saturated
+        requantization's lifted result (`saturated_affine`) before the Sub that takes d
+        off. A Gather indexed by it folds d into its table (`offset_view`)."""
 
     def tmp(self, op: Op, what: str) -> str:
         self.count += 1
@@ -154,6 +160,20 @@ class _Int(Nodes):
             self.wide[name] = self.cast(op, name, "int64")
         return self.wide[name]
 
+    def offset_view(self, op: Op, name: str) -> tuple[str, int]:
+        """(int64 tensor, d) holding the values of integer tensor `name` + d: its lifted
+        form where it has one (d > 0, no Sub), else its int64 copy (d = 0)."""
+        return self.shifted.get(name) or (self.widened(op, name), 0)
+
+    def lifted_output(self, op: Op, name: str, lifted: str, lift: int, dtype: str) -> None:
+        """`name` (op's output, or one part of it) = lifted - lift as `dtype`; the lifted
+        form is kept for the Gathers that fold the lift into their tables."""
+        wide = lifted if lift == 0 else self.node(op, "Sub", [lifted, self.i64(op, "lift", lift)])
+        self.nodes.append(helper.make_node("Cast", [wide], [name], to=ONNX_DTYPES[dtype]))
+        self.wide[name] = wide
+        if lift:
+            self.shifted[name] = (lifted, lift)
+
     def mbqm(self, op: Op, x: str, multiplier: object, shift: object) -> str:
         """int64 x -> MultiplyByQuantizedMultiplier(x, multiplier, shift), int64."""
         m = np.asarray(multiplier, np.int64)
@@ -200,30 +220,39 @@ class _Int(Nodes):
 
     def saturated_affine(self, op: Op, p: str, multiplier: object, shift: object,
                          dtype: str, p_bound: object, *, offset: object = 0,
-                         out_zp: object = 0) -> str | None:
-        """`mbqm_affine` saturated to `dtype`'s range (int64 out), for |p| <= p_bound (per
-        channel): C 2^k added to every dividend makes it non-negative, so ONNX's truncating
-        Div is the floor with no fix-up; the result is clipped to [lo + C, hi + C] and C
-        taken off. None where a constant would not fit (use mbqm_affine)."""
+                         out_zp: object = 0) -> tuple[str, int] | None:
+        """`mbqm_affine` saturated to `dtype`'s range [lo, hi], for |p| <= p_bound (per
+        channel), as (int64 tensor, C) holding the result + C, with no floor fix-up:
+        C 2^k added to every dividend, ONNX's truncating Div, and a clip to [lo + C,
+        hi + C]. C = -lo where that fits: truncation differs from the floor only for a
+        negative dividend, whose floor is below 0 = lo + C and so clips the same. Else
+        the smallest C making every dividend non-negative (0 where they all are).
+        With C = -lo the result + C is the index of its value in a table read from lo
+        (`offset_view`); `lifted_output` takes C off. None where a constant would not
+        fit (use mbqm_affine)."""
         c = _affine_constants(multiplier, shift, 1, offset, out_zp)
         if c is None:
             return None
         bounds = np.broadcast_to(np.asarray(p_bound, np.int64), c.shape).reshape(-1).tolist()
         lowest = [-pb * abs(mm) + min(rr, rn) for pb, mm, rr, rn
                   in zip(bounds, c.mm, c.r, c.rneg, strict=True)]
-        lift = max(0, *(-(y // (1 << kk)) for y, kk in zip(lowest, c.k, strict=True)))
-        extra = [lift << kk for kk in c.k]
-        if any(pb * abs(mm) + max(rr, rn) + x >= 1 << 62 for pb, mm, rr, rn, x
-               in zip(bounds, c.mm, c.r, c.rneg, extra, strict=True)):
+        lo, hi = nx.dtype_range(dtype)
+        # the smallest lift making every dividend non-negative also serves (no clipping
+        # argument needed); -lo is preferred, and the one that fits is taken
+        positive = max(0, *(-(y // (1 << kk)) for y, kk in zip(lowest, c.k, strict=True)))
+        for lift in dict.fromkeys([min(positive, -lo), positive]):
+            extra = [lift << kk for kk in c.k]
+            if all(pb * abs(mm) + max(rr, rn) + x < 1 << 62 and y + x > -(1 << 62) for
+                   pb, mm, rr, rn, x, y in zip(bounds, c.mm, c.r, c.rneg, extra, lowest,
+                                               strict=True)):
+                break
+        else:
             return None
         y = self._affine_sum(op, p, c, extra)
         floor = self.node(op, "Div", [y, self.i64(op, "pot", np.asarray(
             [1 << kk for kk in c.k], np.int64).reshape(c.shape))])
-        lo, hi = nx.dtype_range(dtype)
-        clipped = self.node(op, "Clip", [floor, self.i64(op, "lo", lo + lift),
-                                         self.i64(op, "hi", hi + lift)])
-        return clipped if lift == 0 else self.node(op, "Sub", [clipped,
-                                                              self.i64(op, "lift", lift)])
+        return self.node(op, "Clip", [floor, self.i64(op, "lo", lo + lift),
+                                      self.i64(op, "hi", hi + lift)]), lift
 
     def _affine_sum(self, op: Op, p: str, c: _Affine, extra: list[int]) -> str:
         """p * M + the rounding term (sign-dependent where e >= 1) + extra, int64."""
@@ -351,24 +380,23 @@ def _fully_connected_group(n: _Int, g: Graph, ops: list[Op]) -> bool:
     weights = np.concatenate([g.constants[op.inputs[1]] for op in ops], axis=1)
     acc = n.matmul_integer(head, head.inputs[0], n.const(n.tmp(head, "weights"), weights),
                            int(head.attrs["x_zp"]), weights)
-    clipped = n.saturated_affine(
+    lifted = n.saturated_affine(
         head, n.cast(head, acc, "int64"),
         np.concatenate([channels(op, "multiplier") for op in ops]),
         np.concatenate([channels(op, "shift") for op in ops]), head.attrs["dtype"],
         np.concatenate([_accumulator_bound(g, op) for op in ops]),
         offset=np.concatenate([np.asarray(g.constants[op.inputs[2]], np.int64) for op in ops]),
         out_zp=np.concatenate([channels(op, "out_zp") for op in ops]))
-    if clipped is None:  # take back the nodes and constants emitted so far
+    if lifted is None:  # take back the nodes and constants emitted so far
         del n.nodes[mark[0]:], n.initializers[mark[1]:]
         n.unsigned = mark[2]
         return False
+    clipped, lift = lifted
     parts = [n.tmp(op, "part") for op in ops]
     n.nodes.append(helper.make_node("Split", [clipped, n.i64(head, "split", widths)], parts,
                                     axis=-1))
     for op, part in zip(ops, parts, strict=True):
-        n.nodes.append(helper.make_node("Cast", [part], [op.output],
-                                        to=ONNX_DTYPES[op.attrs["dtype"]]))
-        n.wide[op.output] = part
+        n.lifted_output(op, op.output, part, lift, op.attrs["dtype"])
         n.lowered.add(op.output)
     return True
 
@@ -397,12 +425,12 @@ def _fully_connected(n: _Int, g: Graph, op: Op) -> None:
     bias_values = g.constants.get(bias)
     if bias_values is not None:  # the bias folds into the requantization's constants
         if w in g.constants:
-            clipped = n.saturated_affine(op, acc, a["multiplier"], a["shift"], a["dtype"],
-                                         _accumulator_bound(g, op),
-                                         offset=np.asarray(bias_values, np.int64),
-                                         out_zp=a["out_zp"])
-            if clipped is not None:
-                n.narrowed(op, clipped, a["dtype"])
+            lifted = n.saturated_affine(op, acc, a["multiplier"], a["shift"], a["dtype"],
+                                        _accumulator_bound(g, op),
+                                        offset=np.asarray(bias_values, np.int64),
+                                        out_zp=a["out_zp"])
+            if lifted is not None:
+                n.lifted_output(op, op.output, *lifted, a["dtype"])
                 return
         short = n.mbqm_affine(op, acc, a["multiplier"], a["shift"],
                               offset=np.asarray(bias_values, np.int64), out_zp=a["out_zp"])
@@ -431,14 +459,29 @@ def _binary_table(n: _Int, g: Graph, op: Op) -> bool:
         operands.append(source)
         values.append((every if table is None else table[every + 128]).astype(np.int8))
     results = np.asarray(INT_KERNELS[op.kind](np, tuple(values), op.attrs), np.int8)
+    (a, da), (b, db) = (n.offset_view(op, name) for name in operands)
+    d = 256 * da + db  # index a * 256 + b + d: the table is rolled by d
+    if not -32640 <= d <= 32896:  # a * 256 + b + d must stay inside [-65536, 65535]
+        (a, da), (b, db), d = (n.widened(op, operands[0]), 0), (n.widened(op, operands[1]), 0), 0
     table = np.zeros(65536, np.int8)
-    table[(np.repeat(grid, 256) * 256 + np.tile(grid, 256)) % 65536] = results
-    hi = n.node(op, "Mul", [n.widened(op, operands[0]), n.i64(op, "row", 256)])
-    index = n.node(op, "Add", [hi, n.widened(op, operands[1])])
-    n.nodes.append(helper.make_node("Gather", [n.const(n.tmp(op, "table"), table), index],
-                                    [op.output], axis=0))
+    table[(np.repeat(grid, 256) * 256 + np.tile(grid, 256) + d) % 65536] = results
+    index = n.node(op, "Add", [n.node(op, "Mul", [a, n.i64(op, "row", 256)]), b])
     n.tabled[op.output] = (index, table)
+    _gather(n, op, table, index, g.tensors[op.output].dtype)
     return True
+
+
+def _gather(n: _Int, op: Op, table: np.ndarray, index: str, dtype: str) -> None:
+    """op.output = table[index] as `dtype`; where every consumer widens it, the Gather
+    reads an int64 copy of the table (its Cast to `dtype` stays for the record, dropped as
+    dead code when nothing reads it)."""
+    if n.narrow is None or op.output in n.narrow:
+        n.nodes.append(helper.make_node("Gather", [n.const(n.tmp(op, "table"), table), index],
+                                        [op.output], axis=0))
+        return
+    wide = n.node(op, "Gather", [n.i64(op, "table", table), index], axis=0)
+    n.nodes.append(helper.make_node("Cast", [wide], [op.output], to=ONNX_DTYPES[dtype]))
+    n.wide[op.output] = wide
 
 
 def _add_sub(n: _Int, g: Graph, op: Op) -> None:
@@ -504,28 +547,21 @@ def _lut(n: _Int, g: Graph, op: Op) -> None:
                              "constant of the graph")
         _lut_interpolated(n, op, x, values)
         return
-    if values is not None and x in n.tabled and g.tensors[op.output].dtype == "int8":
+    dtype = g.tensors[op.output].dtype
+    if values is not None and x in n.tabled and dtype == "int8":
         # x = T[index]: look up table[T] at the same index (one Gather less on the way)
         index, inner = n.tabled[x]
         composed = np.asarray(values)[inner.astype(np.int64) + 128]
-        n.nodes.append(helper.make_node("Gather", [n.const(n.tmp(op, "table"), composed),
-                                                   index], [op.output], axis=0))
         n.tabled[op.output] = (index, composed)
+        _gather(n, op, composed, index, dtype)
         return
-    if values is not None:  # rotated so that x itself indexes it (negative: from the end)
-        rotated = np.roll(np.asarray(values), lo)
-        if lo == -128 and g.tensors[op.output].dtype == "int8":
+    if values is not None:  # rotated so that x + d indexes it (negative: from the end)
+        index, d = n.offset_view(op, x)
+        if not (lo == -128 and d <= 128):  # x + d must stay inside [-256, 255]
+            index, d = n.widened(op, x), 0
+        if lo == -128 and dtype == "int8":
             n.looked_up[op.output] = (x, np.asarray(values))
-        if n.narrow is None or op.output in n.narrow:
-            n.nodes.append(helper.make_node("Gather", [n.const(n.tmp(op, "table"), rotated),
-                                                       n.widened(op, x)], [op.output], axis=0))
-            return
-        # every consumer widens it: look up int64 values (a Cast to the IR dtype for the
-        # record, removed as dead code when nothing reads it)
-        wide = n.node(op, "Gather", [n.i64(op, "table", rotated), n.widened(op, x)], axis=0)
-        n.nodes.append(helper.make_node("Cast", [wide], [op.output],
-                                        to=ONNX_DTYPES[g.tensors[op.output].dtype]))
-        n.wide[op.output] = wide
+        _gather(n, op, np.roll(np.asarray(values), lo + d), index, dtype)
         return
     index = n.node(op, "Sub", [n.widened(op, x), n.i64(op, "lo", lo)])
     n.nodes.append(helper.make_node("Gather", [table, index], [op.output], axis=0))

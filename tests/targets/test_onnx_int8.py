@@ -96,7 +96,8 @@ def test_manifest_carries_int8_parameters(tmp_path):
 def test_lowering_shares_matmuls_and_keeps_no_dead_nodes(tmp_path):
     """The CfC's four heads on one backbone output are one MatMulInteger (their weights
     side by side, split after the requantization); large weight matrices read the
-    activation as uint8 (onnxruntime's fast kernel); every node and initializer is used.
+    activation as uint8 (onnxruntime's fast kernel); tables are indexed by the lifted
+    requantized values; every node and initializer is used.
     The bits are checked by test_onnxruntime_equals_golden_bit_for_bit (cfc_default)."""
     import onnx
 
@@ -114,6 +115,10 @@ def test_lowering_shares_matmuls_and_keeps_no_dead_nodes(tmp_path):
     consumed = {i for n in nodes for i in n.input} | {o.name for o in model.graph.output}
     assert all(any(o in consumed for o in n.output) for n in nodes)
     assert all(init.name in consumed for init in model.graph.initializer)
+    # tables read the requantized values lifted by 128 as indices: no Sub or Cast on the way
+    made_by = {o: n.op_type for n in nodes for o in n.output}
+    gathers = [n for n in nodes if n.op_type == "Gather"]
+    assert gathers and not any(made_by.get(n.input[1]) in ("Sub", "Cast") for n in gathers)
     dtypes = {v.name: v.type.tensor_type.elem_type
               for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
     weights = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer}
@@ -214,3 +219,44 @@ def test_short_requantization_equals_the_numeric_core(shift):
             np.testing.assert_array_equal(got, p)
             continue
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int16"])
+@pytest.mark.parametrize("shift", [-20, -9, -1, 0])
+def test_saturated_requantization_truncates_only_where_it_clips(dtype, shift):
+    """saturated_affine lifts its result by -lo (the table index of the value) and
+    divides with ONNX's truncating Div, without making every dividend non-negative:
+    wherever truncation and floor differ the result clips to lo. Checked against the
+    numeric core over |p| <= bound, at the rails, around the ties and where the
+    unclipped result crosses lo."""
+    from ncc import numerics as nx
+
+    rng = np.random.default_rng(-shift)
+    channels = 6
+    lo, hi = nx.dtype_range(dtype)
+    m = rng.integers(1 << 30, 1 << 31, channels).astype(np.int64)
+    bound = 1 << (30 if dtype == "int8" else 28)  # int16: the lift must fit too
+    offset = rng.integers(-1000, 1000, channels)
+    zp = -3
+    ties = np.concatenate([(np.arange(-300, 300) << max(-shift, 0)) + d for d in (-1, 0, 1)])
+    # p where MBQM(p + offset) + zp is near lo: solve for the input scale at each channel
+    near_lo = np.round((lo - zp) * 2.0 ** (31 - shift) / m).astype(np.int64) - offset
+    around = near_lo[None, :] + np.arange(-3000, 3000)[:, None]
+    p = np.concatenate([
+        np.broadcast_to(np.concatenate([[-bound, bound, 0, -1, 1], ties,
+                                        rng.integers(-bound, bound + 1, 3000)])[:, None],
+                        (5 + len(ties) + 3000, channels)), around])
+    p = np.clip(p, -bound, bound).astype(np.int64)
+    want = np.clip(nx.multiply_by_quantized_multiplier(p + offset, m, shift) + zp, lo, hi)
+
+    def build(n, op, ins):
+        lifted, lift = n.saturated_affine(op, ins[0], m, np.full(channels, shift), dtype,
+                                          bound, offset=offset, out_zp=zp)
+        assert lift == -lo or dtype == "int16"  # a 2^15 lift may not fit in int64
+        return n.node(op, "Sub", [lifted, n.i64(op, "lift", lift)])
+
+    got = _run_nodes(build, {"p": p})
+    reachable = np.abs(near_lo) < bound - 3000
+    assert (want > lo).any()
+    assert (want[:, reachable] == lo).any() or not reachable.any()
+    np.testing.assert_array_equal(got, want)

@@ -102,6 +102,7 @@ def _load_keras(path: Path) -> Any:
     import keras
 
     from ncc.models.checkpoint import register_keras_layers
+    from ncc.models.keras.loading import placeholder_initializers
 
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such file")
@@ -110,7 +111,8 @@ def _load_keras(path: Path) -> Any:
     check_keras_file(path)
     register_keras_layers()
     try:
-        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+        with placeholder_initializers():  # every weight is read from the file
+            model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as e:
         raise ModelLoadError(f"{path}: cannot load the Keras model ({one_line(e)})") from None
     for v in getattr(model, "weights", []):

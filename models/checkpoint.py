@@ -311,6 +311,8 @@ def _restore_fake_quant(module: Any, status: dict[str, dict[str, Any]], where: s
 def _load_keras(spec: dict[str, Any], arrays: dict[str, np.ndarray], where: str) -> Any:
     import keras
 
+    from ncc.models.keras.loading import placeholder_initializers
+
     register_keras_layers()
     names = sorted(arrays)
     if names != [f"{i:04d}" for i in range(len(names))]:
@@ -322,7 +324,8 @@ def _load_keras(spec: dict[str, Any], arrays: dict[str, np.ndarray], where: str)
     config = dict(spec["config"])
     config.pop("compile_config", None)  # never trained here: no optimizer, no loss
     try:
-        model = keras.saving.deserialize_keras_object(config, safe_mode=True)
+        with placeholder_initializers():  # set_weights below assigns every variable
+            model = keras.saving.deserialize_keras_object(config, safe_mode=True)
     except Exception as e:
         raise ArchiveError(f"{where}: cannot rebuild the Keras model ({type(e).__name__}: "
                            f"{one_line(e)})") from None

@@ -35,6 +35,30 @@ def test_keras_checkpoint_round_trip(small_cfc, sequence, tmp_path):
                                   np.asarray(small_cfc(sequence[:, :50])))
 
 
+def test_a_keras_file_loads_without_drawing_the_weights_it_overwrites(tmp_path):
+    """Random initializers give zeros while a saved model rebuilds (they would XLA-compile
+    a sampler per shape); every weight still comes back from the file, outside the load
+    they draw again, and a `.keras` file round-trips every weight bit for bit."""
+    import keras
+
+    from ncc.models import zoo
+    from ncc.models.keras.loading import placeholder_initializers
+
+    with placeholder_initializers():
+        inside = keras.layers.Dense(5)
+        inside.build((None, 3))
+    outside = keras.layers.Dense(5)
+    outside.build((None, 3))
+    assert not np.any(np.asarray(inside.kernel)) and np.any(np.asarray(outside.kernel))
+    model = zoo.cfc(16)
+    model.save(tmp_path / "m.keras")
+    loaded = load_model(str(tmp_path / "m.keras"))
+    assert len(loaded.weights) == len(model.weights)
+    for a, b in zip(loaded.weights, model.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert all(np.any(np.asarray(w)) for w in loaded.weights if "kernel" in w.path)
+
+
 def test_spyx_checkpoint_round_trip(sequence, tmp_path):
     import spyx.nn
     from flax import nnx
